@@ -1,0 +1,147 @@
+//! Startup and shutdown: [`Application::build`] binds and starts everything, then
+//! [`Application::run_until_stopped`] serves until SIGINT/SIGTERM.
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use actix::{Actor, Addr};
+use actix_web::{dev::Server, App, HttpServer};
+
+use crate::{
+    broadcaster::{self, Broadcaster},
+    config::Config,
+    routes::{self, AppState},
+    stats::Stats,
+    ticker::{self, Ticker},
+    topic::{Topic, TopicSelector},
+};
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid --time-topic: {0}")]
+    TimeTopic(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// A bound, started hub.
+pub struct Application {
+    server: Server,
+    local_addr: SocketAddr,
+    broadcaster: Addr<Broadcaster>,
+    ticker: Option<Addr<Ticker>>,
+}
+
+impl Application {
+    /// Starts the broadcaster and ticker and binds the listener. Call inside an actix system.
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let time_topic =
+            Topic::parse(&config.time_topic).map_err(|e| StartError::TimeTopic(e.to_string()))?;
+        let time_selector = TopicSelector::parse(time_topic.as_str())
+            .ok()
+            .filter(|s| s.exact().is_some())
+            .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
+        let stats = Arc::new(Stats::default());
+        let broadcaster = Broadcaster::new(
+            broadcaster::Limits {
+                queue_capacity: config.queue_capacity,
+                max_subscribers: config.max_subscribers,
+                history_size: config.history_size,
+                history_bytes: config.history_bytes,
+            },
+            Arc::clone(&stats),
+        )
+        .start();
+        let ticker = (!config.tick_interval.is_zero())
+            .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
+        let state = AppState {
+            broadcaster: broadcaster.clone(),
+            stats,
+            config: Arc::new(config.clone()),
+            time_selector,
+        };
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::Logger::default().log_target("sse_hub::access"))
+                .configure(|cfg| routes::configure(cfg, state.clone()))
+        })
+        // Signals are handled in `run_until_stopped`: streams must be ended before the
+        // server's graceful stop can complete.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server = server
+            .bind(config.bind)
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local_addr = server.addrs().first().copied().unwrap_or(config.bind);
+        Ok(Self {
+            server: server.run(),
+            local_addr,
+            broadcaster,
+            ticker,
+        })
+    }
+
+    /// The address the hub listens on (with the real port when bound to port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully: stops the ticker, ends every
+    /// stream so clients reconnect elsewhere, and lets open requests finish within the timeout.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        let handle = self.server.handle();
+        let server = actix_web::rt::spawn(self.server);
+        shutdown_signal().await;
+        log::info!("shutting down");
+        if let Some(ticker) = &self.ticker {
+            ticker.do_send(ticker::Stop);
+        }
+        if let Err(err) = self.broadcaster.send(broadcaster::Shutdown).await {
+            log::warn!("broadcaster did not confirm shutdown: {err}");
+        }
+        handle.stop(true).await;
+        match server.await {
+            Ok(result) => result,
+            Err(err) => Err(io::Error::other(err)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves on SIGINT or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                log::warn!("cannot listen for SIGTERM: {err}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

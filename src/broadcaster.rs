@@ -1,0 +1,279 @@
+//! The broadcaster actor: owns the registry of subscribers and the history, and fans each
+//! update out.
+//!
+//! # Slow-consumer policy
+//! The actor never awaits a subscriber. Each subscriber has a bounded queue
+//! (`--queue-capacity` events) and every delivery is a `try_send` of the update's shared bytes:
+//! - a subscriber whose queue is full is **disconnected**: its sender is dropped, so its stream
+//!   ends after the bytes already queued and its `EventSource` reconnects (with `Last-Event-ID`,
+//!   so it loses nothing still in history); it is counted in `subscribers_dropped_slow`;
+//! - a subscriber whose receiver is gone (the client left) is removed where it is seen; in the
+//!   normal case sooner, by the [`SubscriberGuard`] its stream drops.
+//!
+//! Subscribing, resuming from history and publishing are all handled by this one actor, so a
+//! subscriber is registered and its replay computed in one step: nothing published after its
+//! registration is missed and nothing replayed is sent twice.
+
+use std::{collections::HashMap, sync::Arc};
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::{
+    history::{Cursor, History},
+    stats::Stats,
+    subscription::Subscription,
+    update::{EventId, Update},
+};
+
+/// Mailbox size of the actor: publishes and subscribes beyond it wait for room.
+const MAILBOX_CAPACITY: usize = 4096;
+
+/// Limits of the broadcaster, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events queued for one subscriber before it counts as slow and is disconnected.
+    pub queue_capacity: usize,
+    /// Subscribers connected at once, beyond which subscribing is refused.
+    pub max_subscribers: usize,
+    /// Updates kept for replay.
+    pub history_size: usize,
+    /// Bytes of encoded updates kept for replay.
+    pub history_bytes: usize,
+}
+
+/// Identifies one registered subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriberId(u64);
+
+struct Subscriber {
+    tx: mpsc::Sender<Bytes>,
+    subscription: Subscription,
+}
+
+/// The actor. Start it with [`Broadcaster::new`] and `.start()`.
+pub struct Broadcaster {
+    subscribers: HashMap<SubscriberId, Subscriber>,
+    next_id: u64,
+    history: History,
+    stats: Arc<Stats>,
+    limits: Limits,
+    closing: bool,
+}
+
+impl std::fmt::Debug for Broadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcaster")
+            .field("subscribers", &self.subscribers.len())
+            .field("history", &self.history.len())
+            .field("closing", &self.closing)
+            .finish()
+    }
+}
+
+impl Broadcaster {
+    #[must_use]
+    pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
+        Self {
+            subscribers: HashMap::new(),
+            next_id: 0,
+            history: History::new(limits.history_size, limits.history_bytes),
+            stats,
+            limits,
+            closing: false,
+        }
+    }
+
+    fn remove(&mut self, id: SubscriberId) {
+        if self.subscribers.remove(&id).is_some() {
+            self.stats.set_subscribers(self.subscribers.len());
+        }
+    }
+}
+
+impl Actor for Broadcaster {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+/// Unregisters its subscriber when dropped: held by the subscriber's stream, so a client that
+/// goes away is removed at once, whether or not anything is published.
+#[derive(Debug)]
+pub struct SubscriberGuard {
+    id: SubscriberId,
+    broadcaster: Addr<Broadcaster>,
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.broadcaster.do_send(Unsubscribe(self.id));
+    }
+}
+
+/// Registers a subscriber and computes its replay.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Subscribed, SubscribeRefused>")]
+pub struct Subscribe {
+    pub subscription: Subscription,
+    /// Where to resume from (`Last-Event-ID`), if the client asked.
+    pub cursor: Option<Cursor>,
+}
+
+/// A registered subscriber's end of the fan-out.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// Live updates, in publish order, after those in `replay`.
+    pub receiver: mpsc::Receiver<Bytes>,
+    /// Encoded updates from history that this subscriber missed, oldest first.
+    pub replay: Vec<Bytes>,
+    /// The `Last-Event-ID` response value, when the request carried a cursor.
+    pub resumed_after: Option<String>,
+    /// Unregisters the subscriber when dropped.
+    pub guard: SubscriberGuard,
+}
+
+/// Why a subscriber was not registered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeRefused {
+    #[error("too many subscribers")]
+    TooMany,
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+impl Handler<Subscribe> for Broadcaster {
+    type Result = Result<Subscribed, SubscribeRefused>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Err(SubscribeRefused::ShuttingDown);
+        }
+        if self.subscribers.len() >= self.limits.max_subscribers {
+            return Err(SubscribeRefused::TooMany);
+        }
+        let (replay, resumed_after) = match &msg.cursor {
+            Some(cursor) => {
+                let replay = self.history.replay(cursor);
+                let bytes = replay
+                    .updates
+                    .iter()
+                    .filter(|u| msg.subscription.wants(u))
+                    .map(|u| u.encoded().clone())
+                    .collect::<Vec<_>>();
+                self.stats.delivered(bytes.len() as u64);
+                (bytes, Some(replay.resumed_after))
+            }
+            None => (Vec::new(), None),
+        };
+        let id = SubscriberId(self.next_id);
+        self.next_id += 1;
+        let (tx, receiver) = mpsc::channel(self.limits.queue_capacity.max(1));
+        self.subscribers.insert(
+            id,
+            Subscriber {
+                tx,
+                subscription: msg.subscription,
+            },
+        );
+        self.stats.set_subscribers(self.subscribers.len());
+        Ok(Subscribed {
+            receiver,
+            replay,
+            resumed_after,
+            guard: SubscriberGuard {
+                id,
+                broadcaster: ctx.address(),
+            },
+        })
+    }
+}
+
+/// Publishes an update: stores it in history and queues its bytes to every matching subscriber.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<EventId, PublishRefused>")]
+pub struct Publish(pub Update);
+
+/// Why an update was not published.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishRefused {
+    #[error("an update with id {0} is already in history")]
+    DuplicateId(EventId),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+impl Handler<Publish> for Broadcaster {
+    type Result = Result<EventId, PublishRefused>;
+
+    fn handle(&mut self, Publish(update): Publish, _: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Err(PublishRefused::ShuttingDown);
+        }
+        if self.history.contains(update.id()) {
+            return Err(PublishRefused::DuplicateId(update.id().clone()));
+        }
+        let update = Arc::new(update);
+        let mut delivered = 0u64;
+        let before = self.subscribers.len();
+        let stats = &self.stats;
+        self.subscribers.retain(|_, sub| {
+            if !sub.subscription.wants(&update) {
+                return true;
+            }
+            match sub.tx.try_send(update.encoded().clone()) {
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    // Policy: a full queue means the client is not keeping up; disconnect it
+                    // rather than wait, so it cannot slow anyone else down.
+                    stats.dropped_slow();
+                    log::info!("dropping a slow subscriber: its queue is full");
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+        if self.subscribers.len() != before {
+            stats.set_subscribers(self.subscribers.len());
+        }
+        stats.published(delivered);
+        let id = update.id().clone();
+        self.history.push(update);
+        stats.set_history(self.history.len(), self.history.bytes());
+        Ok(id)
+    }
+}
+
+/// Removes a subscriber (sent by its [`SubscriberGuard`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub SubscriberId);
+
+impl Handler<Unsubscribe> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Self::Context) {
+        self.remove(id);
+    }
+}
+
+/// Ends every stream (their queued bytes still go out) and refuses new subscribers and updates.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
+        self.closing = true;
+        self.subscribers.clear();
+        self.stats.set_subscribers(0);
+    }
+}

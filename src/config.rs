@@ -1,0 +1,229 @@
+//! Command line and environment configuration: every flag `--x-y` can also be set as
+//! `SSE_HUB_X_Y`.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Parses `1s`, `500ms`, `2m`, or `0`.
+fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
+    if value.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value)
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// JWS algorithms accepted for tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256: the key is a shared secret.
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256: the key is a PEM public key.
+    RS256,
+    /// ECDSA P-256 with SHA-256: the key is a PEM public key.
+    ES256,
+}
+
+/// sse-hub: publish events over HTTP, receive them as Server-Sent Events (Mercure protocol).
+#[derive(Debug, Parser)]
+#[command(name = "sse-hub", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a signed token (HS256, with the configured key) for publishing or subscribing.
+    Token(TokenArgs),
+}
+
+/// Claims of a token made by `sse-hub token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Topic selector the token may publish to (repeatable).
+    #[arg(long = "publish", value_name = "SELECTOR")]
+    pub publish: Vec<String>,
+    /// Topic selector the token may receive private updates of (repeatable).
+    #[arg(long = "subscribe", value_name = "SELECTOR")]
+    pub subscribe: Vec<String>,
+    /// Lifetime of the token, e.g. `1h`; none means it never expires.
+    #[arg(long, value_parser = duration)]
+    pub exp: Option<Duration>,
+    /// The `sub` claim.
+    #[arg(long)]
+    pub sub: Option<String>,
+}
+
+/// Everything the hub needs to run.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed in the log).
+    #[arg(long, env = "SSE_HUB_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Period of the server-time `time` events; 0 turns them off.
+    #[arg(long, env = "SSE_HUB_TICK_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub tick_interval: Duration,
+
+    /// Topic of the server-time updates (what `GET /events` subscribes to).
+    #[arg(long, env = "SSE_HUB_TIME_TOPIC", default_value = "/time")]
+    pub time_topic: String,
+
+    /// A heartbeat comment is sent on a stream idle for this long.
+    #[arg(long, env = "SSE_HUB_KEEP_ALIVE", default_value = "15s", value_parser = duration)]
+    pub keep_alive: Duration,
+
+    /// Reconnection delay sent to clients in the `retry:` field.
+    #[arg(long, env = "SSE_HUB_RETRY", default_value = "2s", value_parser = duration)]
+    pub retry: Duration,
+
+    /// Events queued per subscriber; a subscriber whose queue is full is disconnected as slow.
+    #[arg(long, env = "SSE_HUB_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+
+    /// Subscribers connected at once; beyond it subscribing answers 503 with Retry-After.
+    #[arg(long, env = "SSE_HUB_MAX_SUBSCRIBERS", default_value_t = 10_000)]
+    pub max_subscribers: usize,
+
+    /// Updates kept in memory for replay (`Last-Event-ID`); 0 keeps none.
+    #[arg(long, env = "SSE_HUB_HISTORY_SIZE", default_value_t = 10_000)]
+    pub history_size: usize,
+
+    /// Bytes of encoded updates kept for replay, at most.
+    #[arg(long, env = "SSE_HUB_HISTORY_BYTES", default_value_t = 64 << 20)]
+    pub history_bytes: usize,
+
+    /// Largest publish request body, in bytes; larger ones answer 413.
+    #[arg(long, env = "SSE_HUB_MAX_BODY_SIZE", default_value_t = 1 << 20)]
+    pub max_body_size: usize,
+
+    /// Let clients without a token subscribe (to public updates only).
+    #[arg(long, env = "SSE_HUB_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Key for both publisher and subscriber tokens (overridden by the specific ones).
+    #[arg(long, env = "SSE_HUB_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<Secret>,
+
+    /// Key that verifies publisher tokens: an HS256 secret, or a PEM public key (inline or @path).
+    #[arg(long, env = "SSE_HUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<Secret>,
+
+    /// Key that verifies subscriber tokens: an HS256 secret, or a PEM public key (inline or @path).
+    #[arg(long, env = "SSE_HUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<Secret>,
+
+    /// Algorithm of the tokens.
+    #[arg(
+        long,
+        env = "SSE_HUB_JWT_ALGORITHM",
+        value_enum,
+        default_value = "HS256"
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// Name of the cookie that may carry the token.
+    #[arg(
+        long,
+        env = "SSE_HUB_COOKIE_NAME",
+        default_value = "mercureAuthorization"
+    )]
+    pub cookie_name: String,
+
+    /// Origin allowed to use the hub endpoint from a browser (repeatable, or `*`).
+    #[arg(
+        long = "cors-origin",
+        env = "SSE_HUB_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Serve the dashboard from this directory instead of the files built into the binary.
+    #[arg(long, env = "SSE_HUB_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// On SIGINT/SIGTERM, how long open requests get to finish before the hub exits.
+    #[arg(long, env = "SSE_HUB_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+
+    /// HTTP worker threads; 0 means one per CPU core.
+    #[arg(long, env = "SSE_HUB_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+impl Config {
+    /// The key for publisher tokens, if any.
+    #[must_use]
+    pub fn publisher_key(&self) -> Option<&Secret> {
+        self.publisher_jwt_key.as_ref().or(self.jwt_key.as_ref())
+    }
+
+    /// The key for subscriber tokens, if any.
+    #[must_use]
+    pub fn subscriber_key(&self) -> Option<&Secret> {
+        self.subscriber_jwt_key.as_ref().or(self.jwt_key.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sse-hub").chain(args.iter().copied()))
+            .expect("valid arguments")
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = parse(&[]).config;
+        assert_eq!(c.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.tick_interval, Duration::from_secs(1));
+        assert_eq!(c.keep_alive, Duration::from_secs(15));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.history_size, 10_000);
+    }
+
+    #[test]
+    fn durations_accept_units_and_zero() {
+        let c = parse(&["--tick-interval", "500ms", "--keep-alive", "0"]).config;
+        assert_eq!(c.tick_interval, Duration::from_millis(500));
+        assert_eq!(c.keep_alive, Duration::ZERO);
+        assert!(Cli::try_parse_from(["sse-hub", "--tick-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = parse(&["--jwt-key", "hunter2"]).config;
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.publisher_key().map(Secret::expose), Some("hunter2"));
+    }
+}

@@ -1,0 +1,28 @@
+//! sse-hub: a real-time event hub. Publishers post updates over HTTP; browsers and services
+//! receive them live as Server-Sent Events. The public API is the Mercure protocol.
+//!
+//! The parts, in the order an event flows through them:
+//! - [`ticker`]: an actor that publishes a server-time update every `--tick-interval`;
+//! - [`update`]: a validated update, encoded once into SSE bytes ([`sse`]) when it is built;
+//! - [`broadcaster`]: the actor that owns the subscribers and the [`history`], and fans each
+//!   update out to the matching [`subscription`]s by `try_send` on bounded queues;
+//! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
+//! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
+//! - [`app`]: startup and graceful shutdown; [`config`]: flags and environment variables;
+//!   [`stats`]: lock-free counters.
+
+pub mod app;
+pub mod broadcaster;
+pub mod config;
+pub mod history;
+pub mod routes;
+pub mod sse;
+pub mod stats;
+pub mod stream;
+pub mod subscription;
+pub mod ticker;
+pub mod topic;
+pub mod update;
+
+pub use app::Application;
+pub use config::Config;

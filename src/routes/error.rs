@@ -1,0 +1,88 @@
+//! The HTTP boundary's error: each variant is one status with a one-line reason for the client.
+
+use actix_web::{
+    http::{header, StatusCode},
+    HttpResponse, ResponseError,
+};
+
+use crate::broadcaster::{PublishRefused, SubscribeRefused};
+
+/// Seconds a client is asked to wait before retrying a 503.
+const RETRY_AFTER_SECS: u32 = 5;
+
+/// A request the hub refused, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("too many subscribers, retry later")]
+    TooManySubscribers,
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error("the hub is unavailable")]
+    Unavailable,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManySubscribers | Self::ShuttingDown | Self::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type(mime_text());
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        response.body(format!("{self}\n"))
+    }
+}
+
+fn mime_text() -> &'static str {
+    "text/plain; charset=utf-8"
+}
+
+impl From<SubscribeRefused> for ApiError {
+    fn from(refused: SubscribeRefused) -> Self {
+        match refused {
+            SubscribeRefused::TooMany => Self::TooManySubscribers,
+            SubscribeRefused::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<PublishRefused> for ApiError {
+    fn from(refused: PublishRefused) -> Self {
+        match refused {
+            PublishRefused::DuplicateId(_) => Self::Conflict(refused.to_string()),
+            PublishRefused::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(err: actix::MailboxError) -> Self {
+        log::error!("broadcaster unreachable: {err}");
+        Self::Unavailable
+    }
+}

@@ -1,0 +1,70 @@
+//! HTTP routes, registered by [`configure`] so the server and in-process tests share them.
+
+mod assets;
+pub mod error;
+mod health;
+mod subscribe;
+mod test_stream;
+
+use std::{borrow::Cow, sync::Arc};
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+
+use crate::{broadcaster::Broadcaster, config::Config, stats::Stats, topic::TopicSelector};
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub broadcaster: Addr<Broadcaster>,
+    pub stats: Arc<Stats>,
+    pub config: Arc<Config>,
+    /// Exact selector of the server-time topic, compiled once.
+    pub time_selector: TopicSelector,
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
+    let static_dir = state.config.static_dir.clone();
+    cfg.app_data(web::Data::new(state))
+        .service(web::resource("/events").route(web::get().to(subscribe::events)))
+        .service(
+            web::resource("/api/stream/test")
+                .wrap(test_stream::cors())
+                .route(web::get().to(test_stream::handler)),
+        )
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/stats").route(web::get().to(health::stats)));
+    assets::configure(cfg, static_dir);
+}
+
+/// Answers paths no route knows.
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("not found\n")
+}
+
+/// Decodes a query string or form body into pairs, keeping repeated keys.
+pub(crate) fn query_pairs(input: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    form_urlencoded::parse(input.as_bytes()).collect()
+}
+
+/// The value of a parameter that may appear at most once.
+pub(crate) fn single<'a>(
+    pairs: &'a [(Cow<'_, str>, Cow<'_, str>)],
+    name: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    let mut values = pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_ref());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "'{name}' may appear only once"
+        )));
+    }
+    Ok(first)
+}

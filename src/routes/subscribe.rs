@@ -1,0 +1,90 @@
+//! Subscribing: `GET /events` (the server-time topic) and, with the same stream machinery,
+//! `GET /.well-known/mercure`.
+
+use actix_web::{
+    http::header::{self, HeaderValue},
+    web, HttpRequest, HttpResponse, HttpResponseBuilder,
+};
+
+use super::{error::ApiError, AppState};
+use crate::{
+    broadcaster::Subscribe, history::Cursor, stream::SubscriberStream, subscription::Subscription,
+    update::MAX_FIELD_LEN,
+};
+
+/// Sets the headers every SSE response carries.
+pub(crate) fn sse_headers(response: &mut HttpResponseBuilder) {
+    response
+        .content_type("text/event-stream")
+        // Nothing may cache or store a live stream.
+        .insert_header((header::CACHE_CONTROL, "no-cache, no-store"))
+        // Tells nginx not to buffer this response whatever its proxy_buffering says.
+        .insert_header(("X-Accel-Buffering", "no"))
+        // A compressing layer would hold events back to fill its blocks.
+        .insert_header((header::CONTENT_ENCODING, "identity"));
+}
+
+/// Reads the resume point: the `Last-Event-ID` header, else the `lastEventID` query parameter.
+pub(crate) fn cursor(
+    req: &HttpRequest,
+    query_value: Option<&str>,
+) -> Result<Option<Cursor>, ApiError> {
+    let from_header = req
+        .headers()
+        .get("Last-Event-ID")
+        .map(|v| {
+            std::str::from_utf8(v.as_bytes())
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID is not UTF-8".into()))
+        })
+        .transpose()?
+        .filter(|v| !v.is_empty());
+    let Some(value) = from_header.or(query_value.filter(|v| !v.is_empty())) else {
+        return Ok(None);
+    };
+    if value.len() > MAX_FIELD_LEN || value.contains(['\r', '\n', '\0']) {
+        return Err(ApiError::BadRequest(
+            "invalid last event id: too long or has CR, LF or NUL".into(),
+        ));
+    }
+    Ok(Some(Cursor::parse(value)))
+}
+
+/// Registers a subscriber and answers with its stream.
+///
+/// The subscriber is registered before the response starts, so an update published once the
+/// client sees the first bytes is never missed.
+pub(crate) async fn open_stream(
+    state: &AppState,
+    subscription: Subscription,
+    cursor: Option<Cursor>,
+    expires: Option<tokio::time::Instant>,
+) -> Result<HttpResponse, ApiError> {
+    let subscribed = state
+        .broadcaster
+        .send(Subscribe {
+            subscription,
+            cursor,
+        })
+        .await??;
+    let resumed_after = subscribed.resumed_after.clone();
+    let retry_ms = u64::try_from(state.config.retry.as_millis()).unwrap_or(u64::MAX);
+    let stream = SubscriberStream::new(subscribed, retry_ms, state.config.keep_alive, expires);
+    let mut response = HttpResponse::Ok();
+    sse_headers(&mut response);
+    if let Some(value) = resumed_after.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+        response.insert_header(("Last-Event-ID", value));
+    }
+    Ok(response.streaming(stream))
+}
+
+/// `GET /events`: the public server-time updates, for anyone (no token needed).
+pub(crate) async fn events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = super::query_pairs(req.query_string());
+    let last_event_id = super::single(&query, "lastEventID")?;
+    let cursor = cursor(&req, last_event_id)?;
+    let subscription = Subscription::new(vec![state.time_selector.clone()], Vec::new(), None);
+    open_stream(&state, subscription, cursor, None).await
+}

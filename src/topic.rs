@@ -1,0 +1,535 @@
+//! Validated Mercure topics and the selectors subscribers use to pick them.
+//!
+//! A [`TopicSelector`] matches a topic in one of three ways:
+//!
+//! - `*` matches every topic.
+//! - A selector containing `{` or `}` is an RFC 6570 URI template (levels 1-4). It is
+//!   compiled once into an anchored regex that accepts the strings some expansion of the
+//!   template could produce; every variable may be undefined, so every expression may
+//!   match the empty string. A topic byte-for-byte equal to the template also matches.
+//! - Anything else matches only a byte-for-byte equal topic.
+//!
+//! Template matching is deliberately a little permissive: it checks character classes,
+//! separators and variable order, but cannot know the publisher's actual variable values.
+//! No normalisation (percent-decoding, case folding) is done on either side.
+
+use std::fmt;
+use std::str::FromStr;
+
+use regex::{Regex, RegexBuilder};
+
+/// Longest accepted topic or selector, in bytes.
+pub const MAX_TOPIC_LEN: usize = 2048;
+
+/// Most expressions a template selector may contain.
+const MAX_EXPRESSIONS: usize = 32;
+
+/// Most varspecs one expression may contain; each one nests a regex group.
+const MAX_VARSPECS: usize = 32;
+
+/// Compiled-regex budget, so a hostile template cannot exhaust memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Largest `{var:N}` bound compiled as a counted repetition; larger ones match unbounded,
+/// because counted repetitions are unrolled and would blow the size budget.
+const MAX_COUNTED_PREFIX: u16 = 64;
+
+/// An unreserved character or a percent-encoded triplet.
+const VAL_UNRESERVED: &str = r"(?:[A-Za-z0-9\-._~]|%[0-9A-Fa-f]{2})";
+
+/// An unreserved or reserved character, or a percent-encoded triplet (`+` and `#`).
+const VAL_RESERVED: &str = r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})";
+
+/// Why a topic or selector was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The string is empty.
+    #[error("topic is empty")]
+    Empty,
+    /// The string is longer than [`MAX_TOPIC_LEN`] bytes.
+    #[error("topic is longer than {} bytes", MAX_TOPIC_LEN)]
+    TooLong,
+    /// The string contains CR, LF or NUL, which would corrupt the SSE stream.
+    #[error("topic contains CR, LF or NUL")]
+    ControlChar,
+    /// The selector looks like a URI template but is not a valid one.
+    #[error("invalid URI template: {0}")]
+    InvalidTemplate(String),
+}
+
+/// Checks the rules shared by topics and selectors.
+fn validate(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    // CR and LF would split an SSE field line; NUL is mangled by many consumers.
+    if s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(TopicError::ControlChar);
+    }
+    Ok(())
+}
+
+/// A topic name that passed validation; usually an IRI, but any string is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Topic(String);
+
+impl Topic {
+    /// Validates `s` as a topic: non-empty, at most [`MAX_TOPIC_LEN`] bytes, no CR/LF/NUL.
+    pub fn parse(s: &str) -> Result<Self, TopicError> {
+        validate(s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The topic as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Topic {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Topic {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A subscriber's topic selector, compiled once at subscribe time.
+#[derive(Clone, Debug)]
+pub struct TopicSelector(Kind);
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Any,
+    Exact(String),
+    Template { source: String, regex: Regex },
+}
+
+impl TopicSelector {
+    /// Parses `*`, a URI template (anything containing `{` or `}`) or an exact topic.
+    ///
+    /// Applies the same length and CR/LF/NUL rules as [`Topic::parse`]; an invalid
+    /// template yields [`TopicError::InvalidTemplate`].
+    pub fn parse(s: &str) -> Result<Self, TopicError> {
+        validate(s)?;
+        let kind = if s == "*" {
+            Kind::Any
+        } else if s.contains(['{', '}']) {
+            Kind::Template {
+                source: s.to_owned(),
+                regex: compile_template(s)?,
+            }
+        } else {
+            Kind::Exact(s.to_owned())
+        };
+        Ok(Self(kind))
+    }
+
+    /// Whether `topic` is selected; does not allocate.
+    pub fn matches(&self, topic: &str) -> bool {
+        match &self.0 {
+            Kind::Any => true,
+            Kind::Exact(s) => s == topic,
+            Kind::Template { source, regex } => source == topic || regex.is_match(topic),
+        }
+    }
+
+    /// The selector as the client sent it.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Kind::Any => "*",
+            Kind::Exact(s) | Kind::Template { source: s, .. } => s,
+        }
+    }
+
+    /// The topic for an exact selector, so callers can index those in a hash map.
+    pub fn exact(&self) -> Option<&str> {
+        match &self.0 {
+            Kind::Exact(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the `*` selector.
+    pub fn is_any(&self) -> bool {
+        matches!(self.0, Kind::Any)
+    }
+}
+
+impl FromStr for TopicSelector {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for TopicSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn invalid(reason: String) -> TopicError {
+    TopicError::InvalidTemplate(reason)
+}
+
+/// Compiles a whole template into an anchored regex.
+fn compile_template(src: &str) -> Result<Regex, TopicError> {
+    let bytes = src.as_bytes();
+    let mut pattern = String::with_capacity(src.len() * 4 + 8);
+    pattern.push_str(r"\A");
+    let (mut i, mut literal_start, mut expressions) = (0, 0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => {
+                // Slicing at '{' and '}' is safe: ASCII bytes are always char boundaries.
+                pattern.push_str(&regex::escape(&src[literal_start..i]));
+                let close = (i + 1..bytes.len())
+                    .find(|&j| matches!(bytes[j], b'{' | b'}'))
+                    .filter(|&j| bytes[j] == b'}')
+                    .ok_or_else(|| invalid(format!("unclosed '{{' at byte {i}")))?;
+                expressions += 1;
+                if expressions > MAX_EXPRESSIONS {
+                    return Err(invalid(format!("more than {MAX_EXPRESSIONS} expressions")));
+                }
+                compile_expression(&src[i + 1..close], i, &mut pattern)?;
+                i = close + 1;
+                literal_start = i;
+            }
+            b'}' => return Err(invalid(format!("unmatched '}}' at byte {i}"))),
+            _ => i += 1,
+        }
+    }
+    pattern.push_str(&regex::escape(&src[literal_start..]));
+    pattern.push_str(r"\z");
+    RegexBuilder::new(&pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => invalid("template is too complex".to_owned()),
+            // Every piece is escaped or built from fixed fragments, so this is a bug, but
+            // the client still just gets a refusal rather than a panic.
+            _ => invalid("template could not be compiled".to_owned()),
+        })
+}
+
+/// An RFC 6570 expression operator, with what it needs for matching.
+#[derive(Clone, Copy)]
+struct Op {
+    /// Regex for the text before the first defined value.
+    first: &'static str,
+    /// Regex for the text between values.
+    sep: &'static str,
+    /// Renders `name=value` pairs.
+    named: bool,
+    /// Value character class.
+    val: &'static str,
+}
+
+impl Op {
+    const fn new(first: &'static str, sep: &'static str, named: bool, val: &'static str) -> Self {
+        Self {
+            first,
+            sep,
+            named,
+            val,
+        }
+    }
+
+    /// `;` renders a bare `name` for an empty value, where `?` and `&` render `name=`.
+    fn bare_if_empty(self) -> bool {
+        self.first == ";"
+    }
+
+    /// Reads the optional operator at the start of an expression body.
+    fn parse(body: &str, at: usize) -> Result<(Self, &str), TopicError> {
+        let (u, r) = (VAL_UNRESERVED, VAL_RESERVED);
+        let op = match body.as_bytes().first() {
+            Some(b'+') => Self::new("", ",", false, r),
+            Some(b'#') => Self::new("#", ",", false, r),
+            Some(b'.') => Self::new(r"\.", r"\.", false, u),
+            Some(b'/') => Self::new("/", "/", false, u),
+            Some(b';') => Self::new(";", ";", true, u),
+            Some(b'?') => Self::new(r"\?", "&", true, u),
+            Some(b'&') => Self::new("&", "&", true, u),
+            Some(&c @ (b'=' | b',' | b'!' | b'@' | b'|')) => {
+                return Err(invalid(format!(
+                    "reserved operator '{}' at byte {at}",
+                    char::from(c)
+                )))
+            }
+            _ => return Ok((Self::new("", ",", false, u), body)),
+        };
+        Ok((op, &body[1..]))
+    }
+}
+
+/// Compiles one `{...}` body; `open` is the byte offset of its `{`, for error messages.
+fn compile_expression(body: &str, open: usize, out: &mut String) -> Result<(), TopicError> {
+    let (op, list) = Op::parse(body, open + 1)?;
+    if list.is_empty() {
+        return Err(invalid(format!("empty expression at byte {open}")));
+    }
+    // Each varspec contributes nothing (undefined) or a chunk; defined chunks keep their
+    // order and are joined by the separator. That is P_k = (?:P_{k-1}(?:sep C_k)?|C_k),
+    // written out by opening all groups first so the pattern stays linear in size.
+    let specs = list.split(',').count();
+    if specs > MAX_VARSPECS {
+        return Err(invalid(format!(
+            "more than {MAX_VARSPECS} variables in expression at byte {open}"
+        )));
+    }
+    out.push_str("(?:");
+    out.push_str(op.first);
+    out.push_str(&"(?:".repeat(specs - 1));
+    let mut at = open + 1 + (body.len() - list.len());
+    for (k, spec) in list.split(',').enumerate() {
+        let chunk = compile_varspec(spec, at, op)?;
+        if k == 0 {
+            out.push_str(&chunk);
+        } else {
+            out.push_str(&format!("(?:{}{chunk})?|{chunk})", op.sep));
+        }
+        at += spec.len() + 1;
+    }
+    out.push_str(")?");
+    Ok(())
+}
+
+/// Compiles one varspec (`name`, `name:N` or `name*`) into the regex of its defined value.
+fn compile_varspec(spec: &str, at: usize, op: Op) -> Result<String, TopicError> {
+    let val = op.val;
+    let (name, explode, prefix) = if let Some(name) = spec.strip_suffix('*') {
+        (name, true, None)
+    } else if let Some((name, len)) = spec.split_once(':') {
+        (
+            name,
+            false,
+            Some(parse_prefix_len(len, at + name.len() + 1)?),
+        )
+    } else {
+        (spec, false, None)
+    };
+    if !is_varname(name) {
+        return Err(invalid(format!("invalid variable name at byte {at}")));
+    }
+    let item = if explode {
+        // Exploded lists repeat the name (named ops) or just the values; exploded maps
+        // render `key=value` with arbitrary keys. One item pattern covers all of these.
+        match (op.named, op.bare_if_empty()) {
+            (true, true) => format!("{val}+(?:={val}*)?"),
+            (true, false) => format!("{val}+={val}*"),
+            (false, _) => format!("{val}*(?:={val}*)?"),
+        }
+    } else {
+        // Prefixes apply to strings only; otherwise the value may be a comma-joined list
+        // or map, which reserved-class operators already cover.
+        let value = match prefix {
+            Some(n) if n <= MAX_COUNTED_PREFIX => format!("{val}{{0,{n}}}"),
+            _ => format!("(?:{val}|,)*"),
+        };
+        let name = regex::escape(name);
+        return Ok(match (op.named, op.bare_if_empty()) {
+            (true, true) => format!("{name}(?:={value})?"),
+            (true, false) => format!("{name}={value}"),
+            (false, _) => value,
+        });
+    };
+    Ok(format!("{item}(?:{}{item})*", op.sep))
+}
+
+/// Parses a prefix modifier length: 1 to 9999 with no leading zero, per RFC 6570.
+fn parse_prefix_len(s: &str, at: usize) -> Result<u16, TopicError> {
+    let ok =
+        (1..=4).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
+    match s.parse::<u16>() {
+        Ok(n) if ok => Ok(n),
+        _ => Err(invalid(format!("invalid prefix length at byte {at}"))),
+    }
+}
+
+/// RFC 6570 varname: varchars (ALPHA / DIGIT / "_" / pct-encoded) with single dots between.
+fn is_varname(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    let mut need_char = true; // at start and right after a dot
+    while i < b.len() {
+        match b[i] {
+            c if c.is_ascii_alphanumeric() || c == b'_' => i += 1,
+            b'%' if b.len() > i + 2 && b[i + 1..=i + 2].iter().all(u8::is_ascii_hexdigit) => i += 3,
+            b'.' if !need_char => {
+                i += 1;
+                need_char = true;
+                continue;
+            }
+            _ => return false,
+        }
+        need_char = false;
+    }
+    !need_char
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sel(s: &str) -> TopicSelector {
+        TopicSelector::parse(s).expect("test selector is valid")
+    }
+
+    fn err(s: &str) -> String {
+        TopicSelector::parse(s).expect_err(s).to_string()
+    }
+
+    #[test]
+    fn validation() {
+        use TopicError::{ControlChar, Empty, TooLong};
+        let long = "a".repeat(MAX_TOPIC_LEN + 1);
+        for (s, err) in [
+            ("", Empty),
+            ("a\nb", ControlChar),
+            ("{x}\r", ControlChar),
+            ("a\0", ControlChar),
+            (&long, TooLong),
+        ] {
+            assert_eq!(Topic::parse(s), Err(err.clone()));
+            assert_eq!(TopicSelector::parse(s).err(), Some(err));
+        }
+        assert!(Topic::parse(&long[1..]).is_ok());
+        let t: Topic = "https://example.com/books/1".parse().expect("valid");
+        assert_eq!(t.to_string(), "https://example.com/books/1");
+    }
+
+    #[test]
+    fn any_and_exact() {
+        let any = sel("*");
+        assert!(any.is_any() && any.exact().is_none() && any.matches("x"));
+        assert_eq!(any.as_str(), "*");
+        let exact = sel("https://example.com/a");
+        assert_eq!(exact.exact(), Some("https://example.com/a"));
+        assert!(exact.matches("https://example.com/a"));
+        assert!(!exact.matches("https://example.com/ab"));
+        let template = sel("https://example.com/books/{id}");
+        assert!(template.exact().is_none() && !template.is_any());
+        // The template string itself is also a match.
+        assert!(template.matches("https://example.com/books/{id}"));
+    }
+
+    /// (template, space-separated topics that match, topics that do not).
+    const CASES: &[(&str, &str, &str)] = &[
+        (
+            "https://example.com/books/{id}",
+            "https://example.com/books/42 https://example.com/books/ https://example.com/books/a%2F",
+            "https://example.com/books/42/x https://example.com/authors/42",
+        ),
+        ("https://example.com/{+path}", "https://example.com/a/b/c https://example.com/a?b", ""),
+        (
+            "https://example.com/search{?q,lang}",
+            "https://example.com/search?q=rust&lang=en https://example.com/search \
+             https://example.com/search?q=rust https://example.com/search?lang=en",
+            "https://example.com/search?lang=en&q=rust https://example.com/search?q",
+        ),
+        ("/page{#frag}", "/page#a/b,c /page", "/page/x"),
+        ("/s?fixed=1{&x}", "/s?fixed=1&x=2 /s?fixed=1", "/s?fixed=1&y=2"),
+        ("/s{?list*}", "/s?a=1&b=2 /s", "/s?a"),
+        ("/users/{id}/books{/book}", "/users/1/books/2 /users/1/books", "/users/1/books/2/3"),
+        ("/files{/path*}", "/files/a/b/c /files", "/filesa"),
+        ("/file{.fmt}", "/file.json /file", "/filejson /file/json"),
+        ("/map{;x,y}", "/map;x=1;y=2 /map;x /map", "/map;z=1 /map;y;x"),
+        ("/p/{x,y}", "/p/1,2 /p/1 /p/", "/p/1/2"),
+        ("/p/{var:3}", "/p/abc /p/a%20c", "/p/abcd"),
+    ];
+
+    #[test]
+    fn template_cases() {
+        for (template, good, bad) in CASES {
+            let s = sel(template);
+            for topic in good.split_whitespace() {
+                assert!(s.matches(topic), "{template} should match {topic}");
+            }
+            for topic in bad.split_whitespace() {
+                assert!(!s.matches(topic), "{template} should not match {topic}");
+            }
+        }
+        let big = sel("/p/{var:9999}");
+        assert!(big.matches(&format!("/p/{}", "a".repeat(500))));
+    }
+
+    #[test]
+    fn invalid_templates() {
+        let bad = "https://e.com/{id https://e.com/{} https://e.com/{=x} https://e.com/} /{a{b} \
+            /{+} /{a-b} /{a..b} /{.a.} /{a,} /{a:0} /{a:10000} /{a:} /{|a} /{,a}";
+        for bad in bad.split_whitespace() {
+            assert!(err(bad).starts_with("invalid URI template: "), "{bad}");
+        }
+        assert_eq!(
+            err("https://e.com/{id"),
+            "invalid URI template: unclosed '{' at byte 14"
+        );
+        assert_eq!(
+            err("/{a}}"),
+            "invalid URI template: unmatched '}' at byte 4"
+        );
+        assert!(TopicSelector::parse("/{a.b_c%20}").is_ok());
+        assert!(TopicSelector::parse(&"{x}".repeat(MAX_EXPRESSIONS)).is_ok());
+        assert!(TopicSelector::parse(&"{x}".repeat(MAX_EXPRESSIONS + 1)).is_err());
+    }
+
+    #[test]
+    fn hostile_templates_are_refused_not_fatal() {
+        // Many prefix modifiers unroll into a big program: refused by the size limit.
+        let t = format!("{{{}}}", ["a:64"; 12].join(",")).repeat(MAX_EXPRESSIONS);
+        assert_eq!(err(&t), "invalid URI template: template is too complex");
+        // Varspecs nest groups, so their number per expression is capped.
+        let wide = |n: usize| format!("{{{}}}", vec!["a"; n].join(","));
+        assert!(TopicSelector::parse(&wide(MAX_VARSPECS)).is_ok());
+        assert!(TopicSelector::parse(&wide(MAX_VARSPECS + 1)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn exact_selector_matches_only_itself(
+            s in "[^{}\r\n\u{0}]{1,64}",
+            other in "[^{}\r\n\u{0}]{0,64}",
+        ) {
+            prop_assume!(s != "*");
+            let selector = TopicSelector::parse(&s).expect("generated literal is valid");
+            prop_assert_eq!(selector.exact(), Some(s.as_str()));
+            prop_assert!(selector.matches(&s));
+            prop_assert_eq!(selector.matches(&other), other == s);
+            let longer = format!("{s}x");
+            prop_assert!(!selector.matches(&longer));
+        }
+
+        #[test]
+        fn template_matches_unreserved_ids(
+            prefix in "[a-z:/.]{0,30}",
+            id in "([A-Za-z0-9._~-]|%[0-9A-F]{2}){0,20}",
+        ) {
+            let selector = TopicSelector::parse(&format!("{prefix}/{{id}}"))
+                .expect("generated template is valid");
+            let topic = format!("{prefix}/{id}");
+            prop_assert!(selector.matches(&topic));
+            let nested = format!("{prefix}/{id}/x");
+            prop_assert!(!selector.matches(&nested));
+        }
+    }
+}

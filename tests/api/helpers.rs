@@ -1,0 +1,298 @@
+//! Test harness: real hub processes on port 0, a streaming SSE client with timeouts, and
+//! deadline-bounded waits.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+/// How long a hub gets to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `sse-hub` process, killed when dropped.
+pub struct TestHub {
+    child: Child,
+    pub addr: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestHub {
+    /// Starts the hub binary with `args` on a free port, from a temporary working directory.
+    pub fn spawn(args: &[&str]) -> Self {
+        let cwd = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(args, cwd.path())
+    }
+
+    /// Starts the hub binary with `args` on a free port, from `cwd`.
+    pub fn spawn_in(args: &[&str], cwd: &Path) -> Self {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::spawn_with(&all, cwd)
+    }
+
+    /// Starts the hub binary with exactly `args` (which must bind somewhere).
+    pub fn spawn_with(args: &[&str], cwd: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-hub"))
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sse-hub");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let found = logs.lock().unwrap().iter().find_map(|l| {
+                l.split_once("listening on http://")
+                    .map(|(_, a)| a.trim().to_owned())
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("sse-hub exited with {status}: {:?}", logs.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "sse-hub did not start in time");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, addr, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the hub logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The hub's `/stats` as JSON.
+    pub async fn stats(&self) -> serde_json::Value {
+        client()
+            .get(self.url("/stats"))
+            .send()
+            .await
+            .expect("GET /stats")
+            .json()
+            .await
+            .expect("stats JSON")
+    }
+
+    /// Waits until `/stats` field `name` equals `value`.
+    pub async fn wait_for_stat(&self, name: &str, value: u64) {
+        let ok = wait_until(Duration::from_secs(10), || async {
+            self.stats().await[name].as_u64() == Some(value)
+        })
+        .await;
+        assert!(ok, "{name} never reached {value}: {}", self.stats().await);
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client with a connect timeout and no proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; true if it held.
+pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One event as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// What reading a stream gave.
+#[derive(Debug)]
+pub enum Next<T> {
+    Item(T),
+    /// The server ended the stream.
+    End,
+    TimedOut,
+}
+
+impl<T: std::fmt::Debug> Next<T> {
+    pub fn expect(self, what: &str) -> T {
+        match self {
+            Next::Item(item) => item,
+            other => panic!("expected {what}, got {other:?}"),
+        }
+    }
+}
+
+/// A streaming SSE response read chunk by chunk.
+pub struct SseClient {
+    pub response_headers: reqwest::header::HeaderMap,
+    pub status: reqwest::StatusCode,
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    buf: String,
+    /// Every comment line seen so far.
+    pub comments: Vec<String>,
+}
+
+impl SseClient {
+    /// Opens `url` with `headers`; the response may be an error status (see `status`).
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Self {
+        let mut request = client().get(url).header("Accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(Duration::from_secs(10), request.send())
+            .await
+            .expect("response headers in time")
+            .expect("request");
+        Self {
+            response_headers: response.headers().clone(),
+            status: response.status(),
+            body: response.bytes_stream().boxed(),
+            buf: String::new(),
+            comments: Vec::new(),
+        }
+    }
+
+    /// The next raw body chunk.
+    pub async fn chunk(&mut self, timeout: Duration) -> Next<Bytes> {
+        match tokio::time::timeout(timeout, self.body.next()).await {
+            Ok(Some(Ok(bytes))) => Next::Item(bytes),
+            Ok(Some(Err(_)) | None) => Next::End,
+            Err(_) => Next::TimedOut,
+        }
+    }
+
+    /// The next dispatched event (comments are recorded and skipped).
+    pub async fn next_event(&mut self, timeout: Duration) -> Next<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.take_event() {
+                return Next::Item(event);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.chunk(left).await {
+                Next::Item(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                Next::End => return Next::End,
+                Next::TimedOut => return Next::TimedOut,
+            }
+        }
+    }
+
+    /// Reads events until `n` have arrived, each within `timeout` of the previous one.
+    pub async fn events(&mut self, n: usize, timeout: Duration) -> Vec<Event> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.next_event(timeout).await.expect("an event"));
+        }
+        out
+    }
+
+    /// Parses one complete block out of the buffer, if there is one with data.
+    fn take_event(&mut self) -> Option<Event> {
+        while let Some(end) = self.buf.find("\n\n") {
+            let block: String = self.buf.drain(..end + 2).collect();
+            let mut event = Event {
+                id: None,
+                event: None,
+                data: String::new(),
+            };
+            let mut data_lines = Vec::new();
+            for line in block.lines() {
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.comments.push(comment.trim().to_owned());
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                match field {
+                    "id" => event.id = Some(value),
+                    "event" => event.event = Some(value),
+                    "data" => data_lines.push(value),
+                    _ => {}
+                }
+            }
+            if !data_lines.is_empty() {
+                event.data = data_lines.join("\n");
+                return Some(event);
+            }
+        }
+        None
+    }
+}

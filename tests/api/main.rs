@@ -1,0 +1,5 @@
+//! Black-box tests: the real `sse-hub` binary on port 0, a real HTTP client, real nginx.
+
+mod core;
+mod helpers;
+mod nginx;
