@@ -7,6 +7,7 @@ use actix::{Actor, Addr};
 use actix_web::{dev::Server, App, HttpServer};
 
 use crate::{
+    auth::Auth,
     broadcaster::{self, Broadcaster},
     config::Config,
     routes::{self, AppState},
@@ -20,6 +21,8 @@ use crate::{
 pub enum StartError {
     #[error("invalid --time-topic: {0}")]
     TimeTopic(String),
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
 }
@@ -41,6 +44,10 @@ impl Application {
             .ok()
             .filter(|s| s.exact().is_some())
             .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
+        let auth = Arc::new(Auth::from_config(&config)?);
+        if config.publisher_key().is_none() {
+            log::warn!("no publisher key (--jwt-key or --publisher-jwt-key): publishing is off");
+        }
         let stats = Arc::new(Stats::default());
         let broadcaster = Broadcaster::new(
             broadcaster::Limits {
@@ -58,6 +65,7 @@ impl Application {
             broadcaster: broadcaster.clone(),
             stats,
             config: Arc::new(config.clone()),
+            auth,
             time_selector,
         };
         let mut server = HttpServer::new(move || {

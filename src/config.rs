@@ -150,6 +150,10 @@ pub struct Config {
     )]
     pub jwt_algorithm: JwtAlgorithm,
 
+    /// Clock skew tolerated on a token's `exp` and `nbf`.
+    #[arg(long, env = "SSE_HUB_JWT_LEEWAY", default_value = "0", value_parser = duration)]
+    pub jwt_leeway: Duration,
+
     /// Name of the cookie that may carry the token.
     #[arg(
         long,

@@ -8,10 +8,12 @@
 //!   update out to the matching [`subscription`]s by `try_send` on bounded queues;
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
+//!   [`auth`] verifies the JWS tokens of publishers and subscribers;
 //! - [`app`]: startup and graceful shutdown; [`config`]: flags and environment variables;
 //!   [`stats`]: lock-free counters.
 
 pub mod app;
+pub mod auth;
 pub mod broadcaster;
 pub mod config;
 pub mod history;

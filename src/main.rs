@@ -1,15 +1,55 @@
 use std::process::ExitCode;
 
+use std::io::Write as _;
+
 use clap::Parser;
-use sse_hub::{config::Cli, Application};
+use sse_hub::{
+    auth::{self, Claims, MercureClaim},
+    config::{Cli, Command, Config, JwtAlgorithm, TokenArgs},
+    Application,
+};
+
+/// Signs the token asked for by `sse-hub token`: with the publisher key when it may publish,
+/// else with the subscriber key.
+fn token(config: &Config, args: &TokenArgs) -> Result<String, Box<dyn std::error::Error>> {
+    if config.jwt_algorithm != JwtAlgorithm::HS256 {
+        return Err(
+            "`sse-hub token` signs HS256 tokens only; sign RS256/ES256 with your private key"
+                .into(),
+        );
+    }
+    let key = if args.publish.is_empty() && !args.subscribe.is_empty() {
+        config.subscriber_key()
+    } else {
+        config.publisher_key()
+    }
+    .ok_or("no key: set --jwt-key (or SSE_HUB_JWT_KEY)")?;
+    let claims = Claims {
+        mercure: Some(MercureClaim {
+            publish: (!args.publish.is_empty()).then(|| args.publish.clone()),
+            subscribe: (!args.subscribe.is_empty()).then(|| args.subscribe.clone()),
+            payload: None,
+        }),
+        exp: args.exp.map(auth::expiry_in),
+        sub: args.sub.clone(),
+    };
+    Ok(auth::sign_hs256(&claims, key)?)
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    if let Some(command) = cli.command {
-        return match command {
-            sse_hub::config::Command::Token(_) => {
-                log::error!("the token helper is not available yet");
+    if let Some(Command::Token(args)) = cli.command {
+        return match token(&cli.config, &args) {
+            Ok(token) => {
+                let mut out = std::io::stdout().lock();
+                match writeln!(out, "{token}") {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE,
+                }
+            }
+            Err(err) => {
+                log::error!("{err}");
                 ExitCode::FAILURE
             }
         };

@@ -3,6 +3,7 @@
 mod assets;
 pub mod error;
 mod health;
+pub mod mercure;
 mod subscribe;
 mod test_stream;
 
@@ -11,7 +12,9 @@ use std::{borrow::Cow, sync::Arc};
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
-use crate::{broadcaster::Broadcaster, config::Config, stats::Stats, topic::TopicSelector};
+use crate::{
+    auth::Auth, broadcaster::Broadcaster, config::Config, stats::Stats, topic::TopicSelector,
+};
 use error::ApiError;
 
 /// What every handler shares.
@@ -20,6 +23,7 @@ pub struct AppState {
     pub broadcaster: Addr<Broadcaster>,
     pub stats: Arc<Stats>,
     pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,
 }
@@ -27,7 +31,14 @@ pub struct AppState {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let static_dir = state.config.static_dir.clone();
+    let hub_cors = mercure::cors(&state.config);
     cfg.app_data(web::Data::new(state))
+        .service(
+            web::resource(mercure::PATH)
+                .wrap(hub_cors)
+                .route(web::get().to(mercure::subscribe))
+                .route(web::post().to(mercure::publish)),
+        )
         .service(web::resource("/events").route(web::get().to(subscribe::events)))
         .service(
             web::resource("/api/stream/test")

@@ -279,3 +279,52 @@ async fn bad_requests_get_clear_errors_and_the_hub_keeps_serving() {
     assert!(before.id < after.id);
     assert_eq!(hub.stats().await["subscribers"], 1);
 }
+
+#[tokio::test]
+async fn a_stalled_subscriber_is_dropped_without_delaying_the_others() {
+    use tokio::io::AsyncWriteExt;
+
+    let hub = TestHub::protocol(&["--queue-capacity", "32"]);
+    let mut healthy = hub.subscribe(&["/load"], &[], &[]).await;
+    // A client that asks for the stream and then never reads a byte.
+    let mut stalled = tokio::net::TcpStream::connect(&hub.addr).await.unwrap();
+    let request = format!(
+        "GET /.well-known/mercure?topic=%2Fload HTTP/1.1\r\nHost: {}\r\n\r\n",
+        hub.addr
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    hub.wait_for_stat("subscribers", 2).await;
+
+    let data = "x".repeat(64 * 1024);
+    let reader = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while let Next::Item(event) = healthy.next_event(WAIT).await {
+            let done = event.data == "end";
+            received.push(event.id.unwrap());
+            if done {
+                break;
+            }
+        }
+        received
+    });
+    // Kernel buffers absorb a few MB before the stalled queue fills: publish until it does.
+    let mut published = Vec::new();
+    let started = Instant::now();
+    while hub.stats().await["subscribers_dropped_slow"] == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never dropped");
+        assert!(
+            published.len() < 2000,
+            "never dropped after {} events",
+            published.len()
+        );
+        published.push(hub.publish_ok(&[("topic", "/load"), ("data", &data)]).await);
+    }
+    published.push(hub.publish_ok(&[("topic", "/load"), ("data", "end")]).await);
+    let received = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("healthy reader finished")
+        .unwrap();
+    assert_eq!(received, published, "the healthy subscriber lost nothing");
+    hub.wait_for_stat("subscribers", 1).await;
+    drop(stalled);
+}

@@ -239,6 +239,16 @@ impl SseClient {
         }
     }
 
+    /// Waits for the opening bytes (kept in the buffer, with whatever came along with them).
+    pub async fn opened(&mut self) {
+        let first = self
+            .chunk(Duration::from_secs(5))
+            .await
+            .expect("opening bytes");
+        assert!(first.starts_with(b"retry:"), "{first:?}");
+        self.buf.push_str(&String::from_utf8_lossy(&first));
+    }
+
     /// The next dispatched event (comments are recorded and skipped).
     pub async fn next_event(&mut self, timeout: Duration) -> Next<Event> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -294,5 +304,84 @@ impl SseClient {
             }
         }
         None
+    }
+}
+
+/// The HS256 key the protocol tests run the hub with.
+pub const KEY: &str = "test-key-with-enough-entropy-0123456789";
+
+/// Signs `claims` with `key` (HS256).
+pub fn token_with(key: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// A token signed with [`KEY`] carrying `mercure` = `claim`.
+pub fn token(claim: serde_json::Value) -> String {
+    token_with(KEY, serde_json::json!({ "mercure": claim }))
+}
+
+/// A publisher token for every topic.
+pub fn publisher() -> String {
+    token(serde_json::json!({ "publish": ["*"] }))
+}
+
+impl TestHub {
+    /// A hub with [`KEY`], anonymous subscribers allowed and no ticks.
+    pub fn protocol(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--jwt-key",
+            KEY,
+            "--allow-anonymous",
+            "--tick-interval",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// Posts `form` to the hub endpoint with `token` as bearer.
+    pub async fn publish(&self, token: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        client()
+            .post(self.url("/.well-known/mercure"))
+            .bearer_auth(token)
+            .form(form)
+            .send()
+            .await
+            .expect("POST publish")
+    }
+
+    /// Publishes `form` with a publish-everything token and returns the id; panics unless 200.
+    pub async fn publish_ok(&self, form: &[(&str, &str)]) -> String {
+        let response = self.publish(&publisher(), form).await;
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "publish {form:?}: {body}");
+        body
+    }
+
+    /// Opens a subscription to `selectors` on the hub endpoint, with extra `query` pairs and
+    /// `headers`, and waits for its opening bytes.
+    pub async fn subscribe(
+        &self,
+        selectors: &[&str],
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> SseClient {
+        let mut url = reqwest::Url::parse(&self.url("/.well-known/mercure")).unwrap();
+        for selector in selectors {
+            url.query_pairs_mut().append_pair("topic", selector);
+        }
+        for (k, v) in query {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        let mut sse = SseClient::connect(url.as_str(), headers).await;
+        assert_eq!(sse.status, 200, "subscribe {selectors:?}");
+        sse.opened().await;
+        sse
     }
 }

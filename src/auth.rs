@@ -1,0 +1,261 @@
+//! Authorization: JWS tokens carrying the `mercure` claim, as in the Mercure protocol.
+//!
+//! A token is read from the `Authorization: Bearer` header, else the `authorization` query
+//! parameter, else the cookie (`mercureAuthorization` by default), and only from the first of
+//! those present. Publisher and subscriber tokens are verified with separate keys.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{http::header, HttpRequest};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, JwtAlgorithm, Secret},
+    topic::TopicSelector,
+};
+
+/// Why a token was refused (the client is told only "invalid token"; the cause goes to the log).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("no key is configured for these tokens")]
+    NoKey,
+}
+
+/// Why a key in the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid {algorithm:?} key: {source}")]
+    Parse {
+        algorithm: JwtAlgorithm,
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
+/// The `mercure` claim.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct MercureClaim {
+    /// Selectors of the topics the holder may publish to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
+    /// Selectors of the topics the holder may receive private updates of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Vec<String>>,
+    /// Free-form data kept with the subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The claims the hub reads.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mercure: Option<MercureClaim>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+}
+
+impl Claims {
+    /// Compiles the selectors of one list of the claim; selectors that don't compile match
+    /// nothing (they are logged, not fatal: the token was signed by someone trusted).
+    #[must_use]
+    pub fn selectors(&self, pick: fn(&MercureClaim) -> Option<&Vec<String>>) -> Vec<TopicSelector> {
+        self.mercure
+            .as_ref()
+            .and_then(pick)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| match TopicSelector::parse(s) {
+                Ok(selector) => Some(selector),
+                Err(err) => {
+                    log::warn!("ignoring selector {s:?} of a token: {err}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The time left before `exp`, if the token has one.
+    #[must_use]
+    pub fn time_left(&self) -> Option<Duration> {
+        let exp = UNIX_EPOCH + Duration::from_secs(self.exp?);
+        Some(
+            exp.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+/// Verifies tokens with one key.
+#[derive(Clone)]
+struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+fn algorithm(alg: JwtAlgorithm) -> Algorithm {
+    match alg {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+/// Reads `@path` keys from their file; anything else is the key itself.
+fn key_material(secret: &Secret) -> Result<Vec<u8>, KeyError> {
+    match secret.expose().strip_prefix('@') {
+        Some(path) => std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+        None => Ok(secret.expose().as_bytes().to_vec()),
+    }
+}
+
+impl Verifier {
+    fn new(secret: &Secret, alg: JwtAlgorithm, leeway: Duration) -> Result<Self, KeyError> {
+        let material = key_material(secret)?;
+        let parse = |source| KeyError::Parse {
+            algorithm: alg,
+            source,
+        };
+        let key = match alg {
+            JwtAlgorithm::HS256 => DecodingKey::from_secret(&material),
+            JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&material).map_err(parse)?,
+            JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(&material).map_err(parse)?,
+        };
+        // Only the configured algorithm is accepted: `alg: none` and algorithm confusion fail.
+        let mut validation = Validation::new(algorithm(alg));
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.leeway = leeway.as_secs();
+        Ok(Self { key, validation })
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        Ok(jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims)
+    }
+}
+
+/// The hub's token checks.
+#[derive(Clone)]
+pub struct Auth {
+    publisher: Option<Verifier>,
+    subscriber: Option<Verifier>,
+    cookie_name: String,
+    allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("publisher", &self.publisher.is_some())
+            .field("subscriber", &self.subscriber.is_some())
+            .field("cookie_name", &self.cookie_name)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+/// Who is subscribing.
+#[derive(Debug)]
+pub enum Subscriber {
+    Anonymous,
+    Token(Claims),
+}
+
+impl Auth {
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        let verifier = |key: Option<&Secret>| {
+            key.map(|k| Verifier::new(k, config.jwt_algorithm, config.jwt_leeway))
+                .transpose()
+        };
+        Ok(Self {
+            publisher: verifier(config.publisher_key())?,
+            subscriber: verifier(config.subscriber_key())?,
+            cookie_name: config.cookie_name.clone(),
+            allow_anonymous: config.allow_anonymous,
+        })
+    }
+
+    /// The token of a request: header, else query parameter, else cookie.
+    fn token<'a>(&self, req: &'a HttpRequest, query_token: Option<&'a str>) -> Option<String> {
+        if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+            let value = value.to_str().unwrap_or_default();
+            return Some(
+                value
+                    .strip_prefix("Bearer ")
+                    .unwrap_or(value)
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        if let Some(token) = query_token {
+            return Some(token.to_owned());
+        }
+        req.cookie(&self.cookie_name).map(|c| c.value().to_owned())
+    }
+
+    /// Checks a publisher: it must present a valid publisher token.
+    pub fn publisher(
+        &self,
+        req: &HttpRequest,
+        query_token: Option<&str>,
+    ) -> Result<Claims, AuthError> {
+        let verifier = self.publisher.as_ref().ok_or(AuthError::NoKey)?;
+        let token = self.token(req, query_token).ok_or(AuthError::Missing)?;
+        verifier.verify(&token)
+    }
+
+    /// Checks a subscriber: a token, when present, must be valid; without one, the subscriber
+    /// is anonymous if `--allow-anonymous` is set and refused otherwise.
+    pub fn subscriber(
+        &self,
+        req: &HttpRequest,
+        query_token: Option<&str>,
+    ) -> Result<Subscriber, AuthError> {
+        match self.token(req, query_token) {
+            None if self.allow_anonymous => Ok(Subscriber::Anonymous),
+            None => Err(AuthError::Missing),
+            Some(token) => {
+                let verifier = self.subscriber.as_ref().ok_or(AuthError::NoKey)?;
+                verifier.verify(&token).map(Subscriber::Token)
+            }
+        }
+    }
+}
+
+/// Signs `claims` with an HS256 secret (for `sse-hub token`).
+pub fn sign_hs256(claims: &Claims, secret: &Secret) -> Result<String, KeyError> {
+    let material = key_material(secret)?;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(&material),
+    )
+    .map_err(|source| KeyError::Parse {
+        algorithm: JwtAlgorithm::HS256,
+        source,
+    })
+}
+
+/// Seconds since the Unix epoch, `ttl` from now.
+#[must_use]
+pub fn expiry_in(ttl: Duration) -> u64 {
+    (SystemTime::now() + ttl)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,191 @@
+//! The Mercure hub endpoint, `/.well-known/mercure`: subscribe with `GET`, publish with `POST`.
+
+use actix_cors::Cors;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+
+use super::{error::ApiError, single, subscribe, AppState};
+use crate::{
+    auth::{AuthError, MercureClaim, Subscriber},
+    broadcaster::Publish,
+    config::Config,
+    subscription::Subscription,
+    topic::{Topic, TopicSelector},
+    update::{EventId, EventType, Update},
+};
+
+/// Path of the hub endpoint, fixed by the protocol.
+pub const PATH: &str = "/.well-known/mercure";
+
+/// CORS of the hub endpoint: the `--cors-origin` list; with `*`, any origin but no cookies.
+/// Requests from other origins are not refused here (same-origin browsers send `Origin` too):
+/// they just get no CORS headers, so a browser keeps the response from the page.
+pub(super) fn cors(config: &Config) -> Cors {
+    let mut cors = Cors::default()
+        .block_on_origin_mismatch(false)
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CACHE_CONTROL,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(3600);
+    if config.cors_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin().send_wildcard();
+    } else {
+        for origin in &config.cors_origins {
+            cors = cors.allowed_origin(origin);
+        }
+        if !config.cors_origins.is_empty() {
+            cors = cors.supports_credentials();
+        }
+    }
+    cors
+}
+
+fn unauthorized(err: AuthError) -> ApiError {
+    // The cause (expired, bad signature, wrong algorithm) goes to the log, never the token.
+    log::info!("refused a token: {err}");
+    ApiError::Unauthorized(match err {
+        AuthError::Missing => "a token is required".into(),
+        AuthError::NoKey => "no key is configured for these tokens".into(),
+        AuthError::Invalid(_) => "invalid token".into(),
+    })
+}
+
+fn bad(what: &str, err: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!("invalid {what}: {err}"))
+}
+
+/// `GET /.well-known/mercure?topic=…`: a stream of the updates matching the selectors.
+pub(super) async fn subscribe(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = super::query_pairs(req.query_string());
+    let who = state
+        .auth
+        .subscriber(&req, single(&query, "authorization")?)
+        .map_err(unauthorized)?;
+    let selectors = query
+        .iter()
+        .filter(|(k, _)| k == "topic")
+        .map(|(_, v)| TopicSelector::parse(v).map_err(|e| bad("topic selector", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if selectors.is_empty() {
+        return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
+    }
+    let cursor = subscribe::cursor(&req, single(&query, "lastEventID")?)?;
+    let (subscription, expires) = match who {
+        Subscriber::Anonymous => (Subscription::new(selectors, Vec::new(), None), None),
+        Subscriber::Token(claims) => {
+            let expires = claims
+                .time_left()
+                .map(|left| tokio::time::Instant::now() + left);
+            let authorized = claims.selectors(|m| m.subscribe.as_ref());
+            let payload = claims.mercure.and_then(|m| m.payload);
+            (Subscription::new(selectors, authorized, payload), expires)
+        }
+    };
+    subscribe::open_stream(&state, subscription, cursor, expires).await
+}
+
+/// Reads the body, refusing more than `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `POST /.well-known/mercure` (form-encoded): publishes an update, answers its id.
+pub(super) async fn publish(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let limit = state.config.max_body_size;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let query = super::query_pairs(req.query_string());
+    let claims = state
+        .auth
+        .publisher(&req, single(&query, "authorization")?)
+        .map_err(unauthorized)?;
+    let form_encoded = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_encoded {
+        return Err(ApiError::BadRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let body = read_body(payload, limit).await?;
+    let body = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
+    let form = super::query_pairs(body);
+
+    let topics = form
+        .iter()
+        .filter(|(k, _)| k == "topic")
+        .map(|(_, v)| Topic::parse(v).map_err(|e| bad("topic", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if topics.is_empty() {
+        return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
+    }
+    let id = single(&form, "id")?
+        .map(|v| EventId::parse(v).map_err(|e| bad("id", e)))
+        .transpose()?;
+    let event_type = single(&form, "type")?
+        .map(|v| EventType::parse(v).map_err(|e| bad("type", e)))
+        .transpose()?;
+    let retry = single(&form, "retry")?
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| bad("retry", "not a whole number of ms"))
+        })
+        .transpose()?;
+    let data = single(&form, "data")?.unwrap_or_default();
+    // As in the Mercure hub, the field's presence makes an update private, whatever its value.
+    let private = form.iter().any(|(k, _)| k == "private");
+
+    let allowed = claims.selectors(|m: &MercureClaim| m.publish.as_ref());
+    let permitted = topics
+        .iter()
+        .all(|t| allowed.iter().any(|s| s.matches(t.as_str())));
+    if !permitted {
+        return Err(ApiError::Forbidden(
+            "the token may not publish to every topic of this update".into(),
+        ));
+    }
+
+    let update = Update::new(
+        id.unwrap_or_else(EventId::generate),
+        topics,
+        data,
+        private,
+        event_type.as_ref(),
+        retry,
+    );
+    let id = state.broadcaster.send(Publish(update)).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(id.to_string()))
+}

@@ -1,0 +1,97 @@
+//! Replay on reconnect: `Last-Event-ID`, `lastEventID`, `earliest`, unknown ids.
+
+use std::time::Duration;
+
+use crate::helpers::{Event, SseClient, TestHub};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn publish_n(hub: &TestHub, topic: &str, ids: &[&str]) {
+    for id in ids {
+        hub.publish_ok(&[("topic", topic), ("id", id), ("data", id)])
+            .await;
+    }
+}
+
+fn ids(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.id.as_deref().unwrap()).collect()
+}
+
+fn resumed_after(sse: &SseClient) -> &str {
+    sse.response_headers["last-event-id"].to_str().unwrap()
+}
+
+#[tokio::test]
+async fn last_event_id_header_replays_exactly_the_missed_updates_then_live_ones() {
+    let hub = TestHub::protocol(&[]);
+    let mut first = hub.subscribe(&["/r"], &[], &[]).await;
+    publish_n(&hub, "/r", &["r1", "r2"]).await;
+    assert_eq!(ids(&first.events(2, WAIT).await), ["r1", "r2"]);
+    drop(first);
+    // Missed while away, including one on a topic this subscriber doesn't want.
+    publish_n(&hub, "/r", &["r3", "r4"]).await;
+    publish_n(&hub, "/other", &["o1"]).await;
+    publish_n(&hub, "/r", &["r5"]).await;
+    let mut again = hub
+        .subscribe(&["/r"], &[], &[("Last-Event-ID", "r2")])
+        .await;
+    assert_eq!(resumed_after(&again), "r2");
+    publish_n(&hub, "/r", &["r6"]).await;
+    assert_eq!(ids(&again.events(4, WAIT).await), ["r3", "r4", "r5", "r6"]);
+}
+
+#[tokio::test]
+async fn last_event_id_query_parameter_works_and_the_header_wins() {
+    let hub = TestHub::protocol(&[]);
+    publish_n(&hub, "/r", &["a", "b", "c"]).await;
+    let mut by_query = hub.subscribe(&["/r"], &[("lastEventID", "a")], &[]).await;
+    assert_eq!(resumed_after(&by_query), "a");
+    assert_eq!(ids(&by_query.events(2, WAIT).await), ["b", "c"]);
+    let mut both = hub
+        .subscribe(&["/r"], &[("lastEventID", "a")], &[("Last-Event-ID", "b")])
+        .await;
+    assert_eq!(resumed_after(&both), "b");
+    assert_eq!(ids(&both.events(1, WAIT).await), ["c"]);
+}
+
+#[tokio::test]
+async fn earliest_replays_all_history() {
+    let hub = TestHub::protocol(&["--history-size", "3"]);
+    publish_n(&hub, "/r", &["1", "2", "3", "4", "5"]).await;
+    let mut sse = hub
+        .subscribe(&["/r"], &[("lastEventID", "earliest")], &[])
+        .await;
+    assert_eq!(resumed_after(&sse), "earliest");
+    assert_eq!(ids(&sse.events(3, WAIT).await), ["3", "4", "5"]);
+}
+
+#[tokio::test]
+async fn unknown_id_replays_nothing_and_says_where_live_starts() {
+    let hub = TestHub::protocol(&["--history-size", "3"]);
+    let empty = hub
+        .subscribe(&["/r"], &[], &[("Last-Event-ID", "nope")])
+        .await;
+    assert_eq!(resumed_after(&empty), "earliest");
+    publish_n(&hub, "/r", &["1", "2", "3", "4"]).await;
+    // "1" has been evicted: as unknown as an id never seen.
+    let mut newest = "4".to_owned();
+    for unknown in ["nope", "1"] {
+        let mut sse = hub
+            .subscribe(&["/r"], &[], &[("Last-Event-ID", unknown)])
+            .await;
+        assert_eq!(resumed_after(&sse), newest);
+        newest = format!("live-{unknown}");
+        publish_n(&hub, "/r", &[&newest]).await;
+        assert_eq!(ids(&sse.events(1, WAIT).await), [newest.as_str()]);
+    }
+}
+
+#[tokio::test]
+async fn no_last_event_id_means_no_header_and_live_updates_only() {
+    let hub = TestHub::protocol(&[]);
+    publish_n(&hub, "/r", &["old"]).await;
+    let mut sse = hub.subscribe(&["/r"], &[], &[]).await;
+    assert!(sse.response_headers.get("last-event-id").is_none());
+    publish_n(&hub, "/r", &["new"]).await;
+    assert_eq!(ids(&sse.events(1, WAIT).await), ["new"]);
+}
