@@ -114,21 +114,18 @@ impl History {
 
     /// The updates after `cursor` and the id the replay resumes after.
     ///
-    /// An id not in history (never seen, or evicted) replays nothing and resumes after the newest
-    /// stored update, as the Mercure hub does: the subscriber gets live updates only, and the
-    /// response header tells it where that is. Empty history resumes after `earliest`.
+    /// An id not in history replays all of it, as `earliest` does: the id was evicted (so every
+    /// stored update is newer), or it comes from before a restart of the hub (so is every
+    /// stored update). Either way the subscriber loses nothing still held and gets nothing twice.
+    /// (The Mercure hub's Bolt transport replays nothing in this case; that loses updates.)
     #[must_use]
     pub fn replay(&self, cursor: &Cursor) -> Replay {
-        let newest = || {
-            self.entries
-                .back()
-                .map_or_else(|| EARLIEST.to_owned(), |(_, u)| u.id().to_string())
+        let everything = || Replay {
+            updates: self.entries.iter().map(|(_, u)| Arc::clone(u)).collect(),
+            resumed_after: EARLIEST.to_owned(),
         };
         match cursor {
-            Cursor::Earliest => Replay {
-                updates: self.entries.iter().map(|(_, u)| Arc::clone(u)).collect(),
-                resumed_after: EARLIEST.to_owned(),
-            },
+            Cursor::Earliest => everything(),
             Cursor::After(id) => match self.index.get(id.as_str()) {
                 Some(&seq) => {
                     let first = self.entries.front().map_or(0, |(s, _)| *s);
@@ -143,10 +140,7 @@ impl History {
                         resumed_after: id.clone(),
                     }
                 }
-                None => Replay {
-                    updates: Vec::new(),
-                    resumed_after: newest(),
-                },
+                None => everything(),
             },
         }
     }
@@ -203,14 +197,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_id_replays_nothing_and_resumes_after_the_newest() {
+    fn unknown_id_replays_everything_like_earliest() {
         let mut h = History::new(10, 1 << 20);
         assert_eq!(h.replay(&Cursor::parse("zz")).resumed_after, EARLIEST);
         h.push(update("a", "x"));
         h.push(update("b", "x"));
         let r = h.replay(&Cursor::parse("zz"));
-        assert!(r.updates.is_empty());
-        assert_eq!(r.resumed_after, "b");
+        assert_eq!(ids(&r), ["a", "b"]);
+        assert_eq!(r.resumed_after, EARLIEST);
     }
 
     #[test]

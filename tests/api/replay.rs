@@ -66,24 +66,37 @@ async fn earliest_replays_all_history() {
 }
 
 #[tokio::test]
-async fn unknown_id_replays_nothing_and_says_where_live_starts() {
+async fn an_unknown_or_evicted_id_replays_all_history() {
     let hub = TestHub::protocol(&["--history-size", "3"]);
     let empty = hub
         .subscribe(&["/r"], &[], &[("Last-Event-ID", "nope")])
         .await;
     assert_eq!(resumed_after(&empty), "earliest");
     publish_n(&hub, "/r", &["1", "2", "3", "4"]).await;
-    // "1" has been evicted: as unknown as an id never seen.
-    let mut newest = "4".to_owned();
+    // "1" has been evicted: everything still held is newer than it.
     for unknown in ["nope", "1"] {
         let mut sse = hub
             .subscribe(&["/r"], &[], &[("Last-Event-ID", unknown)])
             .await;
-        assert_eq!(resumed_after(&sse), newest);
-        newest = format!("live-{unknown}");
-        publish_n(&hub, "/r", &[&newest]).await;
-        assert_eq!(ids(&sse.events(1, WAIT).await), [newest.as_str()]);
+        assert_eq!(resumed_after(&sse), "earliest");
+        assert_eq!(ids(&sse.events(3, WAIT).await), ["2", "3", "4"]);
     }
+}
+
+#[tokio::test]
+async fn after_a_restart_a_client_resumes_with_what_the_new_hub_holds() {
+    let mut hub = TestHub::protocol(&[]);
+    let mut sse = hub.subscribe(&["/r"], &[], &[]).await;
+    publish_n(&hub, "/r", &["before"]).await;
+    assert_eq!(ids(&sse.events(1, WAIT).await), ["before"]);
+    hub.terminate();
+    assert!(hub.wait_exit(WAIT).is_some());
+    let hub = TestHub::protocol(&[]);
+    publish_n(&hub, "/r", &["while-reconnecting"]).await;
+    let mut again = hub
+        .subscribe(&["/r"], &[], &[("Last-Event-ID", "before")])
+        .await;
+    assert_eq!(ids(&again.events(1, WAIT).await), ["while-reconnecting"]);
 }
 
 #[tokio::test]
