@@ -5,24 +5,26 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const els = {
-    conn: $('conn-state'),
-    reconnects: $('reconnects'),
-    clock: $('clock'),
-    clockId: $('clock-id'),
-    clockSeq: $('clock-seq'),
-    log: $('log'),
-    runTest: $('run-test'),
-    testEvents: $('test-events'),
-    testStatus: $('test-status'),
-    stats: $('stats'),
-  };
+  // Every element the script touches, by id; `sub-topics` becomes els.subTopics.
+  const IDS = [
+    'conn-state', 'reconnects', 'clock', 'clock-id', 'clock-seq', 'log', 'run-test',
+    'test-events', 'test-status', 'stats', 'sub-form', 'sub-topics', 'sub-types', 'sub-token',
+    'sub-connect', 'sub-disconnect', 'sub-state', 'sub-count', 'sub-dupes', 'sub-updates',
+    'pub-form', 'pub-topics', 'pub-data', 'pub-type', 'pub-id', 'pub-private', 'pub-token',
+    'pub-send', 'pub-result',
+  ];
+  const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());
+  const els = Object.fromEntries(IDS.map((id) => [camel(id), $(id)]));
 
   const LOG_MAX = 50;        // keep the DOM small on long-running pages
   const DATA_MAX = 200;      // long payloads would blow up the log layout
   const STATS_EVERY_MS = 2000;
   const RETRY_MIN_MS = 1000; // manual retry only when the browser gives up (see onError)
   const RETRY_MAX_MS = 30000;
+  const UPDATES_MAX = 100;   // items (updates and resume markers) kept in #sub-updates
+  const SEEN_MAX = 5000;     // ids remembered for de-duplication, oldest forgotten first
+  const SUB_RETRY_MIN_MS = 1000;
+  const SUB_RETRY_MAX_MS = 10000;
 
   // ---- formatting helpers ----------------------------------------------
 
@@ -32,6 +34,9 @@
   const fmtLocal = (d) =>
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
   const truncate = (s) => (s.length > DATA_MAX ? `${s.slice(0, DATA_MAX - 1)}…` : s);
+  const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
+  const commaList = (text) => text.split(',').map((s) => s.trim()).filter(Boolean);
+  const firstLine = (text) => text.trim().split('\n')[0].trim();
 
   // Build an element with a class and text in one go (text is always inert).
   const el = (tag, className, text) => {
@@ -39,6 +44,33 @@
     if (className) node.className = className;
     if (text !== undefined) node.textContent = text;
     return node;
+  };
+
+  // Newest first, and never more than `max` children, so long sessions stay light.
+  const prependCapped = (list, node, max) => {
+    list.prepend(node);
+    while (list.children.length > max) list.lastElementChild.remove();
+  };
+
+  // Disabling the focused button dropped focus to <body>; give it to `target` for keyboard users.
+  const refocus = (target) => {
+    if (document.activeElement === document.body) target.focus();
+  };
+
+  // ---- token memory -----------------------------------------------------
+
+  // sessionStorage, not localStorage: a token should not outlive the tab. Storage can be
+  // disabled (and then throws); the page must keep working without it.
+  const rememberInput = (input, key) => {
+    try {
+      input.value = sessionStorage.getItem(key) ?? input.value;
+    } catch { /* no storage: nothing to restore */ }
+    input.addEventListener('input', () => {
+      try {
+        if (input.value) sessionStorage.setItem(key, input.value);
+        else sessionStorage.removeItem(key);
+      } catch { /* no storage: the token just isn't remembered */ }
+    });
   };
 
   // ---- event log --------------------------------------------------------
@@ -52,8 +84,7 @@
       el('span', 'log-id', e.lastEventId || '—'),
       el('span', 'log-data', truncate(String(e.data ?? ''))),
     );
-    els.log.prepend(li); // newest at top
-    while (els.log.children.length > LOG_MAX) els.log.lastElementChild.remove();
+    prependCapped(els.log, li, LOG_MAX);
   };
 
   // ---- live clock (fed only by `time` events) ---------------------------
@@ -84,8 +115,8 @@
 
   const setState = (next) => {
     state = next;
-    els.conn.dataset.state = next;
-    els.conn.textContent = next;
+    els.connState.dataset.state = next;
+    els.connState.textContent = next;
   };
 
   const connect = () => {
@@ -137,8 +168,7 @@
       es.close();
       setTestStatus(status);
       els.runTest.disabled = false;
-      // Disabling the focused button dropped focus to <body>; give it back for keyboard users.
-      if (document.activeElement === document.body) els.runTest.focus();
+      refocus(els.runTest);
     };
 
     es.addEventListener('message', (e) => {
@@ -154,26 +184,260 @@
     es.addEventListener('error', () => finish('error'));
   });
 
+  // ---- Mercure subscription ---------------------------------------------
+
+  // One "session" runs from Connect to Disconnect (or a refusal) and may span many
+  // EventSource objects: the browser's own retries, and ours when it gives up for good.
+  const sub = {
+    active: false,     // between Connect and Disconnect: allowed to reconnect on our own
+    session: 0,        // bumped on every Connect/Disconnect so late async results are ignored
+    es: null,          // the current EventSource, if any
+    selectors: [],     // shown on each update: the SSE wire does not carry the update's topics
+    token: '',
+    types: new Set(),  // named event types listened for; 'message' goes through onmessage
+    lastId: '',        // the resume point for our own reconnects
+    openedBefore: false,
+    retryMs: SUB_RETRY_MIN_MS,
+    retryTimer: 0,
+    seen: new Set(),   // ids already listed, kept across sessions so no id is ever shown twice
+    count: 0, dupes: 0,
+  };
+
+  const setSubState = (next, text = next) => {
+    els.subState.dataset.state = next;
+    els.subState.textContent = text;
+    const hadFocus = document.activeElement === els.subDisconnect;
+    els.subDisconnect.disabled = !sub.active;
+    if (hadFocus && !sub.active) els.subConnect.focus();
+  };
+
+  const openText = () => `open · listening for ${['message', ...sub.types].join(', ')}`;
+
+  const subUrl = () => {
+    const q = new URLSearchParams();
+    for (const s of sub.selectors) q.append('topic', s);
+    // EventSource cannot send headers, so the token has to travel in the query.
+    if (sub.token) q.set('authorization', sub.token);
+    if (sub.lastId) q.set('lastEventID', sub.lastId);
+    return `.well-known/mercure?${q}`;
+  };
+
+  const markSeen = (id) => {
+    sub.seen.add(id);
+    if (sub.seen.size > SEEN_MAX) sub.seen.delete(sub.seen.values().next().value);
+  };
+
+  const renderUpdate = (e) => {
+    const now = new Date();
+    const li = el('li', 'update');
+    li.dataset.id = e.lastEventId;
+    li.dataset.type = e.type;
+    const time = el('time', 'update-time', fmtLocal(now));
+    time.dateTime = now.toISOString();
+    const meta = el('p', 'update-meta');
+    meta.append(el('span', 'update-id', e.lastEventId || '(no id)'), el('span', 'update-type', e.type), time);
+    li.append(
+      meta,
+      el('p', 'update-topics', `matched one of: ${sub.selectors.join(', ')}`),
+      el('pre', 'update-data', String(e.data ?? '')), // exact payload, shown pre-wrap
+    );
+    prependCapped(els.subUpdates, li, UPDATES_MAX);
+  };
+
+  const onUpdate = (e) => {
+    const id = e.lastEventId;
+    if (id) sub.lastId = id;
+    if (id && sub.seen.has(id)) {
+      sub.dupes += 1; // a replay overlapped what we already had; should stay 0
+      els.subDupes.textContent = String(sub.dupes);
+      return;
+    }
+    if (id) markSeen(id);
+    sub.count += 1;
+    els.subCount.textContent = String(sub.count);
+    renderUpdate(e);
+  };
+
+  // Makes the resume point visible in the list.
+  const addResumeMarker = () => {
+    const li = el('li', 'resume-marker', `resumed after ${sub.lastId || '(nothing received yet)'}`);
+    li.dataset.after = sub.lastId;
+    prependCapped(els.subUpdates, li, UPDATES_MAX);
+  };
+
+  // Listening is by name only, so every type we want must be registered explicitly.
+  const listenFor = (type) => {
+    if (!type || type === 'message' || sub.types.has(type)) return;
+    sub.types.add(type);
+    sub.es?.addEventListener(type, onUpdate);
+    if (sub.es?.readyState === EventSource.OPEN) setSubState('open', openText());
+  };
+
+  // EventSource hides the HTTP status of a refusal; ask once with fetch so the reason shows.
+  const explainRefusal = async (url, session) => {
+    const ctrl = new AbortController();
+    try {
+      const res = await fetch(url, { cache: 'no-store', signal: ctrl.signal });
+      if (res.ok || session !== sub.session) return;
+      const reason = firstLine(await res.text()) || res.statusText;
+      setSubState('error', `unauthorized or refused (${res.status}: ${reason})`);
+    } catch { /* unreachable hub: the plain message already says enough */ } finally {
+      ctrl.abort(); // if it was accepted after all, don't keep a second stream open
+    }
+  };
+
+  const scheduleResume = () => {
+    const wait = sub.retryMs;
+    sub.retryMs = Math.min(wait * 2, SUB_RETRY_MAX_MS);
+    setSubState('reconnecting', `reconnecting in ${wait / 1000} s, resuming after ${sub.lastId || '(nothing yet)'}`);
+    sub.retryTimer = setTimeout(openSubscription, wait);
+  };
+
+  const onSubError = (es) => {
+    if (es !== sub.es) return; // a connection already replaced or closed
+    if (es.readyState !== EventSource.CLOSED) {
+      // The browser retries by itself, sending Last-Event-ID, so nothing is lost.
+      setSubState(sub.openedBefore ? 'reconnecting' : 'connecting');
+      return;
+    }
+    es.close();
+    sub.es = null;
+    if (sub.openedBefore) {
+      scheduleResume(); // e.g. a 502 from a proxy while the hub restarts: try again ourselves
+      return;
+    }
+    // Refused on the very first attempt (401, 400, ...): retrying the same request won't help.
+    sub.active = false;
+    setSubState('error', 'unauthorized or refused');
+    explainRefusal(es.url, sub.session);
+  };
+
+  function openSubscription() {
+    const es = new EventSource(subUrl());
+    sub.es = es;
+    es.onopen = () => {
+      if (sub.openedBefore) addResumeMarker();
+      sub.openedBefore = true;
+      sub.retryMs = SUB_RETRY_MIN_MS;
+      setSubState('open', openText());
+    };
+    es.onmessage = onUpdate;
+    for (const type of sub.types) es.addEventListener(type, onUpdate);
+    es.onerror = () => onSubError(es);
+  }
+
+  const stopSubscription = () => {
+    sub.session += 1;
+    sub.active = false;
+    clearTimeout(sub.retryTimer);
+    sub.es?.close();
+    sub.es = null;
+  };
+
+  const startSubscription = () => {
+    const selectors = lines(els.subTopics.value);
+    stopSubscription();
+    if (!selectors.length) {
+      setSubState('error', 'enter at least one topic selector');
+      return;
+    }
+    // Each Connect starts fresh (no resume point); the seen-id set is kept on purpose.
+    Object.assign(sub, { active: true, selectors, token: els.subToken.value.trim() });
+    Object.assign(sub, { types: new Set(), lastId: '', openedBefore: false, retryMs: SUB_RETRY_MIN_MS });
+    [...commaList(els.subTypes.value), els.pubType.value.trim()].forEach(listenFor);
+    setSubState('connecting');
+    openSubscription();
+  };
+
+  els.subForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    startSubscription();
+  });
+  els.subDisconnect.addEventListener('click', () => {
+    stopSubscription();
+    setSubState('closed');
+  });
+
+  // ---- publishing -------------------------------------------------------
+
+  // data-ok is "true"/"false" for a result, absent while the request is in flight.
+  const setPubResult = (ok, text) => {
+    if (ok === undefined) delete els.pubResult.dataset.ok;
+    else els.pubResult.dataset.ok = String(ok);
+    els.pubResult.textContent = text;
+  };
+
+  const publishBody = () => {
+    const body = new URLSearchParams();
+    for (const topic of lines(els.pubTopics.value)) body.append('topic', topic);
+    body.set('data', els.pubData.value); // sent exactly as typed
+    if (els.pubType.value.trim()) body.set('type', els.pubType.value.trim());
+    if (els.pubId.value.trim()) body.set('id', els.pubId.value.trim());
+    // The hub treats the field's mere presence as "private", so only send it when checked.
+    if (els.pubPrivate.checked) body.set('private', 'on');
+    return body;
+  };
+
+  const publish = async () => {
+    // Start listening for this type before the update can arrive.
+    listenFor(els.pubType.value.trim());
+    const headers = { 'Content-Type': 'application/x-www-form-urlencoded' };
+    const token = els.pubToken.value.trim();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const hadFocus = document.activeElement === els.pubSend;
+    els.pubSend.disabled = true;
+    setPubResult(undefined, 'publishing…');
+    try {
+      const res = await fetch('.well-known/mercure', { method: 'POST', headers, body: publishBody(), cache: 'no-store' });
+      const text = await res.text();
+      if (res.ok) setPubResult(true, `published: ${text.trim()}`);
+      else setPubResult(false, `error ${res.status}: ${firstLine(text) || res.statusText}`);
+    } catch {
+      setPubResult(false, 'error: the hub could not be reached');
+    } finally {
+      els.pubSend.disabled = false;
+      if (hadFocus) refocus(els.pubSend);
+    }
+  };
+
+  els.pubForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!els.pubSend.disabled) publish();
+  });
+  // A type typed here is listened for right away, so its updates show when they arrive.
+  els.pubType.addEventListener('change', () => listenFor(els.pubType.value.trim()));
+
   // ---- stats polling ----------------------------------------------------
 
   const show = (v) => (Number.isFinite(v) ? v.toLocaleString() : '?');
+  let lastSample = null; // { published, at } of the previous successful poll
+
+  // Events per second from the change in events_published, over the real time between polls.
+  const eventRate = (published) => {
+    const now = performance.now();
+    const prev = lastSample;
+    lastSample = Number.isFinite(published) ? { published, at: now } : null;
+    // First poll, or the counter went back (hub restarted): no rate yet.
+    if (!prev || !lastSample || published < prev.published) return '… events/s';
+    const rate = ((published - prev.published) * 1000) / (now - prev.at);
+    return `${rate.toFixed(1)} events/s`;
+  };
 
   const pollStats = async () => {
     // A hung request must not stall the poll loop, so abort it before the next tick.
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), STATS_EVERY_MS - 200);
     try {
-      const res = await fetch('stats', {
-        cache: 'no-store',
-        headers: { Accept: 'application/json' },
-        signal: ctrl.signal,
-      });
+      const res = await fetch('stats', { cache: 'no-store', headers: { Accept: 'application/json' }, signal: ctrl.signal });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const s = await res.json();
+      const plural = s.subscribers === 1 ? '' : 's';
       els.stats.textContent =
-        `${show(s.subscribers)} subscribers · ${show(s.events_published)} published · ` +
-        `${show(s.events_delivered)} delivered · ${show(s.subscribers_dropped_slow)} dropped (slow)`;
+        `${show(s.subscribers)} subscriber${plural} connected · ${eventRate(s.events_published)} · ` +
+        `${show(s.events_published)} published · ${show(s.events_delivered)} delivered · ` +
+        `${show(s.subscribers_dropped_slow)} dropped (slow)`;
     } catch {
+      lastSample = null;
       els.stats.textContent = 'stats unavailable'; // quiet by design: no console noise
     } finally {
       clearTimeout(timer);
@@ -182,6 +446,8 @@
     }
   };
 
+  rememberInput(els.subToken, 'sse-hub.sub-token');
+  rememberInput(els.pubToken, 'sse-hub.pub-token');
   setState('connecting');
   connect();
   pollStats();

@@ -34,20 +34,30 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let hub_cors = mercure::cors(&state.config);
     cfg.app_data(web::Data::new(state))
         .service(
-            web::resource(mercure::PATH)
+            resource(mercure::PATH, "GET, POST")
                 .wrap(hub_cors)
                 .route(web::get().to(mercure::subscribe))
                 .route(web::post().to(mercure::publish)),
         )
-        .service(web::resource("/events").route(web::get().to(subscribe::events)))
+        .service(resource("/events", "GET").route(web::get().to(subscribe::events)))
         .service(
-            web::resource("/api/stream/test")
+            resource("/api/stream/test", "GET")
                 .wrap(test_stream::cors())
                 .route(web::get().to(test_stream::handler)),
         )
-        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/stats").route(web::get().to(health::stats)));
+        .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/stats", "GET").route(web::get().to(health::stats)));
     assets::configure(cfg, static_dir);
+}
+
+/// A resource whose other methods get `405` with an `Allow` header and a one-line reason.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("method not allowed (allowed: {allow})\n"))
+    }))
 }
 
 /// Answers paths no route knows.

@@ -255,6 +255,12 @@ async fn bad_requests_get_clear_errors_and_the_hub_keeps_serving() {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = http.request(method, hub.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 405, "{path}");
+        assert!(response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("GET"));
+        let body = response.text().await.unwrap();
+        assert!(body.starts_with("method not allowed") && body.lines().count() == 1);
     }
 
     for query in [

@@ -1,6 +1,7 @@
 //! Black-box tests: the real `sse-hub` binary on port 0, a real HTTP client, real nginx.
 
 mod auth;
+mod browser;
 mod core;
 mod helpers;
 mod mercure;

@@ -19,6 +19,8 @@ const WAIT: Duration = Duration::from_secs(5);
 pub struct TestNginx {
     child: Child,
     pub port: u16,
+    /// The HTTPS (HTTP/2) port, with a self-signed certificate for `localhost`.
+    pub tls_port: u16,
     _prefix: tempfile::TempDir,
 }
 
@@ -41,6 +43,15 @@ impl TestNginx {
         );
         let conf = replace_once(&conf, "server 127.0.0.1:8080;", &servers);
         let prefix = tempfile::tempdir().expect("temp dir");
+        let tls_port = free_port();
+        let (cert, key) = self_signed_certificate(prefix.path());
+        let conf = replace_once(
+            &conf,
+            "listen 127.0.0.1:8443 ssl http2;",
+            &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
+        );
+        let conf = replace_once(&conf, "/etc/ssl/sse-hub/fullchain.pem", &cert);
+        let conf = replace_once(&conf, "/etc/ssl/sse-hub/privkey.pem", &key);
         for dir in ["logs", "temp"] {
             std::fs::create_dir_all(prefix.path().join(dir)).unwrap();
         }
@@ -63,10 +74,13 @@ impl TestNginx {
         let mut nginx = Self {
             child,
             port,
+            tls_port,
             _prefix: prefix,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+        {
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 let log = std::fs::read_to_string(nginx._prefix.path().join("logs/error.log"));
                 panic!("nginx exited with {status}: {log:?}");
@@ -89,6 +103,29 @@ impl Drop for TestNginx {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// Makes a self-signed certificate for `localhost` and 127.0.0.1 in `dir`; returns the paths.
+fn self_signed_certificate(dir: &Path) -> (String, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg("/CN=localhost")
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+    let path = |p: std::path::PathBuf| p.to_str().expect("UTF-8 temp path").to_owned();
+    (path(cert), path(key))
 }
 
 fn nginx_binary() -> &'static str {
@@ -146,4 +183,28 @@ async fn events_stream_through_nginx_keeps_headers_and_flows_live() {
     assert!(ok);
     drop(sse);
     hub.wait_for_stat("subscribers", 0).await;
+}
+
+#[tokio::test]
+async fn https_with_http2_serves_the_stream() {
+    let hub = TestHub::spawn(&["--tick-interval", "100ms"]);
+    let nginx = TestNginx::start(&[&hub.addr]);
+    // curl speaks HTTP/2 over TLS and reports the version it used.
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--insecure",
+            "--http2",
+            "--max-time",
+            "3",
+            "--no-buffer",
+        ])
+        .args(["--write-out", "\nHTTP_VERSION=%{http_version}\n"])
+        .arg(format!("https://localhost:{}/events", nginx.tls_port))
+        .output()
+        .await
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("event: time"), "{text}");
+    assert!(text.contains("HTTP_VERSION=2"), "{text}");
 }

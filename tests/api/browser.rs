@@ -1,0 +1,55 @@
+//! The dashboard in a real headless Chromium: runs `tests/browser/dashboard.test.mjs` (Node's
+//! test runner with playwright-core) against the binary under test.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The whole browser suite must finish within this.
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn dashboard_works_in_headless_chromium() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("run npm (Node.js is needed for the browser tests)");
+        assert!(status.success(), "npm ci failed in tests/browser");
+    }
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Chromium is missing: apt-get install chromium (.ci/run does)"
+    );
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&out).unwrap();
+    let log = out.join("node-test.log");
+    let mut child = Command::new("node")
+        .args(["--test", "--test-concurrency=1", "dashboard.test.mjs"])
+        .current_dir(&dir)
+        .env("SSE_HUB_BIN", env!("CARGO_BIN_EXE_sse-hub"))
+        .env("BROWSER_OUT", &out)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node");
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("browser tests still running after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let report = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "browser tests failed:\n{report}");
+    assert!(out.join("dashboard.png").exists(), "no screenshot written");
+}

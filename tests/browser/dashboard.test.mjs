@@ -1,0 +1,305 @@
+// The dashboard in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core),
+// against real sse-hub processes and the repo's nginx.conf. Run by tests/api/browser.rs with
+// SSE_HUB_BIN set to the binary under test; output files go to BROWSER_OUT (a temp dir).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = join(HERE, '..', '..');
+const HUB_BIN = process.env.SSE_HUB_BIN ?? join(REPO, 'target', 'debug', 'sse-hub');
+const OUT = process.env.BROWSER_OUT ?? mkdtempSync(join(tmpdir(), 'sse-hub-browser-'));
+const KEY = 'browser-test-key-0123456789-abcdefghij';
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function jwt(claims) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', KEY).update(body).digest('base64url')}`;
+}
+const PUBLISHER = jwt({ mercure: { publish: ['*'] } });
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `check` every 50 ms until it returns a truthy value or `ms` pass. */
+async function waitFor(what, check, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const children = new Set();
+
+/** Starts a hub on `port` and resolves once it listens. */
+async function startHub(port, extra = []) {
+  const args = ['--bind', `127.0.0.1:${port}`, '--jwt-key', KEY, '--allow-anonymous',
+    '--retry', '500ms', ...extra];
+  const child = spawn(HUB_BIN, args, { env: { ...process.env, RUST_LOG: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  child.on('exit', () => children.delete(child));
+  await waitFor(`hub on ${port}`, () => log.includes('listening on http://') || child.exitCode !== null);
+  assert.equal(child.exitCode, null, `hub exited: ${log}`);
+  return child;
+}
+
+async function stopHub(child) {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+async function publish(base, form) {
+  const body = new URLSearchParams(form);
+  const res = await fetch(`${base}/.well-known/mercure`, {
+    method: 'POST', body, headers: { Authorization: `Bearer ${PUBLISHER}` },
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `publish failed: ${text}`);
+  return text;
+}
+
+/** Starts nginx with the repo's nginx.conf (ports, upstream and certificate substituted). */
+async function startNginx(upstream) {
+  const prefix = mkdtempSync(join(tmpdir(), 'sse-hub-nginx-'));
+  mkdirSync(join(prefix, 'logs'));
+  mkdirSync(join(prefix, 'temp'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', join(prefix, 'key.pem'), '-out', join(prefix, 'cert.pem')], { stdio: 'ignore' });
+  const [port, tlsPort] = [await freePort(), await freePort()];
+  const swap = (text, from, to) => {
+    assert.equal(text.split(from).length, 2, `nginx.conf must contain ${from} once`);
+    return text.replace(from, to);
+  };
+  let conf = readFileSync(join(REPO, 'nginx.conf'), 'utf8');
+  conf = swap(conf, 'listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
+  conf = swap(conf, 'listen 127.0.0.1:8443 ssl http2;', `listen 127.0.0.1:${tlsPort} ssl http2;`);
+  conf = swap(conf, 'server 127.0.0.1:8080;', `server ${upstream};`);
+  conf = swap(conf, '/etc/ssl/sse-hub/fullchain.pem', join(prefix, 'cert.pem'));
+  conf = swap(conf, '/etc/ssl/sse-hub/privkey.pem', join(prefix, 'key.pem'));
+  writeFileSync(join(prefix, 'nginx.conf'), conf);
+  const bin = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find(existsSync) ?? 'nginx';
+  const child = spawn(bin, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-g', 'daemon off;'],
+    { stdio: 'ignore', detached: true });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  await waitFor('nginx', async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => null);
+    return res?.ok;
+  });
+  return { child, port, tlsPort };
+}
+
+let browser;
+let hubPort;
+let hub;
+let base;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage'],
+  });
+  hubPort = await freePort();
+  hub = await startHub(hubPort, ['--tick-interval', '250ms']);
+  base = `http://127.0.0.1:${hubPort}`;
+});
+
+after(async () => {
+  await browser?.close();
+  for (const child of children) {
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { child.kill('SIGKILL'); }
+  }
+});
+
+async function openPage(url = `${base}/`, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, ...options });
+  const page = await context.newPage();
+  await page.goto(url);
+  return page;
+}
+
+const text = (page, selector) => page.locator(selector).textContent();
+
+// ---- tests ---------------------------------------------------------------------------------
+
+test('the dashboard opens and its clock ticks', async () => {
+  const page = await openPage();
+  await waitFor('stream open', async () => (await page.getAttribute('#conn-state', 'data-state')) === 'open');
+  const seen = new Set();
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline && seen.size < 3) {
+    seen.add(await text(page, '#clock'));
+    await page.waitForTimeout(100);
+  }
+  // A changing text: at least two changes after the first value within 3 s.
+  assert.ok(seen.size >= 3, `clock showed ${[...seen]}`);
+  await page.context().close();
+});
+
+test('the bounded test stream shows three events then [Done] and closes', async () => {
+  const page = await openPage();
+  let streamRequests = 0;
+  page.on('request', (r) => { if (r.url().includes('api/stream/test')) streamRequests += 1; });
+  await page.click('#run-test');
+  await waitFor('test done', async () => (await text(page, '#test-status')) === 'done', 10_000);
+  const items = await page.locator('#test-events li').allTextContents();
+  const timed = items.filter((t) => t.includes('server time: '));
+  assert.equal(timed.length, 3, `items: ${items}`);
+  assert.ok(items.some((t) => t.includes('[Done]')));
+  // Closed on [Done]: no reconnection (the hub's default retry would be due by now).
+  await page.waitForTimeout(3500);
+  assert.equal(streamRequests, 1);
+  await page.context().close();
+});
+
+async function subscribeOnPage(page, topics, token = '') {
+  await page.fill('#sub-topics', topics.join('\n'));
+  await page.fill('#sub-token', token);
+  await page.click('#sub-connect');
+  await waitFor('subscription open', async () => (await page.getAttribute('#sub-state', 'data-state')) === 'open');
+}
+
+const updateIds = (page) => page.locator('#sub-updates li.update').evaluateAll(
+  (items) => items.map((li) => li.dataset.id));
+
+test('an update published from the form arrives in the subscribe panel; private ones only with a token', async () => {
+  const topic = 'https://example.com/books/{id}';
+  const reader = jwt({ mercure: { subscribe: ['https://example.com/books/{id}'] } });
+  const allowed = await openPage();
+  await subscribeOnPage(allowed, [topic], reader);
+  const anonymous = await openPage();
+  await subscribeOnPage(anonymous, [topic]);
+
+  await allowed.fill('#pub-topics', 'https://example.com/books/7');
+  await allowed.fill('#pub-data', 'line one\n\nline three');
+  await allowed.fill('#pub-token', PUBLISHER);
+  await allowed.click('#pub-send');
+  const result = await waitFor('publish result', async () => {
+    const ok = await allowed.getAttribute('#pub-result', 'data-ok');
+    return ok && { ok, text: await text(allowed, '#pub-result') };
+  });
+  assert.equal(result.ok, 'true', result.text);
+  const publicId = result.text.replace('published: ', '').trim();
+  await waitFor('public update on both pages', async () =>
+    (await updateIds(allowed)).includes(publicId) && (await updateIds(anonymous)).includes(publicId));
+  const data = await allowed.locator(`#sub-updates li.update[data-id="${publicId}"]`).textContent();
+  assert.ok(data.includes('line one') && data.includes('line three'));
+
+  await allowed.check('#pub-private');
+  await allowed.fill('#pub-data', 'for readers only');
+  await allowed.fill('#pub-id', 'private-1');
+  await allowed.click('#pub-send');
+  await waitFor('private update on the allowed page', async () => (await updateIds(allowed)).includes('private-1'));
+  // A public update after it: once the anonymous page has it, the private one would have come first.
+  const sentinel = await publish(base, { topic: 'https://example.com/books/8', data: 'after' });
+  await waitFor('sentinel on the anonymous page', async () => (await updateIds(anonymous)).includes(sentinel));
+  assert.ok(!(await updateIds(anonymous)).includes('private-1'));
+  await allowed.context().close();
+  await anonymous.context().close();
+});
+
+test('after a hub restart the page resumes and lists every update exactly once', async () => {
+  const port = await freePort();
+  let own = await startHub(port, ['--tick-interval', '0']);
+  const url = `http://127.0.0.1:${port}`;
+  const page = await openPage(`${url}/`);
+  await subscribeOnPage(page, ['/restart']);
+  const before = [await publish(url, { topic: '/restart', data: 'a' }), await publish(url, { topic: '/restart', data: 'b' })];
+  await waitFor('first updates', async () => (await updateIds(page)).length === 2);
+  await stopHub(own);
+  own = await startHub(port, ['--tick-interval', '0']);
+  // Published before the page has reconnected: it must come back through replay.
+  const during = [await publish(url, { topic: '/restart', data: 'c' }), await publish(url, { topic: '/restart', data: 'd' })];
+  await waitFor('resume marker', async () => (await page.locator('#sub-updates li.resume-marker').count()) >= 1, 20_000);
+  const after = await publish(url, { topic: '/restart', data: 'e' });
+  const expected = [...before, ...during, after];
+  await waitFor('all updates', async () => (await updateIds(page)).length >= expected.length, 10_000);
+  const ids = await updateIds(page);
+  assert.deepEqual([...ids].reverse(), expected, 'newest first, each once');
+  assert.equal((await text(page, '#sub-dupes')).trim(), '0');
+  await page.context().close();
+  await stopHub(own);
+});
+
+test('through nginx over HTTPS and HTTP/2, ten EventSources on one page all receive events', async () => {
+  const nginx = await startNginx(`127.0.0.1:${hubPort}`);
+  const page = await openPage(`https://localhost:${nginx.tlsPort}/`, { ignoreHTTPSErrors: true });
+  const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+  assert.equal(protocol, 'h2');
+  const received = await page.evaluate(() => new Promise((resolve) => {
+    const got = new Set();
+    const sources = [];
+    for (let i = 0; i < 10; i += 1) {
+      const es = new EventSource('events');
+      es.addEventListener('time', () => {
+        got.add(i);
+        if (got.size === 10) { sources.forEach((s) => s.close()); resolve(got.size); }
+      });
+      sources.push(es);
+    }
+    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 8000);
+  }));
+  assert.equal(received, 10);
+
+  // The same over plain HTTP/1.1: the browser's six connections per origin leave the rest waiting.
+  const plain = await openPage(`http://127.0.0.1:${nginx.port}/healthz`);
+  const overHttp1 = await plain.evaluate(() => new Promise((resolve) => {
+    const got = new Set();
+    const sources = [];
+    for (let i = 0; i < 8; i += 1) {
+      const es = new EventSource('events');
+      es.addEventListener('time', () => got.add(i));
+      sources.push(es);
+    }
+    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 3000);
+  }));
+  assert.equal(overHttp1, 6, 'HTTP/1.1 caps a page at six live streams');
+  await page.context().close();
+  await plain.context().close();
+  process.kill(-nginx.child.pid, 'SIGKILL');
+});
+
+test('a screenshot of the dashboard', async () => {
+  const page = await openPage();
+  const reader = jwt({ mercure: { subscribe: ['*'] } });
+  await subscribeOnPage(page, ['https://example.com/books/{id}'], reader);
+  await publish(base, { topic: 'https://example.com/books/1', data: '{"title":"Dune","stock":3}', type: 'message' });
+  await publish(base, { topic: 'https://example.com/books/2', data: 'a second\nmulti-line update' });
+  await page.click('#run-test');
+  await waitFor('test done', async () => (await text(page, '#test-status')) === 'done', 10_000);
+  await waitFor('updates listed', async () => (await updateIds(page)).length === 2);
+  const file = join(OUT, 'dashboard.png');
+  await page.screenshot({ path: file, fullPage: true });
+  assert.ok(existsSync(file));
+  console.log(`screenshot: ${file}`);
+  await page.context().close();
+});
