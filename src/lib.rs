@@ -17,6 +17,7 @@ pub mod auth;
 pub mod broadcaster;
 pub mod config;
 pub mod history;
+pub mod publication;
 pub mod routes;
 pub mod sse;
 pub mod stats;

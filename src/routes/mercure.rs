@@ -9,9 +9,10 @@ use crate::{
     auth::{AuthError, MercureClaim, Subscriber},
     broadcaster::Publish,
     config::Config,
+    publication::Publication,
     subscription::Subscription,
-    topic::{Topic, TopicSelector},
-    update::{EventId, EventType, Update},
+    topic::TopicSelector,
+    update::{EventId, Update},
 };
 
 /// Path of the hub endpoint, fixed by the protocol.
@@ -140,34 +141,11 @@ pub(super) async fn publish(
     let body = read_body(payload, limit).await?;
     let body = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
-    let form = super::query_pairs(body);
-
-    let topics = form
-        .iter()
-        .filter(|(k, _)| k == "topic")
-        .map(|(_, v)| Topic::parse(v).map_err(|e| bad("topic", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    if topics.is_empty() {
-        return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
-    }
-    let id = single(&form, "id")?
-        .map(|v| EventId::parse(v).map_err(|e| bad("id", e)))
-        .transpose()?;
-    let event_type = single(&form, "type")?
-        .map(|v| EventType::parse(v).map_err(|e| bad("type", e)))
-        .transpose()?;
-    let retry = single(&form, "retry")?
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| bad("retry", "not a whole number of ms"))
-        })
-        .transpose()?;
-    let data = single(&form, "data")?.unwrap_or_default();
-    // As in the Mercure hub, the field's presence makes an update private, whatever its value.
-    let private = form.iter().any(|(k, _)| k == "private");
+    let form = Publication::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     let allowed = claims.selectors(|m: &MercureClaim| m.publish.as_ref());
-    let permitted = topics
+    let permitted = form
+        .topics
         .iter()
         .all(|t| allowed.iter().any(|s| s.matches(t.as_str())));
     if !permitted {
@@ -177,12 +155,12 @@ pub(super) async fn publish(
     }
 
     let update = Update::new(
-        id.unwrap_or_else(EventId::generate),
-        topics,
-        data,
-        private,
-        event_type.as_ref(),
-        retry,
+        form.id.unwrap_or_else(EventId::generate),
+        form.topics,
+        &form.data,
+        form.private,
+        form.event_type.as_ref(),
+        form.retry,
     );
     let id = state.broadcaster.send(Publish(update)).await??;
     Ok(HttpResponse::Ok()

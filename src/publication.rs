@@ -1,0 +1,178 @@
+//! A publish request's form (`application/x-www-form-urlencoded`), parsed and validated.
+
+use std::borrow::Cow;
+
+use crate::{
+    topic::{Topic, TopicError},
+    update::{EventId, EventType, FieldError},
+};
+
+/// Why a form was refused; each message is one line for the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormError {
+    #[error("missing \"topic\" parameter")]
+    NoTopic,
+    #[error("invalid topic: {0}")]
+    Topic(#[from] TopicError),
+    #[error("invalid id: {0}")]
+    Id(FieldError),
+    #[error("invalid type: {0}")]
+    Type(FieldError),
+    #[error("invalid retry: not a whole number of milliseconds")]
+    Retry,
+    #[error("'{0}' may appear only once")]
+    Repeated(&'static str),
+}
+
+/// The fields of one publish request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// The first is canonical, the rest alternates; never empty.
+    pub topics: Vec<Topic>,
+    pub data: String,
+    pub id: Option<EventId>,
+    pub event_type: Option<EventType>,
+    pub retry: Option<u64>,
+    /// Present in the form, whatever its value (as in the Mercure hub).
+    pub private: bool,
+}
+
+/// The value of a field that may appear at most once.
+fn once<'a>(
+    pairs: &'a [(Cow<'a, str>, Cow<'a, str>)],
+    name: &'static str,
+) -> Result<Option<&'a str>, FormError> {
+    let mut values = pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_ref());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(FormError::Repeated(name));
+    }
+    Ok(first)
+}
+
+impl Publication {
+    /// Parses a form-encoded body. Unknown fields are ignored, as Mercure does.
+    pub fn parse(body: &str) -> Result<Self, FormError> {
+        let pairs: Vec<_> = form_urlencoded::parse(body.as_bytes()).collect();
+        let topics = pairs
+            .iter()
+            .filter(|(k, _)| k == "topic")
+            .map(|(_, v)| Topic::parse(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        if topics.is_empty() {
+            return Err(FormError::NoTopic);
+        }
+        let id = once(&pairs, "id")?
+            .map(|v| EventId::parse(v).map_err(FormError::Id))
+            .transpose()?;
+        let event_type = once(&pairs, "type")?
+            .map(|v| EventType::parse(v).map_err(FormError::Type))
+            .transpose()?;
+        let retry = once(&pairs, "retry")?
+            .map(|v| v.parse::<u64>().map_err(|_| FormError::Retry))
+            .transpose()?;
+        Ok(Self {
+            topics,
+            data: once(&pairs, "data")?.unwrap_or_default().to_owned(),
+            id,
+            event_type,
+            retry,
+            private: pairs.iter().any(|(k, _)| k == "private"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(pairs: &[(&str, &str)]) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            out.append_pair(k, v);
+        }
+        out.finish()
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let body = encode(&[
+            ("topic", "/a"),
+            ("topic", "/b"),
+            ("data", "x\ny"),
+            ("id", "i1"),
+            ("type", "t"),
+            ("retry", "10"),
+            ("private", ""),
+        ]);
+        let p = Publication::parse(&body).unwrap();
+        assert_eq!(p.topics.len(), 2);
+        assert_eq!(
+            (p.data.as_str(), p.retry, p.private),
+            ("x\ny", Some(10), true)
+        );
+        assert_eq!(p.id.unwrap().as_str(), "i1");
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let cases: [(&[(&str, &str)], FormError); 6] = [
+            (&[("data", "x")], FormError::NoTopic),
+            (
+                &[("topic", "/a"), ("id", "#x")],
+                FormError::Id(FieldError::Reserved),
+            ),
+            (
+                &[("topic", "/a"), ("id", "a\0")],
+                FormError::Id(FieldError::ControlChar),
+            ),
+            (
+                &[("topic", "/a"), ("type", "a\rb")],
+                FormError::Type(FieldError::ControlChar),
+            ),
+            (&[("topic", "/a"), ("retry", "1.5")], FormError::Retry),
+            (
+                &[("topic", "/a"), ("data", "1"), ("data", "2")],
+                FormError::Repeated("data"),
+            ),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(Publication::parse(&encode(pairs)), Err(expected));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_body(body in any::<String>()) {
+            let _ = Publication::parse(&body);
+        }
+
+        #[test]
+        fn valid_forms_round_trip(
+            topics in prop::collection::vec("[^\r\n\0]{1,40}", 1..4),
+            data in any::<String>(),
+            id in proptest::option::of("[a-zA-Z0-9:_-][^\r\n\0]{0,30}"),
+            retry in proptest::option::of(any::<u64>()),
+            private in any::<bool>(),
+        ) {
+            let mut pairs: Vec<(&str, String)> =
+                topics.iter().map(|t| ("topic", t.clone())).collect();
+            pairs.push(("data", data.clone()));
+            if let Some(id) = &id { pairs.push(("id", id.clone())); }
+            if let Some(retry) = retry { pairs.push(("retry", retry.to_string())); }
+            if private { pairs.push(("private", "on".into())); }
+            let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let p = Publication::parse(&encode(&borrowed)).unwrap();
+            let got: Vec<&str> = p.topics.iter().map(Topic::as_str).collect();
+            prop_assert_eq!(got, topics.iter().map(String::as_str).collect::<Vec<_>>());
+            prop_assert_eq!(p.data, data);
+            prop_assert_eq!(p.id.map(|i| i.as_str().to_owned()), id);
+            prop_assert_eq!(p.retry, retry);
+            prop_assert_eq!(p.private, private);
+        }
+    }
+}
