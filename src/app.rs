@@ -53,6 +53,7 @@ impl Application {
             broadcaster::Limits {
                 queue_capacity: config.queue_capacity,
                 max_subscribers: config.max_subscribers,
+                max_subscribers_per_ip: config.max_subscribers_per_ip,
                 history_size: config.history_size,
                 history_bytes: config.history_bytes,
             },
@@ -66,13 +67,32 @@ impl Application {
             stats,
             config: Arc::new(config.clone()),
             auth,
+            publish_limiter: Arc::new(crate::limits::PublishLimiter::new(
+                config.publish_rate,
+                config.publish_burst,
+            )),
             time_selector,
         };
+        let write_timeout = config.write_timeout;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::limits::request_size))
                 .wrap(actix_web::middleware::Logger::default().log_target("sse_hub::access"))
                 .configure(|cfg| routes::configure(cfg, state.clone()))
         })
+        // A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel
+        // closes its connection after the write timeout, so it can't pin buffers forever.
+        .on_connect(move |conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(err) =
+                    socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
+                {
+                    log::warn!("cannot set the write timeout on a connection: {err}");
+                }
+            }
+        })
+        .client_request_timeout(config.request_header_timeout)
+        .keep_alive(config.idle_timeout)
         // Signals are handled in `run_until_stopped`: streams must be ended before the
         // server's graceful stop can complete.
         .disable_signals()

@@ -24,6 +24,8 @@ pub enum AuthError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("no key is configured for these tokens")]
     NoKey,
+    #[error("a cookie token from an origin not allowed to publish")]
+    Origin,
 }
 
 /// Why a key in the config could not be used.
@@ -124,7 +126,8 @@ fn key_material(secret: &Secret) -> Result<Vec<u8>, KeyError> {
 }
 
 impl Verifier {
-    fn new(secret: &Secret, alg: JwtAlgorithm, leeway: Duration) -> Result<Self, KeyError> {
+    fn new(secret: &Secret, config: &Config) -> Result<Self, KeyError> {
+        let alg = config.jwt_algorithm;
         let material = key_material(secret)?;
         let parse = |source| KeyError::Parse {
             algorithm: alg,
@@ -141,7 +144,13 @@ impl Verifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.validate_aud = false;
-        validation.leeway = leeway.as_secs();
+        validation.leeway = config.jwt_leeway.as_secs();
+        if !config.jwt_audiences.is_empty() {
+            validation.set_audience(&config.jwt_audiences);
+        }
+        if !config.jwt_issuers.is_empty() {
+            validation.set_issuer(&config.jwt_issuers);
+        }
         Ok(Self { key, validation })
     }
 
@@ -157,6 +166,7 @@ pub struct Auth {
     subscriber: Option<Verifier>,
     cookie_name: String,
     allow_anonymous: bool,
+    publish_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -166,6 +176,7 @@ impl std::fmt::Debug for Auth {
             .field("subscriber", &self.subscriber.is_some())
             .field("cookie_name", &self.cookie_name)
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("publish_origins", &self.publish_origins)
             .finish()
     }
 }
@@ -179,45 +190,76 @@ pub enum Subscriber {
 
 impl Auth {
     pub fn from_config(config: &Config) -> Result<Self, KeyError> {
-        let verifier = |key: Option<&Secret>| {
-            key.map(|k| Verifier::new(k, config.jwt_algorithm, config.jwt_leeway))
-                .transpose()
-        };
+        let verifier = |key: Option<&Secret>| key.map(|k| Verifier::new(k, config)).transpose();
         Ok(Self {
             publisher: verifier(config.publisher_key())?,
             subscriber: verifier(config.subscriber_key())?,
             cookie_name: config.cookie_name.clone(),
             allow_anonymous: config.allow_anonymous,
+            publish_origins: config.publish_origins.clone(),
         })
     }
 
-    /// The token of a request: header, else query parameter, else cookie.
-    fn token<'a>(&self, req: &'a HttpRequest, query_token: Option<&'a str>) -> Option<String> {
+    /// The token of a request: header, else query parameter, else cookie; and whether it
+    /// came from the cookie.
+    fn token(&self, req: &HttpRequest, query_token: Option<&str>) -> Option<(String, bool)> {
         if let Some(value) = req.headers().get(header::AUTHORIZATION) {
             let value = value.to_str().unwrap_or_default();
-            return Some(
-                value
-                    .strip_prefix("Bearer ")
-                    .unwrap_or(value)
-                    .trim()
-                    .to_owned(),
-            );
+            let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+            return Some((token.to_owned(), false));
         }
         if let Some(token) = query_token {
-            return Some(token.to_owned());
+            return Some((token.to_owned(), false));
         }
-        req.cookie(&self.cookie_name).map(|c| c.value().to_owned())
+        req.cookie(&self.cookie_name)
+            .map(|c| (c.value().to_owned(), true))
     }
 
-    /// Checks a publisher: it must present a valid publisher token.
+    /// Checks a publisher: it must present a valid publisher token, and a token sent as a
+    /// cookie counts only from an allowed `Origin` (else any page could make a logged-in
+    /// browser publish). Returns the claims and the token's signature, which keys rate limits.
     pub fn publisher(
         &self,
         req: &HttpRequest,
         query_token: Option<&str>,
-    ) -> Result<Claims, AuthError> {
+    ) -> Result<(Claims, String), AuthError> {
         let verifier = self.publisher.as_ref().ok_or(AuthError::NoKey)?;
-        let token = self.token(req, query_token).ok_or(AuthError::Missing)?;
-        verifier.verify(&token)
+        let (token, from_cookie) = self.token(req, query_token).ok_or(AuthError::Missing)?;
+        if from_cookie {
+            self.check_origin(req)?;
+        }
+        let claims = verifier.verify(&token)?;
+        if let Some(sub) = &claims.sub {
+            log::debug!("publisher token of {sub:?} accepted");
+        }
+        let signature = token.rsplit('.').next().unwrap_or_default().to_owned();
+        Ok((claims, signature))
+    }
+
+    /// A cookie-authenticated publish must come from an allowed origin (`Origin`, else the
+    /// origin of `Referer`).
+    fn check_origin(&self, req: &HttpRequest) -> Result<(), AuthError> {
+        let headers = req.headers();
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                let referer = headers.get(header::REFERER)?.to_str().ok()?;
+                let (scheme, rest) = referer.split_once("://")?;
+                let host = rest.split('/').next()?;
+                Some(format!("{scheme}://{host}"))
+            })
+            .ok_or(AuthError::Origin)?;
+        let allowed = self
+            .publish_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin));
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthError::Origin)
+        }
     }
 
     /// Checks a subscriber: a token, when present, must be valid; without one, the subscriber
@@ -230,7 +272,7 @@ impl Auth {
         match self.token(req, query_token) {
             None if self.allow_anonymous => Ok(Subscriber::Anonymous),
             None => Err(AuthError::Missing),
-            Some(token) => {
+            Some((token, _)) => {
                 let verifier = self.subscriber.as_ref().ok_or(AuthError::NoKey)?;
                 verifier.verify(&token).map(Subscriber::Token)
             }

@@ -14,7 +14,7 @@
 //! subscriber is registered and its replay computed in one step: nothing published after its
 //! registration is missed and nothing replayed is sent twice.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use bytes::Bytes;
@@ -37,6 +37,8 @@ pub struct Limits {
     pub queue_capacity: usize,
     /// Subscribers connected at once, beyond which subscribing is refused.
     pub max_subscribers: usize,
+    /// Subscribers connected at once from one client address.
+    pub max_subscribers_per_ip: usize,
     /// Updates kept for replay.
     pub history_size: usize,
     /// Bytes of encoded updates kept for replay.
@@ -50,11 +52,14 @@ pub struct SubscriberId(u64);
 struct Subscriber {
     tx: mpsc::Sender<Bytes>,
     subscription: Subscription,
+    ip: Option<IpAddr>,
 }
 
 /// The actor. Start it with [`Broadcaster::new`] and `.start()`.
 pub struct Broadcaster {
     subscribers: HashMap<SubscriberId, Subscriber>,
+    /// Subscribers per client address, for `max_subscribers_per_ip`.
+    per_ip: HashMap<IpAddr, usize>,
     next_id: u64,
     history: History,
     stats: Arc<Stats>,
@@ -77,6 +82,7 @@ impl Broadcaster {
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
             subscribers: HashMap::new(),
+            per_ip: HashMap::new(),
             next_id: 0,
             history: History::new(limits.history_size, limits.history_bytes),
             stats,
@@ -86,8 +92,18 @@ impl Broadcaster {
     }
 
     fn remove(&mut self, id: SubscriberId) {
-        if self.subscribers.remove(&id).is_some() {
+        if let Some(gone) = self.subscribers.remove(&id) {
+            self.forget_ip(gone.ip);
             self.stats.set_subscribers(self.subscribers.len());
+        }
+    }
+
+    fn forget_ip(&mut self, ip: Option<IpAddr>) {
+        if let Some(count) = ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.retain(|_, n| *n > 0);
+            }
         }
     }
 }
@@ -121,6 +137,8 @@ pub struct Subscribe {
     pub subscription: Subscription,
     /// Where to resume from (`Last-Event-ID`), if the client asked.
     pub cursor: Option<Cursor>,
+    /// The client's address, for the per-address limit.
+    pub ip: Option<IpAddr>,
 }
 
 /// A registered subscriber's end of the fan-out.
@@ -141,6 +159,8 @@ pub struct Subscribed {
 pub enum SubscribeRefused {
     #[error("too many subscribers")]
     TooMany,
+    #[error("too many subscribers from this address")]
+    TooManyFromAddress,
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -154,6 +174,10 @@ impl Handler<Subscribe> for Broadcaster {
         }
         if self.subscribers.len() >= self.limits.max_subscribers {
             return Err(SubscribeRefused::TooMany);
+        }
+        let from_ip = msg.ip.and_then(|ip| self.per_ip.get(&ip)).copied();
+        if from_ip.unwrap_or(0) >= self.limits.max_subscribers_per_ip {
+            return Err(SubscribeRefused::TooManyFromAddress);
         }
         let (replay, resumed_after) = match &msg.cursor {
             Some(cursor) => {
@@ -177,8 +201,12 @@ impl Handler<Subscribe> for Broadcaster {
             Subscriber {
                 tx,
                 subscription: msg.subscription,
+                ip: msg.ip,
             },
         );
+        if let Some(ip) = msg.ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
         self.stats.set_subscribers(self.subscribers.len());
         Ok(Subscribed {
             receiver,
@@ -220,6 +248,7 @@ impl Handler<Publish> for Broadcaster {
         let mut delivered = 0u64;
         let before = self.subscribers.len();
         let stats = &self.stats;
+        let mut gone_ips = Vec::new();
         self.subscribers.retain(|_, sub| {
             if !sub.subscription.wants(&update) {
                 return true;
@@ -234,11 +263,19 @@ impl Handler<Publish> for Broadcaster {
                     // rather than wait, so it cannot slow anyone else down.
                     stats.dropped_slow();
                     log::info!("dropping a slow subscriber: its queue is full");
+                    gone_ips.push(sub.ip);
                     false
                 }
-                Err(TrySendError::Closed(_)) => false,
+                Err(TrySendError::Closed(_)) => {
+                    gone_ips.push(sub.ip);
+                    false
+                }
             }
         });
+        for ip in gone_ips {
+            self.forget_ip(ip);
+        }
+        let stats = &self.stats;
         if self.subscribers.len() != before {
             stats.set_subscribers(self.subscribers.len());
         }
@@ -274,6 +311,7 @@ impl Handler<Shutdown> for Broadcaster {
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
         self.closing = true;
         self.subscribers.clear();
+        self.per_ip.clear();
         self.stats.set_subscribers(0);
     }
 }

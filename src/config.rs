@@ -113,6 +113,23 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_MAX_SUBSCRIBERS", default_value_t = 10_000)]
     pub max_subscribers: usize,
 
+    /// Subscribers at once from one client IP; beyond it subscribing answers 429.
+    #[arg(long, env = "SSE_HUB_MAX_SUBSCRIBERS_PER_IP", default_value_t = 100)]
+    pub max_subscribers_per_ip: usize,
+
+    /// Topic selectors in one subscription, at most; more answers 400.
+    #[arg(long, env = "SSE_HUB_MAX_TOPICS", default_value_t = 64)]
+    pub max_topics: usize,
+
+    /// Peers whose `X-Forwarded-For` names the client (for per-IP limits behind a proxy).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SSE_HUB_TRUSTED_PROXY",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Updates kept in memory for replay (`Last-Event-ID`); 0 keeps none.
     #[arg(long, env = "SSE_HUB_HISTORY_SIZE", default_value_t = 10_000)]
     pub history_size: usize,
@@ -124,6 +141,38 @@ pub struct Config {
     /// Largest publish request body, in bytes; larger ones answer 413.
     #[arg(long, env = "SSE_HUB_MAX_BODY_SIZE", default_value_t = 1 << 20)]
     pub max_body_size: usize,
+
+    /// Largest `data` of an update, in bytes; larger answers 413.
+    #[arg(long, env = "SSE_HUB_MAX_DATA_SIZE", default_value_t = 512 << 10)]
+    pub max_data_size: usize,
+
+    /// Longest request target (path and query), in bytes; longer answers 414.
+    #[arg(long, env = "SSE_HUB_MAX_URL_SIZE", default_value_t = 8 << 10)]
+    pub max_url_size: usize,
+
+    /// Largest total size of a request's headers, in bytes; larger answers 431.
+    #[arg(long, env = "SSE_HUB_MAX_HEADER_SIZE", default_value_t = 16 << 10)]
+    pub max_header_size: usize,
+
+    /// Updates one publisher token may publish per second (sustained); beyond it 429.
+    #[arg(long, env = "SSE_HUB_PUBLISH_RATE", default_value_t = 1000)]
+    pub publish_rate: u32,
+
+    /// Updates one publisher token may publish in a burst above the rate.
+    #[arg(long, env = "SSE_HUB_PUBLISH_BURST", default_value_t = 2000)]
+    pub publish_burst: u32,
+
+    /// A connection whose sent data stays unread this long is closed (TCP_USER_TIMEOUT).
+    #[arg(long, env = "SSE_HUB_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub write_timeout: Duration,
+
+    /// Time a client gets to send its request headers (slowloris guard); 408 after it.
+    #[arg(long, env = "SSE_HUB_REQUEST_HEADER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub request_header_timeout: Duration,
+
+    /// An idle keep-alive connection is closed after this long.
+    #[arg(long, env = "SSE_HUB_IDLE_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub idle_timeout: Duration,
 
     /// Let clients without a token subscribe (to public updates only).
     #[arg(long, env = "SSE_HUB_ALLOW_ANONYMOUS")]
@@ -153,6 +202,26 @@ pub struct Config {
     /// Clock skew tolerated on a token's `exp` and `nbf`.
     #[arg(long, env = "SSE_HUB_JWT_LEEWAY", default_value = "0", value_parser = duration)]
     pub jwt_leeway: Duration,
+
+    /// Required `aud` of tokens (repeatable: any of them); unset: `aud` is not checked.
+    #[arg(
+        long = "jwt-audience",
+        env = "SSE_HUB_JWT_AUDIENCE",
+        value_delimiter = ','
+    )]
+    pub jwt_audiences: Vec<String>,
+
+    /// Required `iss` of tokens (repeatable: any of them); unset: `iss` is not checked.
+    #[arg(long = "jwt-issuer", env = "SSE_HUB_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuers: Vec<String>,
+
+    /// Origin allowed to publish with a cookie token (repeatable, or `*`); CSRF guard.
+    #[arg(
+        long = "publish-origin",
+        env = "SSE_HUB_PUBLISH_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub publish_origins: Vec<String>,
 
     /// Name of the cookie that may carry the token.
     #[arg(

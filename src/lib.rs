@@ -8,7 +8,8 @@
 //!   update out to the matching [`subscription`]s by `try_send` on bounded queues;
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
-//!   [`auth`] verifies the JWS tokens of publishers and subscribers;
+//!   [`auth`] verifies the JWS tokens of publishers and subscribers; [`limits`] keeps clients
+//!   within bounds;
 //! - [`app`]: startup and graceful shutdown; [`config`]: flags and environment variables;
 //!   [`stats`]: lock-free counters.
 
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod broadcaster;
 pub mod config;
 pub mod history;
+pub mod limits;
 pub mod publication;
 pub mod routes;
 pub mod sse;

@@ -21,12 +21,20 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body is larger than {0} bytes")]
+    #[error("request body or data is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("too many subscribers, retry later")]
     TooManySubscribers,
+    #[error("too many subscribers from this address")]
+    TooManyFromAddress,
+    #[error("publishing too fast, retry in {0} s")]
+    RateLimited(u64),
+    #[error("request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error("the hub is unavailable")]
@@ -42,6 +50,9 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyFromAddress | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::TooManySubscribers | Self::ShuttingDown | Self::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -51,8 +62,17 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         response.content_type(mime_text());
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        match self {
+            Self::RateLimited(secs) => {
+                response.insert_header((header::RETRY_AFTER, *secs));
+            }
+            Self::TooManyFromAddress => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            _ if self.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            _ => {}
         }
         response.body(format!("{self}\n"))
     }
@@ -66,6 +86,7 @@ impl From<SubscribeRefused> for ApiError {
     fn from(refused: SubscribeRefused) -> Self {
         match refused {
             SubscribeRefused::TooMany => Self::TooManySubscribers,
+            SubscribeRefused::TooManyFromAddress => Self::TooManyFromAddress,
             SubscribeRefused::ShuttingDown => Self::ShuttingDown,
         }
     }

@@ -48,11 +48,14 @@ pub(super) fn cors(config: &Config) -> Cors {
 fn unauthorized(err: AuthError) -> ApiError {
     // The cause (expired, bad signature, wrong algorithm) goes to the log, never the token.
     log::info!("refused a token: {err}");
-    ApiError::Unauthorized(match err {
-        AuthError::Missing => "a token is required".into(),
-        AuthError::NoKey => "no key is configured for these tokens".into(),
-        AuthError::Invalid(_) => "invalid token".into(),
-    })
+    match err {
+        AuthError::Missing => ApiError::Unauthorized("a token is required".into()),
+        AuthError::NoKey => ApiError::Unauthorized("no key is configured for these tokens".into()),
+        AuthError::Invalid(_) => ApiError::Unauthorized("invalid token".into()),
+        AuthError::Origin => ApiError::Forbidden(
+            "publishing with a cookie needs an Origin allowed by --publish-origin".into(),
+        ),
+    }
 }
 
 fn bad(what: &str, err: impl std::fmt::Display) -> ApiError {
@@ -77,6 +80,12 @@ pub(super) async fn subscribe(
     if selectors.is_empty() {
         return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
     }
+    if selectors.len() > state.config.max_topics {
+        return Err(ApiError::BadRequest(format!(
+            "too many topic selectors (at most {})",
+            state.config.max_topics
+        )));
+    }
     let cursor = subscribe::cursor(&req, single(&query, "lastEventID")?)?;
     let (subscription, expires) = match who {
         Subscriber::Anonymous => (Subscription::new(selectors, Vec::new(), None), None),
@@ -89,7 +98,7 @@ pub(super) async fn subscribe(
             (Subscription::new(selectors, authorized, payload), expires)
         }
     };
-    subscribe::open_stream(&state, subscription, cursor, expires).await
+    subscribe::open_stream(&state, &req, subscription, cursor, expires).await
 }
 
 /// Reads the body, refusing more than `limit` bytes.
@@ -120,10 +129,14 @@ pub(super) async fn publish(
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let query = super::query_pairs(req.query_string());
-    let claims = state
+    let (claims, token_key) = state
         .auth
         .publisher(&req, single(&query, "authorization")?)
         .map_err(unauthorized)?;
+    state
+        .publish_limiter
+        .check(&token_key)
+        .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
     let form_encoded = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -142,6 +155,9 @@ pub(super) async fn publish(
     let body = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
     let form = Publication::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if form.data.len() > state.config.max_data_size {
+        return Err(ApiError::PayloadTooLarge(state.config.max_data_size));
+    }
 
     let allowed = claims.selectors(|m: &MercureClaim| m.publish.as_ref());
     let permitted = form

@@ -24,6 +24,7 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
+    pub publish_limiter: Arc<crate::limits::PublishLimiter>,
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,
 }

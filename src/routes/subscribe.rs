@@ -55,6 +55,7 @@ pub(crate) fn cursor(
 /// client sees the first bytes is never missed.
 pub(crate) async fn open_stream(
     state: &AppState,
+    req: &HttpRequest,
     subscription: Subscription,
     cursor: Option<Cursor>,
     expires: Option<tokio::time::Instant>,
@@ -64,6 +65,7 @@ pub(crate) async fn open_stream(
         .send(Subscribe {
             subscription,
             cursor,
+            ip: crate::limits::client_ip(req, &state.config.trusted_proxies),
         })
         .await??;
     let resumed_after = subscribed.resumed_after.clone();
@@ -86,5 +88,5 @@ pub(crate) async fn events(
     let last_event_id = super::single(&query, "lastEventID")?;
     let cursor = cursor(&req, last_event_id)?;
     let subscription = Subscription::new(vec![state.time_selector.clone()], Vec::new(), None);
-    open_stream(&state, subscription, cursor, None).await
+    open_stream(&state, &req, subscription, cursor, None).await
 }
