@@ -145,11 +145,15 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.leeway = config.jwt_leeway.as_secs();
+        // A configured audience or issuer is required, not merely checked when present.
         if !config.jwt_audiences.is_empty() {
             validation.set_audience(&config.jwt_audiences);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".to_owned());
         }
         if !config.jwt_issuers.is_empty() {
             validation.set_issuer(&config.jwt_issuers);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         Ok(Self { key, validation })
     }

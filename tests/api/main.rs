@@ -3,6 +3,7 @@
 mod auth;
 mod browser;
 mod core;
+mod hardening;
 mod helpers;
 mod mercure;
 mod nginx;

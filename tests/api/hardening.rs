@@ -1,0 +1,538 @@
+//! Hostile and careless clients: every limit refuses with a clear status, and a well-behaved
+//! subscriber running alongside keeps receiving every update.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::{client, publisher, token, token_with, SseClient, TestHub, KEY};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A subscriber that behaves: it reads everything on `/watch`.
+async fn watcher(hub: &TestHub) -> SseClient {
+    hub.subscribe(&["/watch"], &[], &[]).await
+}
+
+/// Publishes three updates on `/watch` and checks the watcher gets exactly them, in order.
+async fn still_serving(hub: &TestHub, watcher: &mut SseClient) {
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(
+            hub.publish_ok(&[("topic", "/watch"), ("data", &i.to_string())])
+                .await,
+        );
+    }
+    let got: Vec<String> = watcher
+        .events(3, WAIT)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
+    assert_eq!(
+        got, sent,
+        "the well-behaved subscriber lost or reordered updates"
+    );
+    let health = client().get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Whether the kernel still has an established TCP connection from `local_port` to `remote_port`.
+fn established(local_port: u16, remote_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let port = |col: &str| u16::from_str_radix(col.rsplit(':').next().unwrap_or(""), 16).ok();
+        cols.len() > 3
+            && port(cols[1]) == Some(local_port)
+            && port(cols[2]) == Some(remote_port)
+            && cols[3] == "01"
+    })
+}
+
+/// Opens a raw subscription that will never be read.
+async fn stalled_subscriber(hub: &TestHub, topic: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(&hub.addr).await.unwrap();
+    let request = format!(
+        "GET /.well-known/mercure?topic={topic} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        hub.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test]
+async fn subscribers_per_address_are_limited_with_429() {
+    // A short heartbeat: a client that left is noticed at the next write.
+    let hub = TestHub::protocol(&["--max-subscribers-per-ip", "2", "--keep-alive", "200ms"]);
+    let mut watch = watcher(&hub).await;
+    // The test talks to the hub from 127.0.0.1, a trusted proxy by default: the address it
+    // forwards is the client's.
+    let from = |ip: &'static str| [("X-Forwarded-For", ip)];
+    let url = hub.url("/.well-known/mercure?topic=%2Fx");
+    let a = SseClient::connect(&url, &from("192.0.2.7")).await;
+    let b = SseClient::connect(&url, &from("198.51.100.1, 192.0.2.7")).await;
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+    let refused = SseClient::connect(&url, &from("192.0.2.7")).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.response_headers.contains_key("retry-after"));
+    let other = SseClient::connect(&url, &from("192.0.2.8")).await;
+    assert_eq!(other.status, 200);
+    drop(a);
+    hub.wait_for_stat("subscribers", 3).await;
+    let again = SseClient::connect(&url, &from("192.0.2.7")).await;
+    assert_eq!(again.status, 200, "a freed place can be taken again");
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn forwarded_addresses_from_untrusted_peers_are_ignored() {
+    let hub = TestHub::protocol(&[
+        "--max-subscribers-per-ip",
+        "2",
+        "--trusted-proxy",
+        "192.0.2.1",
+    ]);
+    let url = hub.url("/.well-known/mercure?topic=%2Fx");
+    let a = SseClient::connect(&url, &[("X-Forwarded-For", "192.0.2.50")]).await;
+    let b = SseClient::connect(&url, &[("X-Forwarded-For", "192.0.2.51")]).await;
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+    let c = SseClient::connect(&url, &[("X-Forwarded-For", "192.0.2.52")]).await;
+    assert_eq!(c.status, 429, "all three come from 127.0.0.1");
+}
+
+#[tokio::test]
+async fn too_many_selectors_in_one_subscription_get_400() {
+    let hub = TestHub::protocol(&["--max-topics", "3"]);
+    let mut watch = watcher(&hub).await;
+    let url = hub.url("/.well-known/mercure?topic=%2Fa&topic=%2Fb&topic=%2Fc&topic=%2Fd");
+    let response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("too many topic selectors"));
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn oversized_data_url_and_headers_are_refused() {
+    let hub = TestHub::protocol(&[
+        "--max-data-size",
+        "100",
+        "--max-url-size",
+        "2048",
+        "--max-header-size",
+        "4096",
+    ]);
+    let mut watch = watcher(&hub).await;
+    let data = "d".repeat(101);
+    let big_data = hub
+        .publish(&publisher(), &[("topic", "/watch"), ("data", &data)])
+        .await;
+    assert_eq!(big_data.status(), 413);
+    let long = format!("/events?pad={}", "u".repeat(3000));
+    let long_url = client().get(hub.url(&long)).send().await.unwrap();
+    assert_eq!(long_url.status(), 414);
+    let big_headers = client()
+        .get(hub.url("/healthz"))
+        .header("X-Pad", "h".repeat(5000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big_headers.status(), 431);
+    assert_eq!(hub.stats().await["events_published"], 0);
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn publishing_faster_than_the_rate_gets_429_per_token() {
+    let hub = TestHub::protocol(&["--publish-rate", "1", "--publish-burst", "3"]);
+    let mut watch = watcher(&hub).await;
+    let fast = token(json!({ "publish": ["*"], "subscribe": [] }));
+    for i in 0..3 {
+        let ok = hub
+            .publish(&fast, &[("topic", "/spam"), ("data", &i.to_string())])
+            .await;
+        assert_eq!(ok.status(), 200);
+    }
+    let limited = hub.publish(&fast, &[("topic", "/spam")]).await;
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // Another token has its own bucket (still_serving publishes with one).
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_and_its_connection_closed() {
+    let hub = TestHub::protocol(&["--queue-capacity", "4", "--write-timeout", "1s"]);
+    let mut watch = watcher(&hub).await;
+    let stalled = stalled_subscriber(&hub, "%2Fwatch").await;
+    let stalled_port = stalled.local_addr().unwrap().port();
+    hub.wait_for_stat("subscribers", 2).await;
+    let data = "x".repeat(64 * 1024);
+    let started = Instant::now();
+    let mut sent = 0;
+    while hub.stats().await["subscribers_dropped_slow"] == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && sent < 2000,
+            "never dropped"
+        );
+        hub.publish_ok(&[("topic", "/watch"), ("data", &data)])
+            .await;
+        sent += 1;
+        // Keep the watcher drained so only the stalled peer falls behind.
+        watch.events(1, WAIT).await;
+    }
+    hub.wait_for_stat("subscribers", 1).await;
+    // The kernel gives up on the unread connection after the write timeout.
+    let hub_port = port_of(&hub.addr);
+    let closed = crate::helpers::wait_until(Duration::from_secs(20), || async {
+        !established(hub_port, stalled_port)
+    })
+    .await;
+    assert!(closed, "the hub kept the stalled connection open");
+    drop(stalled);
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_at_the_header_timeout() {
+    let hub = TestHub::protocol(&["--request-header-timeout", "1s"]);
+    let mut watch = watcher(&hub).await;
+    let mut slow = TcpStream::connect(&hub.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    for _ in 0..40 {
+        if slow.write_all(b"X-Slow: a\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(250), slow.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                // A 408 before the close is fine.
+                assert!(String::from_utf8_lossy(&buf[..n]).contains("408"));
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(cut, "still connected after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(8));
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let hub = TestHub::protocol(&["--idle-timeout", "1s"]);
+    let mut watch = watcher(&hub).await;
+    let mut idle = TcpStream::connect(&hub.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+    assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "{end:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed too early"
+    );
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_with_many_stalled_subscribers() {
+    let hub = TestHub::protocol(&[
+        "--queue-capacity",
+        "64",
+        "--max-subscribers-per-ip",
+        "1000",
+        "--history-size",
+        "100",
+    ]);
+    let mut watch = watcher(&hub).await;
+    let baseline = rss_kib(hub.pid());
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        stalled.push(stalled_subscriber(&hub, "%2Fwatch").await);
+    }
+    hub.wait_for_stat("subscribers", 201).await;
+    // 400 updates of 16 KiB to every subscriber: 1.3 GB if the hub buffered per subscriber.
+    let data = "m".repeat(16 * 1024);
+    for _ in 0..400 {
+        hub.publish_ok(&[("topic", "/watch"), ("data", &data)])
+            .await;
+        watch.events(1, WAIT).await;
+    }
+    let grown_mib = rss_kib(hub.pid()).saturating_sub(baseline) / 1024;
+    eprintln!("RSS: baseline {baseline} KiB, grew by {grown_mib} MiB with 200 stalled subscribers");
+    // Bound: per stalled connection, actix's write buffer and one queued chunk (about 64 KiB);
+    // shared event bytes (queues hold references, not copies); 100 updates of history.
+    assert!(grown_mib < 120, "RSS grew by {grown_mib} MiB");
+    assert!(
+        hub.stats().await["subscribers_dropped_slow"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    drop(stalled);
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn a_connection_flood_is_refused_and_the_hub_recovers() {
+    let hub = TestHub::protocol(&[
+        "--max-subscribers",
+        "50",
+        "--max-subscribers-per-ip",
+        "1000",
+    ]);
+    let mut watch = watcher(&hub).await;
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(tokio::spawn({
+            let addr = hub.addr.clone();
+            async move {
+                let mut stream = TcpStream::connect(&addr).await.ok()?;
+                let request = format!(
+                    "GET /.well-known/mercure?topic=%2Fflood HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).await.ok()?;
+                let mut head = vec![0u8; 64];
+                let n = tokio::time::timeout(WAIT, stream.read(&mut head))
+                    .await
+                    .ok()?
+                    .ok()?;
+                let status = String::from_utf8_lossy(&head[..n]).get(9..12)?.to_owned();
+                Some((status, stream))
+            }
+        }));
+    }
+    // The hub stays responsive while the flood is connected.
+    let started = Instant::now();
+    let health = client().get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "/healthz took {:?}",
+        started.elapsed()
+    );
+    let mut held = Vec::new();
+    let (mut ok, mut refused) = (0, 0);
+    for task in flood {
+        if let Some((status, stream)) = task.await.unwrap() {
+            match status.as_str() {
+                "200" => ok += 1,
+                "503" => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+            held.push(stream);
+        }
+    }
+    assert_eq!(ok, 49, "the limit counts the watcher too");
+    assert_eq!(refused, 300 - 49);
+    still_serving(&hub, &mut watch).await;
+    drop(held);
+    // Recovery: once the flood is gone, new subscribers are let in again.
+    let recovered = crate::helpers::wait_until(Duration::from_secs(20), || async {
+        let url = hub.url("/.well-known/mercure?topic=%2Fafter");
+        SseClient::connect(&url, &[]).await.status == 200
+    })
+    .await;
+    assert!(recovered);
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn algorithm_confusion_and_wrong_claims_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("private.pem");
+    let public = dir.path().join("public.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&private)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl made no key pair");
+    let key_arg = format!("@{}", public.display());
+    let hub = TestHub::spawn(&[
+        "--jwt-algorithm",
+        "RS256",
+        "--jwt-key",
+        &key_arg,
+        "--jwt-audience",
+        "https://hub.example",
+        "--jwt-issuer",
+        "https://app.example",
+        "--allow-anonymous",
+        "--tick-interval",
+        "0",
+    ]);
+    let claims =
+        |aud: &str, iss: &str| json!({ "mercure": { "publish": ["*"] }, "aud": aud, "iss": iss });
+    let rsa = |c: serde_json::Value| {
+        let key =
+            jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &c,
+            &key,
+        )
+        .unwrap()
+    };
+    let good = rsa(claims("https://hub.example", "https://app.example"));
+    assert_eq!(hub.publish(&good, &[("topic", "/t")]).await.status(), 200);
+    // HS256 signed with the public key's bytes as the secret: the classic confusion.
+    let public_pem = std::fs::read_to_string(&public).unwrap();
+    let confused = token_with(
+        &public_pem,
+        claims("https://hub.example", "https://app.example"),
+    );
+    assert_eq!(
+        hub.publish(&confused, &[("topic", "/t")]).await.status(),
+        401
+    );
+    let wrong_aud = rsa(claims("https://other.example", "https://app.example"));
+    assert_eq!(
+        hub.publish(&wrong_aud, &[("topic", "/t")]).await.status(),
+        401
+    );
+    let wrong_iss = rsa(claims("https://hub.example", "https://evil.example"));
+    assert_eq!(
+        hub.publish(&wrong_iss, &[("topic", "/t")]).await.status(),
+        401
+    );
+    let no_aud = rsa(json!({ "mercure": { "publish": ["*"] }, "iss": "https://app.example" }));
+    assert_eq!(hub.publish(&no_aud, &[("topic", "/t")]).await.status(), 401);
+    assert_eq!(hub.stats().await["events_published"], 1);
+}
+
+#[tokio::test]
+async fn leeway_tolerates_clock_skew_on_expiry() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let skewed = token_with(
+        KEY,
+        json!({ "mercure": { "publish": ["*"] }, "exp": now - 20 }),
+    );
+    let strict = TestHub::protocol(&[]);
+    assert_eq!(
+        strict.publish(&skewed, &[("topic", "/t")]).await.status(),
+        401
+    );
+    let lenient = TestHub::protocol(&["--jwt-leeway", "60s"]);
+    assert_eq!(
+        lenient.publish(&skewed, &[("topic", "/t")]).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn cookie_publishing_needs_an_allowed_origin() {
+    let hub = TestHub::protocol(&["--publish-origin", "https://app.example"]);
+    let mut watch = watcher(&hub).await;
+    let cookie = format!("mercureAuthorization={}", publisher());
+    let post = |origin: Option<&'static str>| {
+        let mut request = client()
+            .post(hub.url("/.well-known/mercure"))
+            .header("Cookie", cookie.clone())
+            .form(&[("topic", "/watch"), ("data", "via cookie")]);
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        request.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 403);
+    assert_eq!(
+        post(Some("https://evil.example")).await.unwrap().status(),
+        403
+    );
+    let allowed = post(Some("https://app.example")).await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    let id = allowed.text().await.unwrap();
+    assert_eq!(
+        watch.next_event(WAIT).await.expect("published").id,
+        Some(id)
+    );
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn line_breaks_in_data_cannot_inject_fields() {
+    let hub = TestHub::protocol(&[]);
+    let mut sse = hub.subscribe(&["/inject"], &[], &[]).await;
+    let evil = "a\rid: forged\r\nevent: forged\ndata: b\n\nid: second";
+    hub.publish_ok(&[("topic", "/inject"), ("id", "real"), ("data", evil)])
+        .await;
+    let raw = sse.chunk(WAIT).await.expect("the update");
+    assert_eq!(
+        std::str::from_utf8(&raw).unwrap(),
+        "id: real\ndata: a\ndata: id: forged\ndata: event: forged\ndata: data: b\ndata:\ndata: id: second\n\n"
+    );
+    for (field, value) in [("id", "a\0b"), ("type", "t\0"), ("topic", "/t\0")] {
+        let mut form = vec![("topic", "/inject"), (field, value)];
+        if field == "topic" {
+            form.remove(0);
+        }
+        let response = hub.publish(&publisher(), &form).await;
+        assert_eq!(response.status(), 400, "{field} with NUL");
+    }
+}
