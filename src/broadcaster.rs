@@ -10,19 +10,24 @@
 //! - a subscriber whose receiver is gone (the client left) is removed where it is seen; in the
 //!   normal case sooner, by the [`SubscriberGuard`] its stream drops.
 //!
+//! The fan-out itself, and the topic index that keeps it proportional to the subscribers an
+//! update may reach, is in [`crate::registry`].
+//!
 //! Subscribing, resuming from history and publishing are all handled by this one actor, so a
 //! subscriber is registered and its replay computed in one step: nothing published after its
 //! registration is missed and nothing replayed is sent twice.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use bytes::Bytes;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 
+pub use crate::registry::SubscriberId;
 use crate::{
     history::{Cursor, History},
-    stats::Stats,
+    registry::Registry,
+    stats::{DropReason, Stats},
     subscription::Subscription,
     update::{EventId, Update},
 };
@@ -45,21 +50,10 @@ pub struct Limits {
     pub history_bytes: usize,
 }
 
-/// Identifies one registered subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SubscriberId(u64);
-
-struct Subscriber {
-    tx: mpsc::Sender<Bytes>,
-    subscription: Subscription,
-    ip: Option<IpAddr>,
-}
-
 /// The actor. Start it with [`Broadcaster::new`] and `.start()`.
+#[derive(Debug)]
 pub struct Broadcaster {
-    subscribers: HashMap<SubscriberId, Subscriber>,
-    /// Subscribers per client address, for `max_subscribers_per_ip`.
-    per_ip: HashMap<IpAddr, usize>,
+    registry: Registry,
     next_id: u64,
     history: History,
     stats: Arc<Stats>,
@@ -67,22 +61,11 @@ pub struct Broadcaster {
     closing: bool,
 }
 
-impl std::fmt::Debug for Broadcaster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broadcaster")
-            .field("subscribers", &self.subscribers.len())
-            .field("history", &self.history.len())
-            .field("closing", &self.closing)
-            .finish()
-    }
-}
-
 impl Broadcaster {
     #[must_use]
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
-            subscribers: HashMap::new(),
-            per_ip: HashMap::new(),
+            registry: Registry::default(),
             next_id: 0,
             history: History::new(limits.history_size, limits.history_bytes),
             stats,
@@ -91,20 +74,9 @@ impl Broadcaster {
         }
     }
 
-    fn remove(&mut self, id: SubscriberId) {
-        if let Some(gone) = self.subscribers.remove(&id) {
-            self.forget_ip(gone.ip);
-            self.stats.set_subscribers(self.subscribers.len());
-        }
-    }
-
-    fn forget_ip(&mut self, ip: Option<IpAddr>) {
-        if let Some(count) = ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_ip.retain(|_, n| *n > 0);
-            }
-        }
+    fn count_subscribers(&self) {
+        self.stats
+            .set_subscribers(self.registry.len(), self.registry.selectors());
     }
 }
 
@@ -172,11 +144,11 @@ impl Handler<Subscribe> for Broadcaster {
         if self.closing {
             return Err(SubscribeRefused::ShuttingDown);
         }
-        if self.subscribers.len() >= self.limits.max_subscribers {
+        if self.registry.len() >= self.limits.max_subscribers {
             return Err(SubscribeRefused::TooMany);
         }
-        let from_ip = msg.ip.and_then(|ip| self.per_ip.get(&ip)).copied();
-        if from_ip.unwrap_or(0) >= self.limits.max_subscribers_per_ip {
+        let from_ip = msg.ip.map_or(0, |ip| self.registry.from_ip(ip));
+        if from_ip >= self.limits.max_subscribers_per_ip {
             return Err(SubscribeRefused::TooManyFromAddress);
         }
         let (replay, resumed_after) = match &msg.cursor {
@@ -196,18 +168,8 @@ impl Handler<Subscribe> for Broadcaster {
         let id = SubscriberId(self.next_id);
         self.next_id += 1;
         let (tx, receiver) = mpsc::channel(self.limits.queue_capacity.max(1));
-        self.subscribers.insert(
-            id,
-            Subscriber {
-                tx,
-                subscription: msg.subscription,
-                ip: msg.ip,
-            },
-        );
-        if let Some(ip) = msg.ip {
-            *self.per_ip.entry(ip).or_default() += 1;
-        }
-        self.stats.set_subscribers(self.subscribers.len());
+        self.registry.insert(id, tx, msg.subscription, msg.ip);
+        self.count_subscribers();
         Ok(Subscribed {
             receiver,
             replay,
@@ -245,44 +207,17 @@ impl Handler<Publish> for Broadcaster {
             return Err(PublishRefused::DuplicateId(update.id().clone()));
         }
         let update = Arc::new(update);
-        let mut delivered = 0u64;
-        let before = self.subscribers.len();
-        let stats = &self.stats;
-        let mut gone_ips = Vec::new();
-        self.subscribers.retain(|_, sub| {
-            if !sub.subscription.wants(&update) {
-                return true;
-            }
-            match sub.tx.try_send(update.encoded().clone()) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    // Policy: a full queue means the client is not keeping up; disconnect it
-                    // rather than wait, so it cannot slow anyone else down.
-                    stats.dropped_slow();
-                    log::info!("dropping a slow subscriber: its queue is full");
-                    gone_ips.push(sub.ip);
-                    false
-                }
-                Err(TrySendError::Closed(_)) => {
-                    gone_ips.push(sub.ip);
-                    false
-                }
-            }
-        });
-        for ip in gone_ips {
-            self.forget_ip(ip);
+        let out = self.registry.fan_out(&update);
+        if out.slow + out.left > 0 {
+            self.stats.dropped(DropReason::Slow, out.slow);
+            self.stats.dropped(DropReason::Left, out.left);
+            self.count_subscribers();
         }
-        let stats = &self.stats;
-        if self.subscribers.len() != before {
-            stats.set_subscribers(self.subscribers.len());
-        }
-        stats.published(delivered);
+        self.stats.published(out.delivered);
         let id = update.id().clone();
         self.history.push(update);
-        stats.set_history(self.history.len(), self.history.bytes());
+        self.stats
+            .set_history(self.history.len(), self.history.bytes());
         Ok(id)
     }
 }
@@ -296,7 +231,10 @@ impl Handler<Unsubscribe> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Self::Context) {
-        self.remove(id);
+        if self.registry.remove(id) {
+            self.stats.dropped(DropReason::Left, 1);
+            self.count_subscribers();
+        }
     }
 }
 
@@ -310,8 +248,20 @@ impl Handler<Shutdown> for Broadcaster {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
         self.closing = true;
-        self.subscribers.clear();
-        self.per_ip.clear();
-        self.stats.set_subscribers(0);
+        self.registry.clear();
+        self.count_subscribers();
+    }
+}
+
+/// Asks whether the broadcaster takes subscribers (for `/readyz`).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct Ready;
+
+impl Handler<Ready> for Broadcaster {
+    type Result = bool;
+
+    fn handle(&mut self, _: Ready, _: &mut Self::Context) -> bool {
+        !self.closing
     }
 }

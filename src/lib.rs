@@ -20,6 +20,7 @@ pub mod config;
 pub mod history;
 pub mod limits;
 pub mod publication;
+pub mod registry;
 pub mod routes;
 pub mod sse;
 pub mod stats;

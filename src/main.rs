@@ -54,6 +54,11 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Every subscriber is a socket: take all the open files the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(err) => log::warn!("cannot raise the open files limit: {err}"),
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(cli.config)?;
         log::info!("listening on http://{}", app.local_addr());

@@ -1,21 +1,37 @@
-//! Hub counters: plain atomics so the fan-out path never takes a lock to count.
+//! Hub metrics: Prometheus counters and gauges (atomics, so the fan-out path never takes a lock
+//! to count), served as `GET /metrics` and summarised as JSON at `GET /stats`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 use serde::Serialize;
 
-/// Counters shared by the broadcaster (the only writer of most) and the stats endpoint.
-#[derive(Debug, Default)]
-pub struct Stats {
-    subscribers: AtomicU64,
-    events_published: AtomicU64,
-    events_delivered: AtomicU64,
-    subscribers_dropped_slow: AtomicU64,
-    history_len: AtomicU64,
-    history_bytes: AtomicU64,
+/// Why a subscriber was removed.
+#[derive(Debug, Clone, Copy)]
+pub enum DropReason {
+    /// Its queue was full: it was not keeping up.
+    Slow,
+    /// The client went away (or its token expired).
+    Left,
 }
 
-/// A point-in-time copy of [`Stats`], as served by `GET /stats`.
+/// Every metric of the hub, registered in its own registry.
+#[derive(Debug)]
+pub struct Stats {
+    registry: Registry,
+    subscribers: IntGauge,
+    selectors: IntGauge,
+    events_published: IntCounter,
+    deliveries: IntCounter,
+    dropped_slow: IntCounter,
+    dropped_left: IntCounter,
+    publish_seconds: Histogram,
+    history_len: IntGauge,
+    history_bytes: IntGauge,
+}
+
+/// A point-in-time copy of the main figures, as served by `GET /stats`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Snapshot {
     pub subscribers: u64,
@@ -26,38 +42,126 @@ pub struct Snapshot {
     pub history_bytes: u64,
 }
 
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique constants");
+    metric
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        let registry =
+            Registry::new_custom(Some("sse_hub".into()), None).expect("a valid constant prefix");
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let counter = |name: &str, help: &str| {
+            register(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
+        };
+        let dropped = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "subscribers_dropped_total",
+                    "Subscribers removed, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        );
+        let publish_seconds = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "publish_duration_seconds",
+                    "Time to accept and fan out one publish request",
+                )
+                .buckets(vec![
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 1.0,
+                ]),
+            )
+            .expect("valid metric"),
+        );
+        // The local transport is always up (a network transport would move this gauge).
+        gauge("transport_up", "1 when the transport can publish").set(1);
+        Self {
+            subscribers: gauge("subscribers", "Subscribers connected"),
+            selectors: gauge(
+                "subscriptions",
+                "Topic selectors of the connected subscribers",
+            ),
+            events_published: counter("events_published_total", "Updates published"),
+            deliveries: counter("deliveries_total", "Updates queued to subscribers"),
+            dropped_slow: dropped.with_label_values(&["slow"]),
+            dropped_left: dropped.with_label_values(&["left"]),
+            publish_seconds,
+            history_len: gauge("history_updates", "Updates held for replay"),
+            history_bytes: gauge("history_bytes", "Bytes of updates held for replay"),
+            registry,
+        }
+    }
+}
+
 impl Stats {
-    pub(crate) fn set_subscribers(&self, n: usize) {
-        self.subscribers.store(n as u64, Relaxed);
+    pub(crate) fn set_subscribers(&self, subscribers: usize, selectors: usize) {
+        self.subscribers
+            .set(i64::try_from(subscribers).unwrap_or(i64::MAX));
+        self.selectors
+            .set(i64::try_from(selectors).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn published(&self, deliveries: u64) {
-        self.events_published.fetch_add(1, Relaxed);
-        self.events_delivered.fetch_add(deliveries, Relaxed);
+        self.events_published.inc();
+        self.deliveries.inc_by(deliveries);
     }
 
     pub(crate) fn delivered(&self, deliveries: u64) {
-        self.events_delivered.fetch_add(deliveries, Relaxed);
+        self.deliveries.inc_by(deliveries);
     }
 
-    pub(crate) fn dropped_slow(&self) {
-        self.subscribers_dropped_slow.fetch_add(1, Relaxed);
+    pub(crate) fn dropped(&self, reason: DropReason, count: u64) {
+        match reason {
+            DropReason::Slow => self.dropped_slow.inc_by(count),
+            DropReason::Left => self.dropped_left.inc_by(count),
+        }
     }
 
     pub(crate) fn set_history(&self, len: usize, bytes: usize) {
-        self.history_len.store(len as u64, Relaxed);
-        self.history_bytes.store(bytes as u64, Relaxed);
+        self.history_len.set(i64::try_from(len).unwrap_or(i64::MAX));
+        self.history_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long one publish request took.
+    pub fn observe_publish(&self, seconds: f64) {
+        self.publish_seconds.observe(seconds);
     }
 
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
         Snapshot {
-            subscribers: self.subscribers.load(Relaxed),
-            events_published: self.events_published.load(Relaxed),
-            events_delivered: self.events_delivered.load(Relaxed),
-            subscribers_dropped_slow: self.subscribers_dropped_slow.load(Relaxed),
-            history_len: self.history_len.load(Relaxed),
-            history_bytes: self.history_bytes.load(Relaxed),
+            subscribers: count(self.subscribers.get()),
+            events_published: self.events_published.get(),
+            events_delivered: self.deliveries.get(),
+            subscribers_dropped_slow: self.dropped_slow.get(),
+            history_len: count(self.history_len.get()),
+            history_bytes: count(self.history_bytes.get()),
         }
+    }
+
+    /// Every metric in the Prometheus text exposition format.
+    #[must_use]
+    pub fn prometheus_text(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {err}");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }

@@ -38,8 +38,20 @@ impl Subscription {
     /// necessarily the same) matches a selector the token grants.
     #[must_use]
     pub fn wants(&self, update: &Update) -> bool {
-        any_topic_matches(&self.selectors, update)
-            && (!update.is_private() || any_topic_matches(&self.authorized, update))
+        any_topic_matches(&self.selectors, update) && self.may_read(update)
+    }
+
+    /// Whether the token lets this subscriber read `update` (always, for a public one).
+    #[must_use]
+    pub fn may_read(&self, update: &Update) -> bool {
+        !update.is_private() || any_topic_matches(&self.authorized, update)
+    }
+
+    /// The topics asked for, when every selector is a plain topic (so an index can find this
+    /// subscriber by topic); `None` when a selector is `*` or a template.
+    #[must_use]
+    pub fn exact_topics(&self) -> Option<Vec<&str>> {
+        self.selectors.iter().map(TopicSelector::exact).collect()
     }
 
     #[must_use]

@@ -1,4 +1,5 @@
-//! `GET /healthz` and the JSON counters at `GET /stats`.
+//! Health and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus) and the JSON
+//! summary at `GET /stats`.
 
 use actix_web::{web, HttpResponse};
 
@@ -16,4 +17,29 @@ pub(super) async fn stats(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(state.stats.snapshot())
+}
+
+/// 200 when the broadcaster answers and takes subscribers; 503 otherwise.
+pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let ready = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.broadcaster.send(crate::broadcaster::Ready),
+    )
+    .await;
+    match ready {
+        Ok(Ok(true)) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("ready\n"),
+        _ => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("not ready\n"),
+    }
+}
+
+/// Every metric in the Prometheus text format.
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(state.stats.prometheus_text())
 }

@@ -120,6 +120,7 @@ pub(super) async fn publish(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let limit = state.config.max_body_size;
     let declared = req
         .headers()
@@ -179,6 +180,7 @@ pub(super) async fn publish(
         form.retry,
     );
     let id = state.broadcaster.send(Publish(update)).await??;
+    state.stats.observe_publish(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(id.to_string()))

@@ -47,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::get().to(test_stream::handler)),
         )
         .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(resource("/stats", "GET").route(web::get().to(health::stats)));
     assets::configure(cfg, static_dir);
 }

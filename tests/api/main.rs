@@ -6,5 +6,6 @@ mod core;
 mod hardening;
 mod helpers;
 mod mercure;
+mod metrics;
 mod nginx;
 mod replay;

@@ -1,0 +1,279 @@
+//! The broadcaster's registry of subscribers, indexed by topic so a publish costs in proportion
+//! to the subscribers it may reach, not to all of them.
+//!
+//! Subscribers whose selectors are all plain topics are found through `by_topic`; the others
+//! (`*`, URI templates) are in `general` and are matched one by one.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::{subscription::Subscription, update::Update};
+
+/// Identifies one registered subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriberId(pub(crate) u64);
+
+#[derive(Debug)]
+struct Entry {
+    tx: mpsc::Sender<Bytes>,
+    subscription: Subscription,
+    ip: Option<IpAddr>,
+    /// The fan-out round that last visited this entry, so one reached through several topics
+    /// gets an update once.
+    visited: u64,
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    pub delivered: u64,
+    /// Removed because their queue was full.
+    pub slow: u64,
+    /// Removed because their receiver was gone.
+    pub left: u64,
+}
+
+/// Subscribers, their topic index and their count per client address.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: HashMap<SubscriberId, Entry>,
+    by_topic: HashMap<Box<str>, Vec<SubscriberId>>,
+    general: HashSet<SubscriberId>,
+    per_ip: HashMap<IpAddr, usize>,
+    selectors: usize,
+    round: u64,
+    /// Reused between fan-outs so a publish allocates nothing here.
+    candidates: Vec<SubscriberId>,
+    failed: Vec<(SubscriberId, bool)>,
+}
+
+impl Registry {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Topic selectors of all subscribers.
+    #[must_use]
+    pub fn selectors(&self) -> usize {
+        self.selectors
+    }
+
+    /// Subscribers registered from `ip`.
+    #[must_use]
+    pub fn from_ip(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    pub fn insert(
+        &mut self,
+        id: SubscriberId,
+        tx: mpsc::Sender<Bytes>,
+        subscription: Subscription,
+        ip: Option<IpAddr>,
+    ) {
+        match subscription.exact_topics() {
+            Some(topics) => {
+                for topic in topics {
+                    self.by_topic.entry(topic.into()).or_default().push(id);
+                }
+            }
+            None => {
+                self.general.insert(id);
+            }
+        }
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+        self.selectors += subscription.selectors().len();
+        let entry = Entry {
+            tx,
+            subscription,
+            ip,
+            visited: 0,
+        };
+        self.entries.insert(id, entry);
+    }
+
+    /// Unregisters `id`; false if it was not registered.
+    pub fn remove(&mut self, id: SubscriberId) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        if !self.general.remove(&id) {
+            for topic in entry.subscription.exact_topics().unwrap_or_default() {
+                if let Some(ids) = self.by_topic.get_mut(topic) {
+                    ids.retain(|other| *other != id);
+                    if ids.is_empty() {
+                        self.by_topic.remove(topic);
+                    }
+                }
+            }
+        }
+        if let Some(count) = entry.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.retain(|_, n| *n > 0);
+            }
+        }
+        self.selectors -= entry.subscription.selectors().len();
+        true
+    }
+
+    /// Drops every subscriber (their streams end).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Queues `update`'s bytes to every subscriber that wants it.
+    ///
+    /// Policy: never wait. A full queue means the subscriber is not keeping up: it is removed,
+    /// which ends its stream, so it reconnects and resumes from history. A closed queue means
+    /// the client left: it is removed too.
+    pub fn fan_out(&mut self, update: &Update) -> FanOut {
+        self.round += 1;
+        let round = self.round;
+        let Self {
+            entries,
+            by_topic,
+            general,
+            candidates,
+            failed,
+            ..
+        } = self;
+        candidates.clear();
+        for topic in update.topics() {
+            if let Some(ids) = by_topic.get(topic.as_str()) {
+                candidates.extend_from_slice(ids);
+            }
+        }
+        let mut out = FanOut::default();
+        let mut send =
+            |id: SubscriberId, entry: &mut Entry| match entry.tx.try_send(update.encoded().clone())
+            {
+                Ok(()) => out.delivered += 1,
+                Err(TrySendError::Full(_)) => failed.push((id, true)),
+                Err(TrySendError::Closed(_)) => failed.push((id, false)),
+            };
+        for id in candidates.iter() {
+            if let Some(entry) = entries.get_mut(id) {
+                // Found by one of its topics: only the token's claim is left to check.
+                if entry.visited != round && entry.subscription.may_read(update) {
+                    entry.visited = round;
+                    send(*id, entry);
+                }
+            }
+        }
+        for id in general.iter() {
+            if let Some(entry) = entries.get_mut(id) {
+                if entry.subscription.wants(update) {
+                    send(*id, entry);
+                }
+            }
+        }
+        let failed = std::mem::take(&mut self.failed);
+        for &(id, slow) in &failed {
+            if slow {
+                out.slow += 1;
+                log::info!("dropping a slow subscriber: its queue is full");
+            } else {
+                out.left += 1;
+            }
+            self.remove(id);
+        }
+        self.failed = failed;
+        self.failed.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        topic::{Topic, TopicSelector},
+        update::EventId,
+    };
+
+    fn subscription(selectors: &[&str]) -> Subscription {
+        let selectors = selectors
+            .iter()
+            .map(|s| TopicSelector::parse(s).unwrap())
+            .collect();
+        Subscription::new(selectors, Vec::new(), None)
+    }
+
+    fn update(topics: &[&str]) -> Update {
+        let topics = topics.iter().map(|t| Topic::parse(t).unwrap()).collect();
+        Update::new(EventId::generate(), topics, "x", false, None, None)
+    }
+
+    #[test]
+    fn each_subscriber_gets_an_update_once_whatever_matches_it() {
+        let mut registry = Registry::default();
+        let (tx_exact, mut rx_exact) = mpsc::channel(8);
+        let (tx_general, mut rx_general) = mpsc::channel(8);
+        let (tx_other, mut rx_other) = mpsc::channel(8);
+        registry.insert(
+            SubscriberId(1),
+            tx_exact,
+            subscription(&["/a", "/b", "/a"]),
+            None,
+        );
+        registry.insert(
+            SubscriberId(2),
+            tx_general,
+            subscription(&["/{x}", "/b"]),
+            None,
+        );
+        registry.insert(SubscriberId(3), tx_other, subscription(&["/c"]), None);
+        let out = registry.fan_out(&update(&["/a", "/b"]));
+        assert_eq!(out.delivered, 2);
+        assert!(rx_exact.try_recv().is_ok() && rx_exact.try_recv().is_err());
+        assert!(rx_general.try_recv().is_ok() && rx_general.try_recv().is_err());
+        assert!(rx_other.try_recv().is_err());
+    }
+
+    #[test]
+    fn removal_cleans_the_index_and_counts() {
+        let mut registry = Registry::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (tx, _rx) = mpsc::channel(8);
+        registry.insert(SubscriberId(1), tx, subscription(&["/a", "/b"]), Some(ip));
+        assert_eq!(
+            (registry.len(), registry.selectors(), registry.from_ip(ip)),
+            (1, 2, 1)
+        );
+        assert!(registry.remove(SubscriberId(1)));
+        assert!(!registry.remove(SubscriberId(1)));
+        assert_eq!(
+            (registry.len(), registry.selectors(), registry.from_ip(ip)),
+            (0, 0, 0)
+        );
+        assert!(registry.by_topic.is_empty() && registry.per_ip.is_empty());
+    }
+
+    #[test]
+    fn full_and_closed_queues_are_removed() {
+        let mut registry = Registry::default();
+        let (tx_full, _rx_full) = mpsc::channel(1);
+        let (tx_closed, rx_closed) = mpsc::channel(1);
+        drop(rx_closed);
+        registry.insert(SubscriberId(1), tx_full, subscription(&["/a"]), None);
+        registry.insert(SubscriberId(2), tx_closed, subscription(&["*"]), None);
+        assert_eq!(registry.fan_out(&update(&["/a"])).delivered, 1);
+        let out = registry.fan_out(&update(&["/a"]));
+        assert_eq!((out.slow, out.left), (1, 0));
+        assert!(registry.is_empty());
+    }
+}
