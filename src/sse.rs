@@ -22,10 +22,24 @@ fn push_field(out: &mut String, field: &str, value: &str) {
     out.push('\n');
 }
 
-/// Splits on CRLF, LF or CR, the three line terminators of the SSE parser.
+/// Splits on CRLF, LF or CR, the three line terminators of the SSE parser (a CR is half of a
+/// CRLF only when an LF follows it: a lone trailing CR still ends a line).
 fn lines(data: &str) -> impl Iterator<Item = &str> {
-    data.split('\n')
-        .flat_map(|line| line.strip_suffix('\r').unwrap_or(line).split('\r'))
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(at) => {
+                let terminator = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + terminator..]);
+                Some(&text[..at])
+            }
+        }
+    })
 }
 
 /// Encodes one event: optional `id`, `event` and `retry` fields, then one `data:` line per line of
@@ -169,6 +183,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_lone_trailing_cr_still_ends_a_line() {
+        // Found by the `sse_event` fuzz target: a final CR was taken for half of a CRLF.
+        assert_eq!(text(&event(None, None, None, "\r")), "data:\ndata:\n\n");
+        assert_eq!(
+            parse(text(&event(None, None, None, "a\r\r")))[0].data,
+            "a\n\n"
+        );
+        assert_eq!(
+            parse(text(&event(None, None, None, "\0[\r")))[0].data,
+            "\0[\n"
+        );
+    }
+
+    #[test]
     fn empty_data_still_sends_a_data_line() {
         assert_eq!(text(&event(Some("7"), None, None, "")), "id: 7\ndata:\n\n");
     }
@@ -197,7 +225,10 @@ pub(crate) mod tests {
 
     proptest! {
         #[test]
-        fn any_data_round_trips_through_the_parser(data in any::<String>()) {
+        fn any_data_round_trips_through_the_parser(
+            // Line terminators are rare in arbitrary strings: mix them in on purpose.
+            data in prop_oneof![any::<String>(), "[a\\r\\n]{0,12}"],
+        ) {
             let bytes = event(Some("id-1"), Some("kind"), None, &data);
             let parsed = parse(text(&bytes));
             prop_assert_eq!(parsed.len(), 1);
