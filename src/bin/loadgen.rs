@@ -1,0 +1,1178 @@
+//! `loadgen`: the load generator for sse-hub (and, for comparison, nginx + Nchan).
+//!
+//! It connects many SSE subscribers, publishes numbered and timestamped events at a fixed
+//! rate, and reports connect times, delivery latency, missing / duplicate / out-of-order
+//! events and the server's CPU and memory. It is built to stay cheap next to the server it
+//! measures: raw `TcpStream`s, a hand-written HTTP/1.1 client, one shared read buffer per
+//! worker thread, a bitset per subscriber and one shared latency histogram.
+//!
+//! Traffic only ever goes to 127.0.0.0/8, every run ends by itself (`--max-duration`) and
+//! every read has a timeout.
+
+#[path = "loadgen/proto.rs"]
+mod proto;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
+
+use proto::{
+    BodyDecoder, BodyStatus, ChunkDecoder, Framing, Histogram, ProcSample, SseEvent, SseParser,
+    Target,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PubMode {
+    /// `POST` form-encoded `topic` and `data`, with `Authorization: Bearer <token>`.
+    Mercure,
+    /// `POST` the payload as the raw `text/plain` body.
+    Nchan,
+}
+
+/// Load generator for sse-hub (Mercure) and nginx + Nchan. Loopback addresses only.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Args {
+    /// SSE subscribe URL (http://127.x.x.x or localhost only).
+    #[arg(long, value_name = "URL")]
+    sub_url: String,
+    /// Publish URL.
+    #[arg(long, value_name = "URL")]
+    pub_url: String,
+    /// How to publish.
+    #[arg(long, value_enum, default_value_t = PubMode::Mercure)]
+    pub_mode: PubMode,
+    /// Mercure topic of the published updates.
+    #[arg(long, default_value = "/bench")]
+    topic: String,
+    /// Publisher JWT (mercure mode).
+    #[arg(long, env = "LOADGEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Measured subscribers.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Events to publish.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    events: u64,
+    /// Events per second (0: as fast as the publishers can go).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Payload size in bytes (padded with `x`).
+    #[arg(long, default_value_t = 64)]
+    data_size: usize,
+    /// Publisher connections (keep-alive, one request at a time each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    publishers: u32,
+    /// Spread subscribers over source addresses 127.0.0.1..127.0.0.K.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=254))]
+    sources: u8,
+    /// Subscriber connects in flight at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    connect_concurrency: u32,
+    /// Share of the subscribers (percent) that connect and then never read.
+    #[arg(long, default_value_t = 0.0)]
+    stalled_percent: f64,
+    /// Extra subscribers on --idle-url that should receive nothing (not measured).
+    #[arg(long, default_value_t = 0, requires = "idle_url")]
+    idle_subscribers: usize,
+    /// Subscribe URL of the idle subscribers.
+    #[arg(long, value_name = "URL")]
+    idle_url: Option<String>,
+    /// Each measured subscriber disconnects once mid-run and resumes with Last-Event-ID.
+    #[arg(long)]
+    drop_resume: bool,
+    /// Server process to measure (repeatable; CPU and RSS are summed).
+    #[arg(long = "server-pid", value_name = "PID")]
+    server_pids: Vec<u32>,
+    /// Wait after connecting before publishing, and at most this long for deliveries to drain.
+    #[arg(long, default_value_t = 1000)]
+    settle_ms: u64,
+    /// Total time limit of the run.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    max_duration: Duration,
+    /// Time limit of a connect + response head, and of a publish request.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    io_timeout: Duration,
+    /// A subscriber that receives nothing (not even a heartbeat) this long gives up.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    read_timeout: Duration,
+    /// Runtime worker threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print only the JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Measured,
+    Stalled,
+    Idle,
+}
+
+/// What every subscriber task shares.
+#[derive(Debug)]
+struct Ctx {
+    sub_target: Target,
+    idle_target: Option<Target>,
+    events: u64,
+    io_timeout: Duration,
+    read_timeout: Duration,
+    hist: Histogram,
+    /// Live measured subscribers that have not yet received the last event.
+    pending: AtomicI64,
+    last_delivery_us: AtomicU64,
+    reconnects: AtomicU64,
+    reconnect_failures: AtomicU64,
+    sem: Semaphore,
+    connect_tx: mpsc::UnboundedSender<ConnectMsg>,
+    shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+struct ConnectMsg {
+    role: Role,
+    result: Result<Duration, String>,
+}
+
+/// What one subscriber task hands back.
+#[derive(Debug, Default)]
+struct SubReport {
+    connected: bool,
+    end: &'static str,
+    deliveries: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    foreign: u64,
+    /// Bitset of the sequence numbers received.
+    seen: Vec<u64>,
+}
+
+/// Per-subscriber bookkeeping while reading.
+#[derive(Debug)]
+struct Tally {
+    measured: bool,
+    seen: Vec<u64>,
+    deliveries: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    foreign: u64,
+    max_seq: Option<u64>,
+    has_last: bool,
+    drop_after: Option<u64>,
+}
+
+impl Tally {
+    /// Counts one event; returns true when the subscriber should now drop its connection.
+    fn event(&mut self, ctx: &Ctx, ev: SseEvent, now_us: u64) -> bool {
+        let (seq, sent_us) = match ev {
+            SseEvent::Payload { seq, sent_us } if !self.measured || seq < ctx.events => {
+                (seq, sent_us)
+            }
+            _ => {
+                self.foreign += 1;
+                return false;
+            }
+        };
+        self.deliveries += 1;
+        if !self.measured {
+            return false;
+        }
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if self.seen[word] & bit != 0 {
+            self.duplicates += 1;
+        } else {
+            self.seen[word] |= bit;
+            ctx.hist.record(now_us.saturating_sub(sent_us));
+            if self.max_seq.is_some_and(|m| seq < m) {
+                self.out_of_order += 1;
+            }
+            if seq + 1 == ctx.events && !self.has_last {
+                self.has_last = true;
+                ctx.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.max_seq = self.max_seq.max(Some(seq));
+        match self.drop_after {
+            Some(n) if self.deliveries >= n => {
+                self.drop_after = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One subscriber connection's decoding state.
+#[derive(Debug)]
+struct Conn {
+    body: BodyDecoder,
+    sse: SseParser,
+}
+
+#[derive(Debug)]
+enum Flow {
+    Continue,
+    Drop,
+    End(&'static str),
+}
+
+thread_local! {
+    /// One read buffer per runtime thread: a waiting subscriber holds no buffer at all.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Decodes and counts what was just read.
+fn handle_bytes(ctx: &Ctx, conn: &mut Conn, tally: &mut Tally, bytes: &[u8]) -> Flow {
+    let mut now_us = None;
+    let mut drop_now = false;
+    let mut error = None;
+    let Conn { body, sse } = conn;
+    let status = body.feed(bytes, &mut |chunk| {
+        let r = sse.feed(chunk, &mut |ev| {
+            let now = *now_us.get_or_insert_with(unix_micros);
+            drop_now = tally.event(ctx, ev, now);
+            !drop_now
+        });
+        r.unwrap_or_else(|e| {
+            error = Some(e);
+            false
+        })
+    });
+    if let Some(now) = now_us {
+        ctx.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+    }
+    match (status, error) {
+        (Err(e), _) | (_, Some(e)) => {
+            log::debug!("subscriber protocol error: {e}");
+            Flow::End("protocol error")
+        }
+        _ if drop_now => Flow::Drop,
+        (Ok(BodyStatus::Complete), _) => Flow::End("response ended"),
+        _ => Flow::Continue,
+    }
+}
+
+/// Connects from `src`, sends the SSE request and reads the response head. Returns the
+/// stream, its body decoder and the body bytes that came with the head.
+async fn open_stream(
+    target: &Target,
+    src: Ipv4Addr,
+    last_id: Option<&[u8]>,
+    limit: Duration,
+) -> Result<(TcpStream, BodyDecoder, Vec<u8>), String> {
+    let deadline = Instant::now() + limit;
+    let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {}", e.kind()))?;
+    sock.bind(SocketAddr::V4(SocketAddrV4::new(src, 0)))
+        .map_err(|e| format!("bind {src}: {}", e.kind()))?;
+    let mut stream = timeout_at(deadline, sock.connect(target.addr))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let mut req = Vec::with_capacity(256);
+    req.extend_from_slice(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: sse-hub-loadgen\r\n",
+            target.path, target.host_header
+        )
+        .as_bytes(),
+    );
+    if let Some(id) = last_id {
+        req.extend_from_slice(b"Last-Event-ID: ");
+        req.extend_from_slice(id);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    timeout_at(deadline, stream.write_all(&req))
+        .await
+        .map_err(|_| "request timeout".to_string())?
+        .map_err(|e| format!("write: {}", e.kind()))?;
+    let mut buf = Vec::with_capacity(1024);
+    let (head, len) = proto::read_head(&mut stream, &mut buf, deadline).await?;
+    if head.status != 200 {
+        return Err(format!("HTTP {}", head.status));
+    }
+    buf.drain(..len);
+    buf.shrink_to_fit();
+    Ok((stream, BodyDecoder::new(head.framing), buf))
+}
+
+/// One subscriber: connect (within the connect concurrency), then read until shutdown.
+async fn subscriber(
+    ctx: Arc<Ctx>,
+    role: Role,
+    src: Ipv4Addr,
+    drop_after: Option<u64>,
+) -> SubReport {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut rep = SubReport {
+        end: "not connected",
+        ..SubReport::default()
+    };
+    let target = match (role, &ctx.idle_target) {
+        (Role::Idle, Some(t)) => t,
+        _ => &ctx.sub_target,
+    };
+    let permit = tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|s| *s) => None,
+        p = ctx.sem.acquire() => p.ok(),
+    };
+    let Some(permit) = permit else {
+        let _ = ctx.connect_tx.send(ConnectMsg {
+            role,
+            result: Err("cancelled".into()),
+        });
+        return rep;
+    };
+    let started = Instant::now();
+    let opened = open_stream(target, src, None, ctx.io_timeout).await;
+    drop(permit);
+    let (mut stream, body, leftover) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ctx.connect_tx.send(ConnectMsg {
+                role,
+                result: Err(e),
+            });
+            return rep;
+        }
+    };
+    let measured = role == Role::Measured;
+    if measured {
+        ctx.pending.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = ctx.connect_tx.send(ConnectMsg {
+        role,
+        result: Ok(started.elapsed()),
+    });
+    rep.connected = true;
+    if role == Role::Stalled {
+        // Hold the connection and never read.
+        let _ = shutdown.wait_for(|s| *s).await;
+        drop(stream);
+        rep.end = "shutdown";
+        return rep;
+    }
+
+    let mut tally = Tally {
+        measured,
+        seen: if measured {
+            vec![0; ctx.events.div_ceil(64) as usize]
+        } else {
+            Vec::new()
+        },
+        deliveries: 0,
+        duplicates: 0,
+        out_of_order: 0,
+        foreign: 0,
+        max_seq: None,
+        has_last: false,
+        drop_after,
+    };
+    let mut conn = Conn {
+        body,
+        sse: SseParser::default(),
+    };
+    let mut flow = handle_bytes(&ctx, &mut conn, &mut tally, &leftover);
+    drop(leftover);
+    let end = loop {
+        match flow {
+            Flow::Continue => {}
+            Flow::End(reason) => break reason,
+            Flow::Drop => {
+                // Disconnect, and resume at once from the last id received.
+                drop(stream);
+                ctx.reconnects.fetch_add(1, Ordering::Relaxed);
+                let last_id = std::mem::take(&mut conn.sse.last_id);
+                let mut reopened = None;
+                for attempt in 0..3 {
+                    if attempt > 0 {
+                        sleep(Duration::from_millis(100)).await;
+                    }
+                    match open_stream(target, src, Some(&last_id), ctx.io_timeout).await {
+                        Ok(x) => {
+                            reopened = Some(x);
+                            break;
+                        }
+                        Err(e) => log::warn!("resume failed: {e}"),
+                    }
+                }
+                let Some((s, body, leftover)) = reopened else {
+                    ctx.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+                    break "reconnect failed";
+                };
+                stream = s;
+                conn = Conn {
+                    body,
+                    sse: SseParser::with_last_id(last_id),
+                };
+                flow = handle_bytes(&ctx, &mut conn, &mut tally, &leftover);
+                continue;
+            }
+        }
+        // Read straight into this thread's buffer and count what came, all inside one poll
+        // (tokio's poll_read also clears the readiness after a short read, which saves the
+        // extra read() that ends in EAGAIN).
+        let read = std::future::poll_fn(|cx| {
+            READ_BUF.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                let mut rb = ReadBuf::new(&mut buf);
+                match Pin::new(&mut stream).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(Flow::End("read error")),
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                        Poll::Ready(Flow::End("closed by server"))
+                    }
+                    Poll::Ready(Ok(())) => {
+                        Poll::Ready(handle_bytes(&ctx, &mut conn, &mut tally, rb.filled()))
+                    }
+                }
+            })
+        });
+        flow = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break "shutdown",
+            r = timeout(ctx.read_timeout, read) => match r {
+                Err(_) => break "read timeout",
+                Ok(flow) => flow,
+            },
+        };
+    };
+    if measured && end != "shutdown" && !tally.has_last {
+        ctx.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+    rep.end = end;
+    rep.deliveries = tally.deliveries;
+    rep.duplicates = tally.duplicates;
+    rep.out_of_order = tally.out_of_order;
+    rep.foreign = tally.foreign;
+    rep.seen = tally.seen;
+    rep
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishing
+
+#[derive(Debug)]
+struct PubCfg {
+    target: Target,
+    mode: PubMode,
+    topic_enc: Vec<u8>,
+    token: Option<String>,
+    events: u64,
+    rate: f64,
+    data_size: usize,
+    io_timeout: Duration,
+    start: Instant,
+    deadline: Instant,
+    next: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PubReport {
+    ok: Vec<u64>,
+    ok_count: u64,
+    errors: u64,
+    reasons: BTreeMap<String, u64>,
+    last_done: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct PubConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    used: bool,
+}
+
+async fn pub_connect(cfg: &PubCfg) -> Result<PubConn, String> {
+    let stream = timeout(cfg.io_timeout, TcpStream::connect(cfg.target.addr))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(PubConn {
+        stream,
+        buf: Vec::with_capacity(4096),
+        used: false,
+    })
+}
+
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<usize, String> {
+    buf.reserve(8192);
+    match timeout_at(deadline, stream.read_buf(buf)).await {
+        Err(_) => Err("response timeout".to_string()),
+        Ok(Err(e)) => Err(format!("read: {}", e.kind())),
+        Ok(Ok(n)) => Ok(n),
+    }
+}
+
+/// Sends one request and reads the whole response. Returns the status and whether the
+/// connection can be reused.
+async fn pub_exchange(
+    conn: &mut PubConn,
+    req: &[u8],
+    deadline: Instant,
+) -> Result<(u16, bool), String> {
+    let PubConn { stream, buf, .. } = conn;
+    timeout_at(deadline, stream.write_all(req))
+        .await
+        .map_err(|_| "request timeout".to_string())?
+        .map_err(|e| format!("write: {}", e.kind()))?;
+    buf.clear();
+    let (head, len) = proto::read_head(stream, buf, deadline).await?;
+    match head.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            while ((buf.len() - len) as u64) < n {
+                if read_more(stream, buf, deadline).await? == 0 {
+                    return Err("connection closed inside the response body".into());
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkDecoder::default();
+            let mut pos = len;
+            loop {
+                if dec.feed(&buf[pos..], &mut |_| true)? == BodyStatus::Complete {
+                    break;
+                }
+                pos = buf.len();
+                if read_more(stream, buf, deadline).await? == 0 {
+                    return Err("connection closed inside the response body".into());
+                }
+            }
+        }
+        Framing::Close => {
+            while read_more(stream, buf, deadline).await? > 0 {
+                if buf.len() > 1 << 20 {
+                    buf.clear();
+                }
+            }
+        }
+    }
+    buf.clear();
+    Ok((head.status, !head.close))
+}
+
+fn build_request(
+    cfg: &PubCfg,
+    seq: u64,
+    req: &mut Vec<u8>,
+    payload: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) {
+    proto::build_payload(payload, seq, unix_micros(), cfg.data_size);
+    body.clear();
+    let content_type = match cfg.mode {
+        PubMode::Mercure => {
+            body.extend_from_slice(b"topic=");
+            body.extend_from_slice(&cfg.topic_enc);
+            body.extend_from_slice(b"&data=");
+            proto::form_encode(body, payload);
+            "application/x-www-form-urlencoded"
+        }
+        PubMode::Nchan => {
+            body.extend_from_slice(payload);
+            "text/plain"
+        }
+    };
+    req.clear();
+    req.extend_from_slice(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sse-hub-loadgen\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+            cfg.target.path,
+            cfg.target.host_header,
+            body.len()
+        )
+        .as_bytes(),
+    );
+    if let (PubMode::Mercure, Some(token)) = (cfg.mode, &cfg.token) {
+        req.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+}
+
+/// One publisher connection: takes the next sequence number, waits for its slot, publishes
+/// and waits for the answer.
+async fn publisher(cfg: Arc<PubCfg>) -> PubReport {
+    let mut rep = PubReport {
+        ok: vec![0; cfg.events.div_ceil(64) as usize],
+        ..PubReport::default()
+    };
+    let mut conn: Option<PubConn> = None;
+    let (mut req, mut payload, mut body) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let seq = cfg.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= cfg.events {
+            break;
+        }
+        if cfg.rate > 0.0 {
+            let due = cfg.start + Duration::from_secs_f64(seq as f64 / cfg.rate);
+            if due >= cfg.deadline {
+                break;
+            }
+            sleep_until(due).await;
+        }
+        if Instant::now() >= cfg.deadline {
+            break;
+        }
+        let mut result = Err(String::new());
+        for _attempt in 0..2 {
+            let c = match conn.take() {
+                Some(c) => c,
+                None => match pub_connect(&cfg).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        result = Err(e);
+                        sleep(Duration::from_millis(50)).await;
+                        break;
+                    }
+                },
+            };
+            let mut c = c;
+            build_request(&cfg, seq, &mut req, &mut payload, &mut body);
+            let deadline = (Instant::now() + cfg.io_timeout).min(cfg.deadline + cfg.io_timeout);
+            result = pub_exchange(&mut c, &req, deadline).await;
+            match &result {
+                Ok((_, reuse)) => {
+                    if *reuse {
+                        c.used = true;
+                        conn = Some(c);
+                    }
+                    break;
+                }
+                // A kept-alive connection the server had closed (EOF or reset before any
+                // byte of a response): retry once on a new connection.
+                Err(e) if c.used && c.buf.is_empty() && !e.contains("timeout") => continue,
+                Err(_) => break,
+            }
+        }
+        match result {
+            Ok((status, _)) if (200..300).contains(&status) => {
+                rep.ok[(seq / 64) as usize] |= 1 << (seq % 64);
+                rep.ok_count += 1;
+            }
+            Ok((status, _)) => {
+                rep.errors += 1;
+                *rep.reasons.entry(format!("HTTP {status}")).or_default() += 1;
+            }
+            Err(e) => {
+                rep.errors += 1;
+                *rep.reasons.entry(e).or_default() += 1;
+            }
+        }
+        rep.last_done = Some(Instant::now());
+    }
+    rep
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// The JSON line (exactly these keys).
+#[derive(Debug, Serialize)]
+struct Report {
+    subscribers: usize,
+    connected: usize,
+    connect_failures: usize,
+    connect_ms_p50: Option<f64>,
+    connect_ms_p99: Option<f64>,
+    events_published: u64,
+    publish_errors: u64,
+    publish_duration_s: f64,
+    deliveries: u64,
+    deliveries_per_s: f64,
+    latency_us_p50: Option<u64>,
+    latency_us_p90: Option<u64>,
+    latency_us_p99: Option<u64>,
+    latency_us_max: Option<u64>,
+    missing: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    stalled: usize,
+    idle_subscribers: usize,
+    server_rss_kib_before: Option<u64>,
+    server_rss_kib_idle: Option<u64>,
+    server_rss_kib_after: Option<u64>,
+    server_bytes_per_subscriber: Option<f64>,
+    server_cpu_ms: Option<f64>,
+    server_cpu_us_per_delivery: Option<f64>,
+    server_cpu_us_per_publish: Option<f64>,
+}
+
+/// Counts that only the human summary shows.
+#[derive(Debug, Default)]
+struct Extra {
+    requested_idle: usize,
+    connect_reasons: BTreeMap<String, u64>,
+    publish_reasons: BTreeMap<String, u64>,
+    ends: BTreeMap<&'static str, u64>,
+    reconnects: u64,
+    reconnect_failures: u64,
+    foreign: u64,
+    idle_events: u64,
+    deadline_hit: bool,
+    loadgen_cpu_ms: Option<f64>,
+    lost_tasks: usize,
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Splits `n` subscribers so that `stalled` of them, evenly spread, are stalled.
+fn role_of(i: usize, n: usize, stalled: usize) -> Role {
+    if (i + 1) * stalled / n > i * stalled / n {
+        Role::Stalled
+    } else {
+        Role::Measured
+    }
+}
+
+/// SplitMix64, for the drop points.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+async fn run(
+    args: &Args,
+    sub_target: Target,
+    pub_target: Target,
+    idle_target: Option<Target>,
+) -> (Report, Extra) {
+    let run_start = Instant::now();
+    let deadline = run_start + args.max_duration;
+    let human = !args.json;
+    let clk = proto::clock_ticks();
+    let self_cpu_before = proto::proc_cpu_ticks("self");
+    let mut extra = Extra {
+        requested_idle: args.idle_subscribers,
+        ..Extra::default()
+    };
+    let sample = || proto::sample(&args.server_pids);
+    let s_before = sample();
+
+    // Subscribe.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Ctx {
+        sub_target,
+        idle_target,
+        events: args.events,
+        io_timeout: args.io_timeout,
+        read_timeout: args.read_timeout,
+        hist: Histogram::default(),
+        pending: AtomicI64::new(0),
+        last_delivery_us: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
+        reconnect_failures: AtomicU64::new(0),
+        sem: Semaphore::new(args.connect_concurrency as usize),
+        connect_tx,
+        shutdown: shutdown_rx,
+    });
+    let n = args.subscribers;
+    let stalled =
+        ((n as f64 * args.stalled_percent.clamp(0.0, 100.0) / 100.0).round() as usize).min(n);
+    let total = n + args.idle_subscribers;
+    let mut rng = unix_micros() ^ u64::from(std::process::id()) << 32;
+    let mut handles = Vec::with_capacity(total);
+    let mut roles = Vec::with_capacity(total);
+    if human {
+        eprintln!(
+            "loadgen: connecting {n} subscribers ({stalled} stalled) and {} idle ...",
+            args.idle_subscribers
+        );
+    }
+    for i in 0..total {
+        let role = if i < n {
+            role_of(i, n, stalled)
+        } else {
+            Role::Idle
+        };
+        let src = Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(args.sources)) as u8);
+        let drop_after =
+            (args.drop_resume && role == Role::Measured && args.events > 0).then(|| {
+                let (lo, width) = (args.events / 4, (args.events / 2).max(1));
+                (lo + splitmix(&mut rng) % width).max(1)
+            });
+        roles.push(role);
+        handles.push(tokio::spawn(subscriber(ctx.clone(), role, src, drop_after)));
+    }
+    let mut connect_us = Vec::with_capacity(total);
+    let (mut connected, mut idle_connected, mut failures) = (0, 0, 0);
+    let mut last_progress = Instant::now();
+    for _ in 0..total {
+        let Ok(Some(msg)) = timeout_at(deadline, connect_rx.recv()).await else {
+            extra.deadline_hit = true;
+            break;
+        };
+        match msg.result {
+            Ok(d) => {
+                connect_us.push(d.as_micros() as u64);
+                match msg.role {
+                    Role::Idle => idle_connected += 1,
+                    Role::Stalled | Role::Measured => connected += 1,
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                *extra.connect_reasons.entry(e).or_default() += 1;
+            }
+        }
+        if human && last_progress.elapsed() > Duration::from_secs(2) {
+            last_progress = Instant::now();
+            eprintln!(
+                "loadgen: {} connected, {failures} failed",
+                connected + idle_connected
+            );
+        }
+    }
+    connect_us.sort_unstable();
+
+    // Settle, then sample the idle server.
+    sleep_until((Instant::now() + Duration::from_millis(args.settle_ms)).min(deadline)).await;
+    let s_idle = sample();
+
+    // Publish.
+    if human && !extra.deadline_hit {
+        eprintln!(
+            "loadgen: publishing {} events at {} ...",
+            args.events,
+            if args.rate > 0.0 {
+                format!("{}/s", args.rate)
+            } else {
+                "full speed".into()
+            }
+        );
+    }
+    let mut topic_enc = Vec::new();
+    proto::form_encode(&mut topic_enc, args.topic.as_bytes());
+    let pub_start = Instant::now();
+    let first_publish_us = unix_micros();
+    let cfg = Arc::new(PubCfg {
+        target: pub_target,
+        mode: args.pub_mode,
+        topic_enc,
+        token: args.token.clone(),
+        events: if extra.deadline_hit { 0 } else { args.events },
+        rate: args.rate,
+        data_size: args.data_size,
+        io_timeout: args.io_timeout,
+        start: pub_start,
+        deadline,
+        next: AtomicU64::new(0),
+    });
+    let pubs: Vec<_> = (0..args.publishers)
+        .map(|_| tokio::spawn(publisher(cfg.clone())))
+        .collect();
+    let mut published = vec![0u64; args.events.div_ceil(64) as usize];
+    let (mut events_published, mut publish_errors) = (0, 0);
+    let mut last_publish = pub_start;
+    for h in pubs {
+        let Ok(r) = h.await else { continue };
+        for (w, o) in published.iter_mut().zip(&r.ok) {
+            *w |= o;
+        }
+        events_published += r.ok_count;
+        publish_errors += r.errors;
+        for (k, v) in r.reasons {
+            *extra.publish_reasons.entry(k).or_default() += v;
+        }
+        last_publish = last_publish.max(r.last_done.unwrap_or(pub_start));
+    }
+    let publish_duration = last_publish - pub_start;
+    if Instant::now() >= deadline || events_published + publish_errors < args.events {
+        extra.deadline_hit = true;
+    }
+
+    // Drain: until every live measured subscriber has the last event, or settle time.
+    if events_published > 0 {
+        let drain_end = (Instant::now() + Duration::from_millis(args.settle_ms)).min(deadline);
+        while Instant::now() < drain_end && ctx.pending.load(Ordering::Relaxed) > 0 {
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let s_after = sample();
+
+    // Stop the subscribers and collect their tallies.
+    let _ = shutdown_tx.send(true);
+    let join_deadline = Instant::now() + Duration::from_secs(10);
+    let (mut deliveries, mut missing, mut duplicates, mut out_of_order) = (0u64, 0u64, 0u64, 0u64);
+    for (h, role) in handles.into_iter().zip(roles) {
+        let abort = h.abort_handle();
+        let rep = match timeout_at(join_deadline, h).await {
+            Ok(Ok(rep)) => rep,
+            _ => {
+                abort.abort();
+                extra.lost_tasks += 1;
+                continue;
+            }
+        };
+        if !rep.connected {
+            continue;
+        }
+        *extra.ends.entry(rep.end).or_default() += 1;
+        match role {
+            Role::Idle => extra.idle_events += rep.deliveries + rep.foreign,
+            Role::Stalled => {}
+            Role::Measured => {
+                deliveries += rep.deliveries;
+                duplicates += rep.duplicates;
+                out_of_order += rep.out_of_order;
+                extra.foreign += rep.foreign;
+                missing += published
+                    .iter()
+                    .zip(&rep.seen)
+                    .map(|(p, s)| u64::from((p & !s).count_ones()))
+                    .sum::<u64>();
+            }
+        }
+    }
+    extra.reconnects = ctx.reconnects.load(Ordering::Relaxed);
+    extra.reconnect_failures = ctx.reconnect_failures.load(Ordering::Relaxed);
+    extra.loadgen_cpu_ms = self_cpu_before
+        .zip(proto::proc_cpu_ticks("self"))
+        .map(|(b, a)| (a - b) as f64 * 1000.0 / clk as f64);
+
+    let last_delivery_us = ctx.last_delivery_us.load(Ordering::Relaxed);
+    let delivery_span_s = last_delivery_us.saturating_sub(first_publish_us) as f64 / 1e6;
+    let cpu_ms = s_idle
+        .zip(s_after)
+        .map(|(i, a)| a.cpu_ticks.saturating_sub(i.cpu_ticks) as f64 * 1000.0 / clk as f64);
+    let per = |cpu_ms: Option<f64>, n: u64| {
+        cpu_ms
+            .filter(|_| n > 0)
+            .map(|c| round3(c * 1000.0 / n as f64))
+    };
+    let all_connected = connected + idle_connected;
+    let report = Report {
+        subscribers: n,
+        connected,
+        connect_failures: failures,
+        connect_ms_p50: proto::sorted_quantile(&connect_us, 0.5).map(|u| round3(u as f64 / 1000.0)),
+        connect_ms_p99: proto::sorted_quantile(&connect_us, 0.99)
+            .map(|u| round3(u as f64 / 1000.0)),
+        events_published,
+        publish_errors,
+        publish_duration_s: round3(publish_duration.as_secs_f64()),
+        deliveries,
+        deliveries_per_s: if delivery_span_s > 0.0 {
+            round3(deliveries as f64 / delivery_span_s)
+        } else {
+            0.0
+        },
+        latency_us_p50: ctx.hist.quantile(0.5),
+        latency_us_p90: ctx.hist.quantile(0.9),
+        latency_us_p99: ctx.hist.quantile(0.99),
+        latency_us_max: ctx.hist.max(),
+        missing,
+        duplicates,
+        out_of_order,
+        stalled,
+        idle_subscribers: idle_connected,
+        server_rss_kib_before: s_before.map(|s| s.rss_kib),
+        server_rss_kib_idle: s_idle.map(|s| s.rss_kib),
+        server_rss_kib_after: s_after.map(|s| s.rss_kib),
+        server_bytes_per_subscriber: s_before.zip(s_idle).filter(|_| all_connected > 0).map(
+            |(b, i): (ProcSample, ProcSample)| {
+                round3((i.rss_kib as f64 - b.rss_kib as f64) * 1024.0 / all_connected as f64)
+            },
+        ),
+        server_cpu_ms: cpu_ms.map(round3),
+        server_cpu_us_per_delivery: per(cpu_ms, deliveries),
+        server_cpu_us_per_publish: per(cpu_ms, events_published),
+    };
+    (report, extra)
+}
+
+fn fmt_opt<T: std::fmt::Display>(v: Option<T>, unit: &str) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v}{unit}"))
+}
+
+fn fmt_map<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_summary(args: &Args, r: &Report, x: &Extra) {
+    println!("loadgen summary ({} -> {})", args.pub_url, args.sub_url);
+    println!(
+        "  subscribers  {} requested, {} connected ({} stalled), {} failed{}; connect p50 {} p99 {}",
+        r.subscribers,
+        r.connected,
+        r.stalled,
+        r.connect_failures,
+        if x.connect_reasons.is_empty() { String::new() } else { format!(" [{}]", fmt_map(&x.connect_reasons)) },
+        fmt_opt(r.connect_ms_p50, " ms"),
+        fmt_opt(r.connect_ms_p99, " ms"),
+    );
+    if x.requested_idle > 0 {
+        println!(
+            "  idle         {} of {} connected, {} events received (should be 0)",
+            r.idle_subscribers, x.requested_idle, x.idle_events
+        );
+    }
+    println!(
+        "  published    {} of {} events in {:.3} s, {} errors{}; {} B payload, {} publisher(s)",
+        r.events_published,
+        args.events,
+        r.publish_duration_s,
+        r.publish_errors,
+        if x.publish_reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", fmt_map(&x.publish_reasons))
+        },
+        args.data_size,
+        args.publishers,
+    );
+    println!(
+        "  deliveries   {} ({:.0}/s)",
+        r.deliveries, r.deliveries_per_s
+    );
+    println!(
+        "  latency      p50 {}  p90 {}  p99 {}  max {}",
+        fmt_opt(r.latency_us_p50, " µs"),
+        fmt_opt(r.latency_us_p90, " µs"),
+        fmt_opt(r.latency_us_p99, " µs"),
+        fmt_opt(r.latency_us_max, " µs"),
+    );
+    println!(
+        "  integrity    missing {}, duplicates {}, out of order {}{}",
+        r.missing,
+        r.duplicates,
+        r.out_of_order,
+        if x.foreign > 0 {
+            format!(", {} foreign events", x.foreign)
+        } else {
+            String::new()
+        },
+    );
+    if args.publishers > 1 && r.out_of_order > 0 {
+        println!("               (out of order is expected with several publishers: they race)");
+    }
+    if args.drop_resume {
+        println!(
+            "  resume       {} reconnects, {} failed",
+            x.reconnects, x.reconnect_failures
+        );
+    }
+    println!("  streams end  {}", fmt_map(&x.ends));
+    if !args.server_pids.is_empty() {
+        println!(
+            "  server rss   before {} idle {} after {}; {} per subscriber",
+            fmt_opt(r.server_rss_kib_before, " KiB"),
+            fmt_opt(r.server_rss_kib_idle, " KiB"),
+            fmt_opt(r.server_rss_kib_after, " KiB"),
+            fmt_opt(r.server_bytes_per_subscriber.map(|b| b.round()), " B"),
+        );
+        println!(
+            "  server cpu   {} during publish+drain; {} per delivery, {} per publish",
+            fmt_opt(r.server_cpu_ms, " ms"),
+            fmt_opt(r.server_cpu_us_per_delivery, " µs"),
+            fmt_opt(r.server_cpu_us_per_publish, " µs"),
+        );
+    }
+    println!("  loadgen cpu  {}", fmt_opt(x.loadgen_cpu_ms, " ms"));
+    if x.deadline_hit {
+        println!("  NOTE: --max-duration reached, the run was cut short");
+    }
+    if x.lost_tasks > 0 {
+        println!(
+            "  NOTE: {} subscriber tasks did not stop in time",
+            x.lost_tasks
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let targets = (|| -> Result<_, String> {
+        let idle = args.idle_url.as_deref().map(proto::parse_url).transpose()?;
+        Ok((
+            proto::parse_url(&args.sub_url)?,
+            proto::parse_url(&args.pub_url)?,
+            idle,
+        ))
+    })();
+    let (sub_target, pub_target, idle_target) = match targets {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let valid = args.rate >= 0.0 && args.rate.is_finite();
+    if !valid || !(0.0..=100.0).contains(&args.stalled_percent) {
+        eprintln!("loadgen: --rate must be >= 0 and --stalled-percent within 0..=100");
+        return ExitCode::from(2);
+    }
+    if args.pub_mode == PubMode::Mercure && args.token.is_none() {
+        log::warn!("no --token: the publishes will most likely be refused");
+    }
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        log::warn!("can't raise RLIMIT_NOFILE: {e}");
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        builder.worker_threads(args.threads);
+    }
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: can't start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json_only = args.json;
+    let (report, extra, args) = rt.block_on(async move {
+        let (r, x) = run(&args, sub_target, pub_target, idle_target).await;
+        (r, x, args)
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if !json_only {
+        print_summary(&args, &report, &extra);
+    }
+    match serde_json::to_string(&report) {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,771 @@
+//! The wire and measurement pieces of `loadgen`: URL checking, a minimal HTTP/1.1 response
+//! reader, an incremental chunked-body decoder, an incremental SSE parser, the latency
+//! histogram and the `/proc` sampler. Everything here is synchronous except `read_head`.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// URLs
+
+/// Where one URL points: a loopback socket address, the `Host` header and the request target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host_header: String,
+    pub path: String,
+}
+
+/// Parses `http://HOST[:PORT][/path][?query]`. HOST must be `localhost` or a 127.x.x.x
+/// literal: loadgen never sends traffic anywhere but the loopback network.
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let rest = rest.split('#').next().unwrap_or_default();
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "{url}: the path must not contain spaces or control characters"
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!("{url}: user info is not supported"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url}: bad port {p:?}"))?,
+        ),
+        None => (authority, 80),
+    };
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host.parse::<Ipv4Addr>()
+            .ok()
+            .filter(|ip| ip.octets()[0] == 127)
+            .ok_or_else(|| {
+                format!("{url}: refused, the host must be a 127.x.x.x address or localhost")
+            })?
+    };
+    Ok(Target {
+        addr: SocketAddr::V4(SocketAddrV4::new(ip, port)),
+        host_header: authority.to_string(),
+        path,
+    })
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(out: &mut Vec<u8>, value: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in value {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b),
+            b' ' => out.push(b'+'),
+            _ => out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
+        }
+    }
+}
+
+/// The event payload: `<seq> <send_unix_micros> ` padded with `x` to `size` bytes.
+pub fn build_payload(out: &mut Vec<u8>, seq: u64, send_us: u64, size: usize) {
+    use std::io::Write;
+    out.clear();
+    let _ = write!(out, "{seq} {send_us} ");
+    if out.len() < size {
+        out.resize(size, b'x');
+    }
+}
+
+/// Reads `<seq> <micros>` from the start of a payload.
+pub fn parse_payload(data: &[u8]) -> Option<(u64, u64)> {
+    let mut parts = data.split(|&b| b == b' ');
+    let seq = parse_u64(parts.next()?)?;
+    let sent = parse_u64(parts.next()?)?;
+    Some((seq, sent))
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 responses
+
+/// How the body of a response is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (1xx, 204, 304).
+    Empty,
+    Chunked,
+    Length(u64),
+    /// Delimited by the server closing the connection.
+    Close,
+}
+
+/// The parts of a response head that loadgen needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    pub status: u16,
+    pub framing: Framing,
+    /// The connection can't be reused after this response.
+    pub close: bool,
+}
+
+/// The error when the server closed before sending anything.
+const CLOSED_BEFORE_RESPONSE: &str = "connection closed before a response";
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Reads a response head into `buf` (which may already hold bytes). Returns the head and its
+/// length in `buf`; what follows it in `buf` is the start of the body.
+pub async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(Head, usize), String> {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = find(&buf[searched..], b"\r\n\r\n") {
+            let len = searched + end + 4;
+            return Ok((parse_head(&buf[..len])?, len));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err("response head too large".into());
+        }
+        searched = buf.len().saturating_sub(3);
+        buf.reserve(4096);
+        match timeout_at(deadline, stream.read_buf(buf)).await {
+            Err(_) => return Err("response timeout".into()),
+            Ok(Err(e)) => return Err(format!("read: {}", e.kind())),
+            Ok(Ok(0)) if buf.is_empty() => return Err(CLOSED_BEFORE_RESPONSE.into()),
+            Ok(Ok(0)) => return Err("connection closed inside the response head".into()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(raw: &[u8]) -> Result<Head, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "response head is not UTF-8".to_string())?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1.x response: {status_line:?}"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {status_line:?}"))?;
+    let mut close = version == "HTTP/1.0";
+    let mut chunked = false;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    close = false;
+                }
+            }
+        }
+    }
+    let framing = if (100..200).contains(&status) || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        close = true;
+        Framing::Close
+    };
+    Ok(Head {
+        status,
+        framing,
+        close,
+    })
+}
+
+/// Where a body decoder stands after some input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStatus {
+    /// Wants more bytes.
+    More,
+    /// The body is complete (bytes after it are ignored).
+    Complete,
+    /// The consumer asked to stop.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ChunkState {
+    Size { size: u64, digits: u8, ext: bool },
+    Data(u64),
+    DataEnd,
+    Trailer { line_start: bool },
+    Done,
+}
+
+/// Incremental `Transfer-Encoding: chunked` decoder: hands out the data of each chunk as
+/// slices of the input, without copying.
+#[derive(Debug, Clone)]
+pub struct ChunkDecoder {
+    state: ChunkState,
+}
+
+impl Default for ChunkDecoder {
+    fn default() -> Self {
+        Self {
+            state: ChunkState::Size {
+                size: 0,
+                digits: 0,
+                ext: false,
+            },
+        }
+    }
+}
+
+impl ChunkDecoder {
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        out: &mut impl FnMut(&[u8]) -> bool,
+    ) -> Result<BodyStatus, String> {
+        while !input.is_empty() {
+            if let ChunkState::Data(rem) = self.state {
+                let n = rem.min(input.len() as u64) as usize;
+                let (data, rest) = input.split_at(n);
+                input = rest;
+                self.state = if rem == n as u64 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(rem - n as u64)
+                };
+                if !out(data) {
+                    return Ok(BodyStatus::Stopped);
+                }
+                continue;
+            }
+            let b = input[0];
+            input = &input[1..];
+            self.state = match self.state {
+                ChunkState::Size { size, digits, ext } => match b {
+                    b'\n' if digits == 0 => return Err("chunk size missing".into()),
+                    b'\n' if size == 0 => ChunkState::Trailer { line_start: true },
+                    b'\n' => ChunkState::Data(size),
+                    b'\r' => ChunkState::Size { size, digits, ext },
+                    _ if ext => ChunkState::Size { size, digits, ext },
+                    b';' | b' ' | b'\t' => ChunkState::Size {
+                        size,
+                        digits,
+                        ext: true,
+                    },
+                    _ => {
+                        let d = (b as char)
+                            .to_digit(16)
+                            .ok_or_else(|| format!("bad chunk size byte {b:#04x}"))?;
+                        if digits >= 12 {
+                            return Err("chunk size too large".into());
+                        }
+                        ChunkState::Size {
+                            size: size * 16 + u64::from(d),
+                            digits: digits + 1,
+                            ext,
+                        }
+                    }
+                },
+                ChunkState::DataEnd => match b {
+                    b'\r' => ChunkState::DataEnd,
+                    b'\n' => ChunkState::Size {
+                        size: 0,
+                        digits: 0,
+                        ext: false,
+                    },
+                    _ => return Err("missing CRLF after chunk data".into()),
+                },
+                ChunkState::Trailer { line_start } => match b {
+                    b'\r' => ChunkState::Trailer { line_start },
+                    b'\n' if line_start => ChunkState::Done,
+                    b'\n' => ChunkState::Trailer { line_start: true },
+                    _ => ChunkState::Trailer { line_start: false },
+                },
+                ChunkState::Done => return Ok(BodyStatus::Complete),
+                ChunkState::Data(_) => unreachable!("handled above"),
+            };
+        }
+        Ok(if matches!(self.state, ChunkState::Done) {
+            BodyStatus::Complete
+        } else {
+            BodyStatus::More
+        })
+    }
+}
+
+/// Decodes a response body of any framing, incrementally.
+#[derive(Debug, Clone)]
+pub enum BodyDecoder {
+    Chunked(ChunkDecoder),
+    Length(u64),
+    Close,
+}
+
+impl BodyDecoder {
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Chunked => Self::Chunked(ChunkDecoder::default()),
+            Framing::Length(n) => Self::Length(n),
+            Framing::Empty => Self::Length(0),
+            Framing::Close => Self::Close,
+        }
+    }
+
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut impl FnMut(&[u8]) -> bool,
+    ) -> Result<BodyStatus, String> {
+        match self {
+            Self::Chunked(dec) => dec.feed(input, out),
+            Self::Close => Ok(if out(input) {
+                BodyStatus::More
+            } else {
+                BodyStatus::Stopped
+            }),
+            Self::Length(rem) => {
+                let n = (*rem).min(input.len() as u64) as usize;
+                *rem -= n as u64;
+                if n > 0 && !out(&input[..n]) {
+                    return Ok(BodyStatus::Stopped);
+                }
+                Ok(if *rem == 0 {
+                    BodyStatus::Complete
+                } else {
+                    BodyStatus::More
+                })
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-Sent Events
+
+/// What one dispatched SSE event carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseEvent {
+    /// A loadgen payload: sequence number and send time (unix micros).
+    Payload { seq: u64, sent_us: u64 },
+    /// Data that is not a loadgen payload.
+    Foreign,
+}
+
+const MAX_LINE: usize = 4 * 1024 * 1024;
+
+/// Minimal incremental SSE parser: splits lines, dispatches an event at each empty line, and
+/// keeps only the first `data:` line's payload and the last `id:`.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// A partial line carried over to the next input.
+    line: Vec<u8>,
+    has_data: bool,
+    payload: Option<(u64, u64)>,
+    /// The last event id seen (the SSE "last event ID buffer").
+    pub last_id: Vec<u8>,
+}
+
+impl SseParser {
+    /// A parser for a new connection that keeps the last event id of the previous one.
+    pub fn with_last_id(last_id: Vec<u8>) -> Self {
+        Self {
+            last_id,
+            ..Self::default()
+        }
+    }
+
+    /// Feeds body bytes. `on_event` returns false to stop at that event (the rest of `data`
+    /// is then left unparsed); `feed` returns whether to go on.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        on_event: &mut impl FnMut(SseEvent) -> bool,
+    ) -> Result<bool, String> {
+        while !data.is_empty() {
+            let Some(pos) = data.iter().position(|&b| b == b'\n') else {
+                if self.line.len() + data.len() > MAX_LINE {
+                    return Err("SSE line too long".into());
+                }
+                self.line.extend_from_slice(data);
+                return Ok(true);
+            };
+            let go_on = if self.line.is_empty() {
+                self.line_done(&data[..pos], on_event)
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&data[..pos]);
+                let go_on = self.line_done(&line, on_event);
+                line.clear();
+                if line.capacity() <= 64 * 1024 {
+                    self.line = line;
+                }
+                go_on
+            };
+            data = &data[pos + 1..];
+            if !go_on {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent) -> bool) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if !std::mem::take(&mut self.has_data) {
+                return true;
+            }
+            let event = match self.payload.take() {
+                Some((seq, sent_us)) => SseEvent::Payload { seq, sent_us },
+                None => SseEvent::Foreign,
+            };
+            return on_event(event);
+        }
+        if line[0] == b':' {
+            return true;
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match name {
+            b"data" => {
+                if !self.has_data {
+                    self.payload = parse_payload(value);
+                }
+                self.has_data = true;
+            }
+            b"id" if !value.contains(&0) && !value.contains(&b'\r') => {
+                self.last_id.clear();
+                self.last_id.extend_from_slice(value);
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency histogram
+
+const SUB_BITS: u32 = 7;
+const SUB: u64 = 1 << SUB_BITS;
+const EXACT: u64 = 2 * SUB;
+const MAX_EXP: u32 = 40;
+const BUCKETS: usize = (EXACT + (MAX_EXP - SUB_BITS) as u64 * SUB) as usize;
+
+/// A log-linear histogram of microseconds, shared by all tasks: values below 256 are exact,
+/// above that each power of two is split in 128 buckets (under 0.8 % wide), up to 2^41 µs.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < EXACT {
+        return v as usize;
+    }
+    let v = v.min((1u64 << (MAX_EXP + 1)) - 1);
+    let exp = 63 - v.leading_zeros();
+    let shift = exp - SUB_BITS;
+    let sub = (v >> shift) - SUB;
+    (EXACT + u64::from(exp - SUB_BITS - 1) * SUB + sub) as usize
+}
+
+/// The lowest and highest value of a bucket.
+fn bucket_range(i: usize) -> (u64, u64) {
+    let i = i as u64;
+    if i < EXACT {
+        return (i, i);
+    }
+    let j = i - EXACT;
+    let exp = (j / SUB) as u32 + SUB_BITS + 1;
+    let shift = exp - SUB_BITS;
+    let lo = (SUB + j % SUB) << shift;
+    (lo, lo + (1 << shift) - 1)
+}
+
+impl Histogram {
+    pub fn record(&self, v: u64) {
+        self.buckets[bucket_of(v)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.max.fetch_max(v, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> Option<u64> {
+        (self.count() > 0).then(|| self.max.load(Ordering::Relaxed))
+    }
+
+    /// The `q` quantile (0..=1), as the middle of its bucket (never above the maximum).
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                let (lo, hi) = bucket_range(i);
+                return Some((lo + (hi - lo) / 2).min(self.max.load(Ordering::Relaxed)));
+            }
+        }
+        self.max()
+    }
+}
+
+/// Nearest-rank quantile of sorted values.
+pub fn sorted_quantile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// CPU time and resident memory of a set of processes, summed.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    pub cpu_ticks: u64,
+    pub rss_kib: u64,
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`, else 100).
+pub fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// utime + stime of one process, in ticks.
+pub fn proc_cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples the processes; those that can't be read are left out (with a warning), and no
+/// readable process at all gives `None`.
+pub fn sample(pids: &[u32]) -> Option<ProcSample> {
+    let mut total = ProcSample {
+        cpu_ticks: 0,
+        rss_kib: 0,
+    };
+    let mut any = false;
+    for &pid in pids {
+        match (proc_cpu_ticks(&pid.to_string()), proc_rss_kib(pid)) {
+            (Some(cpu), Some(rss)) => {
+                total.cpu_ticks += cpu;
+                total.rss_kib += rss;
+                any = true;
+            }
+            _ => log::warn!("can't read /proc/{pid}/stat or status (process gone?)"),
+        }
+    }
+    any.then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_loopback_only() {
+        let t = parse_url("http://127.0.0.1:8080/.well-known/mercure?topic=%2Fbench").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.path, "/.well-known/mercure?topic=%2Fbench");
+        assert_eq!(parse_url("http://localhost?a=b").unwrap().path, "/?a=b");
+        assert_eq!(parse_url("http://127.1.2.3").unwrap().addr.port(), 80);
+        for bad in [
+            "http://10.0.0.1/",
+            "http://example.com/",
+            "https://127.0.0.1/",
+            "http://[::1]/",
+            "http://127.0.0.1.nip.io/",
+            "http://u@127.0.0.1/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunked_and_sse_parse_across_any_split() {
+        let mut body = Vec::new();
+        for (i, chunk) in [
+            &b"retry: 2000\n: ok\n"[..],
+            b"\nid: a\ndata: 7 1000 xx\ndata: y\n\n",
+            b"id: b\ndata: hello\n",
+            b"\r\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let ext = if i == 1 { ";ext=1" } else { "" };
+            body.extend_from_slice(format!("{:x}{ext}\r\n", chunk.len()).as_bytes());
+            body.extend_from_slice(chunk);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        for split in 1..body.len() {
+            let mut dec = ChunkDecoder::default();
+            let mut sse = SseParser::default();
+            let mut events = Vec::new();
+            let mut status = BodyStatus::More;
+            for part in body.chunks(split) {
+                status = dec
+                    .feed(part, &mut |d| {
+                        sse.feed(d, &mut |e| {
+                            events.push(e);
+                            true
+                        })
+                        .unwrap()
+                    })
+                    .unwrap();
+            }
+            assert_eq!(status, BodyStatus::Complete, "split {split}");
+            assert_eq!(
+                events,
+                [
+                    SseEvent::Payload {
+                        seq: 7,
+                        sent_us: 1000
+                    },
+                    SseEvent::Foreign
+                ],
+                "split {split}"
+            );
+            assert_eq!(sse.last_id, b"b");
+        }
+    }
+
+    #[test]
+    fn heads() {
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.close),
+            (200, Framing::Chunked, false)
+        );
+        let h =
+            parse_head(b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.close),
+            (201, Framing::Length(5), true)
+        );
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
+        assert_eq!((h.framing, h.close), (Framing::Close, true));
+    }
+
+    #[test]
+    fn histogram_is_accurate_to_one_percent() {
+        for v in [0, 1, 255, 256, 257, 1000, 12_345, 999_999, 1 << 35] {
+            let (lo, hi) = bucket_range(bucket_of(v));
+            assert!(lo <= v && v <= hi, "{v}: {lo}..{hi}");
+            assert!((hi - lo) as f64 <= v as f64 * 0.008, "{v}: {lo}..{hi}");
+        }
+        let h = Histogram::default();
+        for v in 1..=10_000 {
+            h.record(v);
+        }
+        let p50 = h.quantile(0.5).unwrap() as f64;
+        assert!((p50 - 5000.0).abs() < 50.0, "{p50}");
+        assert_eq!(h.max(), Some(10_000));
+        assert_eq!(h.quantile(1.0), Some(10_000));
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let mut p = Vec::new();
+        build_payload(&mut p, 42, 1_700_000_000_000_000, 64);
+        assert_eq!(p.len(), 64);
+        assert_eq!(parse_payload(&p), Some((42, 1_700_000_000_000_000)));
+        let mut enc = Vec::new();
+        form_encode(&mut enc, b"/bench a&b");
+        assert_eq!(enc, b"%2Fbench+a%26b");
+    }
+}

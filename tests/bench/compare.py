@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: sse-hub against nginx + Nchan, same scenarios, same machine.
+
+Builds the release binaries, installs Debian's libnginx-mod-nchan when missing, restarts each
+server before each scenario, drives both with the project's `loadgen`, and prints a Markdown
+table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run is bounded.
+
+    python3 tests/bench/compare.py            # every scenario
+    python3 tests/bench/compare.py --quick    # smaller counts, for a smoke run
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HUB = REPO / "target" / "release" / "sse-hub"
+LOADGEN = REPO / "target" / "release" / "loadgen"
+KEY = "bench-key-bench-key-bench-key-0123456789"
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+NGINX = next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), "nginx")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def setup():
+    subprocess.run(["cargo", "build", "--release", "--bin", "sse-hub", "--bin", "loadgen"],
+                   cwd=REPO, check=True)
+    if not os.path.exists(NCHAN_MODULE) or shutil.which("nginx") is None and not os.path.exists(NGINX):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx", "libnginx-mod-nchan"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+class Hub:
+    name = "sse-hub"
+
+    def __enter__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(HUB), "--bind", f"127.0.0.1:{self.port}", "--jwt-key", KEY, "--allow-anonymous",
+             "--tick-interval", "0", "--max-subscribers", "30000", "--max-subscribers-per-ip", "30000",
+             "--publish-rate", "1000000", "--publish-burst", "1000000", "--history-size", "10000",
+             "--workers", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+        wait_port(self.port)
+        self.token = subprocess.run([str(HUB), "--jwt-key", KEY, "token", "--publish", "*"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        return self
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def urls(self, topic):
+        base = f"http://127.0.0.1:{self.port}/.well-known/mercure"
+        return f"{base}?topic=%2F{topic}", base, ["--pub-mode", "mercure", "--token", self.token,
+                                                   "--topic", f"/{topic}"]
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+NCHAN_CONF = """
+load_module {module};
+worker_processes 2;
+worker_rlimit_nofile 65536;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 40000; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    nchan_shared_memory_size 256M;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location ~ ^/pub/(\\w+)$ {{
+            nchan_publisher;
+            nchan_channel_id $1;
+            nchan_message_buffer_length 10000;
+            nchan_message_timeout 1h;
+        }}
+        location ~ ^/sub/(\\w+)$ {{
+            nchan_subscriber;
+            nchan_channel_id $1;
+            nchan_subscriber_first_message newest;
+        }}
+    }}
+}}
+"""
+
+
+class Nchan:
+    name = "nginx+Nchan"
+
+    def __enter__(self):
+        self.port = free_port()
+        self.prefix = tempfile.mkdtemp(prefix="nchan-bench-")
+        conf = Path(self.prefix) / "nginx.conf"
+        conf.write_text(NCHAN_CONF.format(module=NCHAN_MODULE, prefix=self.prefix, port=self.port))
+        self.proc = subprocess.Popen([NGINX, "-p", self.prefix, "-c", str(conf), "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(self.port)
+        return self
+
+    def pids(self):
+        out = subprocess.run(["pgrep", "-s", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()] or [self.proc.pid]
+
+    def urls(self, topic):
+        base = f"http://127.0.0.1:{self.port}"
+        return f"{base}/sub/{topic}", f"{base}/pub/{topic}", ["--pub-mode", "nchan"]
+
+    def __exit__(self, *exc):
+        os.killpg(self.proc.pid, 15)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def loadgen(server, args, idle=0):
+    sub, pub, extra = server.urls("bench")
+    cmd = [str(LOADGEN), "--sub-url", sub, "--pub-url", pub, *extra, "--json", "--max-duration", "240s"]
+    if idle:
+        idle_sub, _, _ = server.urls("other")
+        cmd += ["--idle-subscribers", str(idle), "--idle-url", idle_sub]
+    for pid in server.pids():
+        cmd += ["--server-pid", str(pid)]
+    cmd += [str(a) for a in args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def scenarios(quick):
+    k = 10 if quick else 1
+    return [
+        ("1,000 subscribers, 100 events/s", dict(args=["--subscribers", 1000 // k, "--events", 1000 // k, "--rate", 100])),
+        ("1,000 subscribers, max rate", dict(args=["--subscribers", 1000 // k, "--events", 5000 // k, "--rate", 0, "--publishers", 4])),
+        ("10,000 subscribers, 5 events/s", dict(args=["--subscribers", 10000 // k, "--events", 50, "--rate", 5])),
+        ("100 subscribers, 8 KB events", dict(args=["--subscribers", 100, "--events", 500 // k, "--rate", 100, "--data-size", 8192])),
+        ("100 subscribers (10% stalled), 8 KB events", dict(args=["--subscribers", 100, "--events", 500 // k, "--rate", 100, "--data-size", 8192, "--stalled-percent", 10])),
+        ("10 subscribers drop and resume", dict(args=["--subscribers", 10, "--events", 1000 // k, "--rate", 100, "--drop-resume"])),
+        ("1 subscriber, 0 others", dict(args=["--subscribers", 1, "--events", 2000 // k, "--rate", 500])),
+        ("1 subscriber, 1,000 others on another topic", dict(args=["--subscribers", 1, "--events", 2000 // k, "--rate", 500], idle=1000 // k)),
+        ("1 subscriber, 10,000 others on another topic", dict(args=["--subscribers", 1, "--events", 2000 // k, "--rate", 500], idle=10000 // k)),
+    ]
+
+
+COLUMNS = [
+    ("deliveries/s", "deliveries_per_s", "{:.0f}"),
+    ("p50 µs", "latency_us_p50", "{:.0f}"),
+    ("p99 µs", "latency_us_p99", "{:.0f}"),
+    ("CPU µs/delivery", "server_cpu_us_per_delivery", "{:.2f}"),
+    ("CPU µs/publish", "server_cpu_us_per_publish", "{:.1f}"),
+    ("bytes/subscriber", "server_bytes_per_subscriber", "{:.0f}"),
+    ("missing", "missing", "{}"),
+    ("dup", "duplicates", "{}"),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the load")
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--json-out", help="write every result here")
+    opts = parser.parse_args()
+    setup()
+    results = []
+    for name, spec in scenarios(opts.quick):
+        if opts.only and opts.only not in name:
+            continue
+        row = {"scenario": name}
+        for server_cls in (Hub, Nchan):
+            with server_cls() as server:
+                time.sleep(0.5)
+                row[server_cls.name] = loadgen(server, spec["args"], spec.get("idle", 0))
+            print(f"{name} / {server_cls.name}: {json.dumps(row[server_cls.name])}", file=sys.stderr)
+        results.append(row)
+    if not opts.only or "19,000" in opts.only:
+        n = 1900 if opts.quick else 19000
+        with Hub() as server:
+            time.sleep(0.5)
+            big = loadgen(server, ["--subscribers", n, "--events", 20, "--rate", 5,
+                                   "--connect-concurrency", 512])
+        print(f"19,000 subscribers / sse-hub: {json.dumps(big)}", file=sys.stderr)
+        results.append({"scenario": f"{n:,} subscribers, 5 events/s (hub only)", "sse-hub": big})
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(results, indent=1))
+    print("| scenario | server | " + " | ".join(c[0] for c in COLUMNS) + " |")
+    print("|" + " --- |" * (len(COLUMNS) + 2))
+    for row in results:
+        for server in ("sse-hub", "nginx+Nchan"):
+            if server not in row:
+                continue
+            r = row[server]
+            cells = [fmt.format(r.get(key, float("nan"))) for _, key, fmt in COLUMNS]
+            print(f"| {row['scenario']} | {server} | " + " | ".join(cells) + " |")
+        if "nginx+Nchan" not in row:
+            continue
+        hub, nchan = row["sse-hub"], row["nginx+Nchan"]
+        ratios = []
+        for label, key, _ in COLUMNS[:6]:
+            a, b = hub.get(key), nchan.get(key)
+            ratios.append(f"{a / b:.2f}×" if a and b else "–")
+        print(f"| {row['scenario']} | ratio hub/Nchan | " + " | ".join(ratios) + " | | |")
+
+
+if __name__ == "__main__":
+    main()
