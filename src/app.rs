@@ -23,6 +23,8 @@ pub enum StartError {
     TimeTopic(String),
     #[error(transparent)]
     Key(#[from] crate::auth::KeyError),
+    #[error("invalid --transport: {0}")]
+    Transport(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
 }
@@ -60,6 +62,16 @@ impl Application {
             Arc::clone(&stats),
         )
         .start();
+        let transport = crate::transport::Transport::start(
+            &config.transport,
+            &config.redis_stream,
+            config.history_size,
+            broadcaster.clone(),
+            Arc::clone(&stats),
+        )
+        .map_err(|e| StartError::Transport(e.to_string()))?;
+        // The ticker publishes to this node's subscribers only: with several nodes on one
+        // stream, each node's clock would otherwise tick once per node.
         let ticker = (!config.tick_interval.is_zero())
             .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
         let state = AppState {
@@ -67,6 +79,7 @@ impl Application {
             stats,
             config: Arc::new(config.clone()),
             auth,
+            transport,
             publish_limiter: Arc::new(crate::limits::PublishLimiter::new(
                 config.publish_rate,
                 config.publish_burst,

@@ -265,3 +265,33 @@ impl Handler<Ready> for Broadcaster {
         !self.closing
     }
 }
+
+/// Whether an update with this id is in history (a duplicate check before a transport publish).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct Knows(pub EventId);
+
+impl Handler<Knows> for Broadcaster {
+    type Result = bool;
+
+    fn handle(&mut self, Knows(id): Knows, _: &mut Self::Context) -> bool {
+        self.history.contains(&id)
+    }
+}
+
+/// Stores an update in history without fanning it out (a transport loading its stream's tail).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Remember(pub Update);
+
+impl Handler<Remember> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, Remember(update): Remember, _: &mut Self::Context) {
+        if !self.history.contains(update.id()) {
+            self.history.push(Arc::new(update));
+            self.stats
+                .set_history(self.history.len(), self.history.bytes());
+        }
+    }
+}

@@ -130,6 +130,15 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
+    /// Where updates travel: `local` (in-process), or `redis://host:port/db` to share one event
+    /// stream between several hub nodes.
+    #[arg(long, env = "SSE_HUB_TRANSPORT", default_value = "local")]
+    pub transport: crate::transport::TransportKind,
+
+    /// Name of the Redis stream (with `--transport redis://…`).
+    #[arg(long, env = "SSE_HUB_REDIS_STREAM", default_value = "sse-hub")]
+    pub redis_stream: String,
+
     /// Updates kept in memory for replay (`Last-Event-ID`); 0 keeps none.
     #[arg(long, env = "SSE_HUB_HISTORY_SIZE", default_value_t = 10_000)]
     pub history_size: usize,

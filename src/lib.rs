@@ -11,7 +11,7 @@
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers; [`limits`] keeps clients
 //!   within bounds;
 //! - [`app`]: startup and graceful shutdown; [`config`]: flags and environment variables;
-//!   [`stats`]: lock-free counters.
+//!   [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams between nodes.
 
 pub mod app;
 pub mod auth;
@@ -28,6 +28,7 @@ pub mod stream;
 pub mod subscription;
 pub mod ticker;
 pub mod topic;
+pub mod transport;
 pub mod update;
 
 pub use app::Application;

@@ -29,6 +29,7 @@ pub struct Stats {
     publish_seconds: Histogram,
     history_len: IntGauge,
     history_bytes: IntGauge,
+    transport_up: IntGauge,
 }
 
 /// A point-in-time copy of the main figures, as served by `GET /stats`.
@@ -87,8 +88,8 @@ impl Default for Stats {
             )
             .expect("valid metric"),
         );
-        // The local transport is always up (a network transport would move this gauge).
-        gauge("transport_up", "1 when the transport can publish").set(1);
+        let transport_up = gauge("transport_up", "1 when the transport can publish");
+        transport_up.set(1);
         Self {
             subscribers: gauge("subscribers", "Subscribers connected"),
             selectors: gauge(
@@ -102,6 +103,7 @@ impl Default for Stats {
             publish_seconds,
             history_len: gauge("history_updates", "Updates held for replay"),
             history_bytes: gauge("history_bytes", "Bytes of updates held for replay"),
+            transport_up,
             registry,
         }
     }
@@ -135,6 +137,10 @@ impl Stats {
         self.history_len.set(i64::try_from(len).unwrap_or(i64::MAX));
         self.history_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn set_transport_up(&self, up: bool) {
+        self.transport_up.set(i64::from(up));
     }
 
     /// Records how long one publish request took.

@@ -39,6 +39,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error("the hub is unavailable")]
     Unavailable,
+    #[error("the event stream is unavailable, retry later")]
+    TransportDown,
 }
 
 impl ResponseError for ApiError {
@@ -53,9 +55,10 @@ impl ResponseError for ApiError {
             Self::TooManyFromAddress | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::TooManySubscribers | Self::ShuttingDown | Self::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::TooManySubscribers
+            | Self::ShuttingDown
+            | Self::Unavailable
+            | Self::TransportDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

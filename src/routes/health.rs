@@ -19,8 +19,14 @@ pub(super) async fn stats(state: web::Data<AppState>) -> HttpResponse {
         .json(state.stats.snapshot())
 }
 
-/// 200 when the broadcaster answers and takes subscribers; 503 otherwise.
+/// 200 when the broadcaster answers and takes subscribers and the transport is up; 503
+/// otherwise.
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if !state.transport.is_up() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("not ready: the event stream is unavailable\n");
+    }
     let ready = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         state.broadcaster.send(crate::broadcaster::Ready),

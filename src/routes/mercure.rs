@@ -7,11 +7,11 @@ use futures_util::StreamExt;
 use super::{error::ApiError, single, subscribe, AppState};
 use crate::{
     auth::{AuthError, MercureClaim, Subscriber},
-    broadcaster::Publish,
     config::Config,
     publication::Publication,
     subscription::Subscription,
     topic::TopicSelector,
+    transport::TransportError,
     update::{EventId, Update},
 };
 
@@ -179,7 +179,14 @@ pub(super) async fn publish(
         form.event_type.as_ref(),
         form.retry,
     );
-    let id = state.broadcaster.send(Publish(update)).await??;
+    let id = state
+        .transport
+        .publish(update, &state.broadcaster)
+        .await
+        .map_err(|err| match err {
+            TransportError::Refused(refused) => ApiError::from(refused),
+            TransportError::Unavailable => ApiError::TransportDown,
+        })?;
     state.stats.observe_publish(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

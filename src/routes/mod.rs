@@ -25,6 +25,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     pub publish_limiter: Arc<crate::limits::PublishLimiter>,
+    pub transport: crate::transport::Transport,
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,
 }

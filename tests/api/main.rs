@@ -9,3 +9,4 @@ mod mercure;
 mod metrics;
 mod nginx;
 mod replay;
+mod scaleout;

@@ -1,0 +1,329 @@
+//! The transport: how an accepted update reaches the broadcasters.
+//!
+//! - `local` (the default): straight to this process's broadcaster; history in memory.
+//! - `redis://host:port/db`: every publish is one `XADD` to a Redis stream (trimmed with
+//!   `MAXLEN ~` to the history size); every node reads that stream with a blocking `XREAD` and
+//!   hands each update to its broadcaster, so an update published on any node reaches the
+//!   subscribers of all of them. At start a node loads the stream's tail into its history, so a
+//!   client can resume with `Last-Event-ID` on any node.
+//!
+//! When Redis is unreachable, publishes answer 503 (never a silent loss), subscribers stay
+//! connected, and the reader reconnects with backoff and resumes after the last stream entry it
+//! delivered. Each transition is logged once.
+
+use std::{
+    str::FromStr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use actix::Addr;
+use redis::{
+    aio::MultiplexedConnection,
+    streams::{StreamId, StreamRangeReply, StreamReadReply},
+    AsyncConnectionConfig, Client,
+};
+use tokio::sync::Mutex;
+
+use crate::{
+    broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
+    stats::Stats,
+    topic::Topic,
+    update::{EventId, EventType, Update},
+};
+
+/// How long a publish waits for Redis before answering 503.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one blocking read waits for new entries.
+const READ_BLOCK: Duration = Duration::from_secs(5);
+/// Entries taken per read.
+const READ_COUNT: usize = 512;
+/// Reconnection backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Which transport, as given by `--transport`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportKind {
+    Local,
+    Redis(String),
+}
+
+impl FromStr for TransportKind {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value == "local" {
+            Ok(Self::Local)
+        } else if value.starts_with("redis://") {
+            Ok(Self::Redis(value.to_owned()))
+        } else {
+            Err("expected `local` or `redis://host:port/db`".into())
+        }
+    }
+}
+
+/// Why a publish did not go through the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Refused(#[from] PublishRefused),
+    #[error("the event stream is unavailable")]
+    Unavailable,
+}
+
+/// The transport in use.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Local,
+    Redis(Arc<RedisTransport>),
+}
+
+impl Transport {
+    /// Sets up the transport; for Redis, starts the reader (on the current actix runtime).
+    pub fn start(
+        kind: &TransportKind,
+        stream: &str,
+        history_size: usize,
+        broadcaster: Addr<Broadcaster>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, redis::RedisError> {
+        match kind {
+            TransportKind::Local => Ok(Self::Local),
+            TransportKind::Redis(url) => {
+                let redis = Arc::new(RedisTransport {
+                    client: Client::open(url.as_str())?,
+                    stream: stream.to_owned(),
+                    max_len: history_size.max(1),
+                    publisher: Mutex::new(None),
+                    up: AtomicBool::new(false),
+                    stats,
+                });
+                stats_down(&redis.stats);
+                actix_web::rt::spawn(Arc::clone(&redis).read(broadcaster, history_size));
+                Ok(Self::Redis(redis))
+            }
+        }
+    }
+
+    /// Publishes `update` and answers its id once the transport has it.
+    pub async fn publish(
+        &self,
+        update: Update,
+        broadcaster: &Addr<Broadcaster>,
+    ) -> Result<EventId, TransportError> {
+        match self {
+            Self::Local => Ok(broadcaster
+                .send(Publish(update))
+                .await
+                .map_err(|_| TransportError::Unavailable)??),
+            Self::Redis(redis) => {
+                // Best effort across nodes: this node's history is the stream's tail.
+                let known = broadcaster.send(Knows(update.id().clone())).await;
+                if known.map_err(|_| TransportError::Unavailable)? {
+                    return Err(PublishRefused::DuplicateId(update.id().clone()).into());
+                }
+                redis.publish(&update).await
+            }
+        }
+    }
+
+    /// Whether publishing can succeed now.
+    #[must_use]
+    pub fn is_up(&self) -> bool {
+        match self {
+            Self::Local => true,
+            Self::Redis(redis) => redis.up.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn stats_down(stats: &Stats) {
+    stats.set_transport_up(false);
+}
+
+/// The Redis Streams transport.
+#[derive(Debug)]
+pub struct RedisTransport {
+    client: Client,
+    stream: String,
+    max_len: usize,
+    /// Shared by publishes; dropped on error so the next publish reconnects.
+    publisher: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    stats: Arc<Stats>,
+}
+
+impl RedisTransport {
+    async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(PUBLISH_TIMEOUT)
+            .set_response_timeout(response_timeout);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    async fn publish(&self, update: &Update) -> Result<EventId, TransportError> {
+        let mut slot = self.publisher.lock().await;
+        let mut conn = match slot.as_ref() {
+            Some(conn) => conn.clone(),
+            None => {
+                let conn = self.connect(PUBLISH_TIMEOUT).await.map_err(|err| {
+                    log::debug!("redis publish connection failed: {err}");
+                    TransportError::Unavailable
+                })?;
+                *slot = Some(conn.clone());
+                conn
+            }
+        };
+        drop(slot);
+        let fields = update.fields();
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*");
+        for (name, value) in &fields {
+            cmd.arg(*name).arg(value.as_str());
+        }
+        match cmd.query_async::<String>(&mut conn).await {
+            Ok(_) => Ok(update.id().clone()),
+            Err(err) => {
+                log::debug!("redis publish failed: {err}");
+                *self.publisher.lock().await = None;
+                Err(TransportError::Unavailable)
+            }
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                log::info!("redis transport: connected to stream {:?}", self.stream);
+            } else {
+                log::warn!("redis transport: lost; publishing answers 503 until it is back");
+            }
+        }
+        self.stats.set_transport_up(up);
+    }
+
+    /// Reads the stream forever: loads its tail into history once, then delivers every new
+    /// entry in order, reconnecting with backoff and resuming after the last delivered entry.
+    async fn read(self: Arc<Self>, broadcaster: Addr<Broadcaster>, history_size: usize) {
+        let mut last_id: Option<String> = None;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self
+                .read_session(&broadcaster, history_size, &mut last_id)
+                .await
+            {
+                Ok(()) => return,
+                Err(err) => {
+                    if self.up.load(Ordering::Relaxed) {
+                        log::debug!("redis read failed: {err}");
+                    }
+                    self.set_up(false);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            if self.up.load(Ordering::Relaxed) {
+                backoff = BACKOFF_MIN;
+            }
+        }
+    }
+
+    /// One connection's worth of reading; `Ok` only when the broadcaster is gone (shutdown).
+    async fn read_session(
+        &self,
+        broadcaster: &Addr<Broadcaster>,
+        history_size: usize,
+        last_id: &mut Option<String>,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.connect(READ_BLOCK * 2).await?;
+        if last_id.is_none() {
+            // First connection: the stream's tail becomes this node's history.
+            let tail: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&self.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(history_size.max(1))
+                .query_async(&mut conn)
+                .await?;
+            for entry in tail.ids.iter().rev() {
+                if let Some(update) = decode(entry) {
+                    broadcaster.do_send(Remember(update));
+                }
+            }
+            *last_id = Some(
+                tail.ids
+                    .first()
+                    .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
+            );
+        }
+        self.set_up(true);
+        loop {
+            let from = last_id.clone().unwrap_or_else(|| "0-0".to_owned());
+            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(u64::try_from(READ_BLOCK.as_millis()).unwrap_or(5000))
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(&from)
+                .query_async(&mut conn)
+                .await?;
+            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                *last_id = Some(entry.id.clone());
+                let Some(update) = decode(&entry) else {
+                    log::warn!("skipping stream entry {} that is not an update", entry.id);
+                    continue;
+                };
+                match broadcaster.send(Publish(update)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(refused)) => {
+                        log::info!("stream entry {} not delivered: {refused}", entry.id)
+                    }
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds an update from a stream entry (written by [`Update::fields`]).
+fn decode(entry: &StreamId) -> Option<Update> {
+    let text = |name: &str| entry.get::<String>(name);
+    let id = EventId::parse(&text("id")?).ok()?;
+    let topics = text("topics")?
+        .split('\n')
+        .map(Topic::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    if topics.is_empty() {
+        return None;
+    }
+    let event_type = text("type")
+        .filter(|t| !t.is_empty())
+        .and_then(|t| EventType::parse(&t).ok());
+    let retry = text("retry").and_then(|r| r.parse().ok());
+    let private = text("private").as_deref() == Some("1");
+    Some(Update::new(
+        id,
+        topics,
+        &text("data").unwrap_or_default(),
+        private,
+        event_type.as_ref(),
+        retry,
+    ))
+}

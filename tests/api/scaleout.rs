@@ -1,0 +1,259 @@
+//! Several hub nodes sharing one event stream over a real `redis-server`, behind real nginx.
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    helpers::{free_port, publisher, wait_until, Event, Next, SseClient, TestHub, KEY},
+    nginx::TestNginx,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` on a free port in a temp dir, without persistence.
+struct TestRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TestRedis {
+    fn start() -> Self {
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.restart();
+        redis
+    }
+
+    fn binary() -> PathBuf {
+        ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .unwrap_or_else(|| "redis-server".into())
+    }
+
+    /// Starts it (again) on the same port, empty.
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(Self::binary())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server; .ci/run does)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node(redis: &TestRedis) -> TestHub {
+    let url = redis.url();
+    TestHub::spawn(&[
+        "--jwt-key",
+        KEY,
+        "--allow-anonymous",
+        "--tick-interval",
+        "0",
+        "--keep-alive",
+        "500ms",
+        "--transport",
+        &url,
+    ])
+}
+
+async fn ready(hub: &TestHub) -> bool {
+    let url = hub.url("/readyz");
+    matches!(crate::helpers::client().get(url).send().await, Ok(r) if r.status() == 200)
+}
+
+async fn all_ready(nodes: &[&TestHub]) {
+    for hub in nodes {
+        assert!(
+            wait_until(WAIT, || ready(hub)).await,
+            "node {} never ready",
+            hub.addr
+        );
+    }
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn an_update_published_on_one_node_reaches_every_node_once_in_order() {
+    let redis = TestRedis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    all_ready(&[&a, &b, &c]).await;
+    let mut on_b = b.subscribe(&["/s", "/end"], &[], &[]).await;
+    let mut on_c = c.subscribe(&["/s", "/end"], &[], &[]).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(
+            a.publish_ok(&[("topic", "/s"), ("data", &i.to_string())])
+                .await,
+        );
+    }
+    let end = a.publish_ok(&[("topic", "/end")]).await;
+    for sse in [&mut on_b, &mut on_c] {
+        let got = ids(&sse.events(5, WAIT).await);
+        assert_eq!(got, sent);
+        let next = sse.next_event(WAIT).await.expect("the end marker");
+        assert_eq!(next.id.as_deref(), Some(end.as_str()), "nothing twice");
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_whose_node_dies_resumes_through_nginx_on_another() {
+    let redis = TestRedis::start();
+    let a = node(&redis);
+    let mut b = Some(node(&redis));
+    let mut c = Some(node(&redis));
+    all_ready(&[&a, b.as_ref().unwrap(), c.as_ref().unwrap()]).await;
+    let upstreams = [
+        b.as_ref().unwrap().addr.clone(),
+        c.as_ref().unwrap().addr.clone(),
+    ];
+    let nginx = TestNginx::start(&[&upstreams[0], &upstreams[1]]);
+    let url = nginx.url("/.well-known/mercure?topic=%2Fr");
+    let mut sse = SseClient::connect(&url, &[]).await;
+    assert_eq!(sse.status, 200);
+    sse.opened().await;
+    let first = a.publish_ok(&[("topic", "/r"), ("data", "first")]).await;
+    assert_eq!(
+        ids(&sse.events(1, WAIT).await),
+        std::slice::from_ref(&first)
+    );
+
+    // Kill the node this subscriber is on.
+    let on_b = b.as_ref().unwrap().stats().await["subscribers"] == 1;
+    let victim = if on_b { &mut b } else { &mut c };
+    drop(victim.take());
+    assert!(matches!(sse.next_event(WAIT).await, Next::End));
+
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        missed.push(
+            a.publish_ok(&[("topic", "/r"), ("data", &format!("missed {i}"))])
+                .await,
+        );
+    }
+    // Reconnect through nginx, as EventSource would, with the last id seen.
+    let survivor = b.as_ref().or(c.as_ref()).unwrap();
+    let caught_up = wait_until(WAIT, || async {
+        let in_history = survivor.stats().await["history_len"].as_u64() >= Some(4);
+        in_history
+    })
+    .await;
+    assert!(caught_up, "the surviving node read the stream");
+    let mut again = SseClient::connect(&url, &[("Last-Event-ID", &first)]).await;
+    assert_eq!(again.status, 200);
+    again.opened().await;
+    assert_eq!(again.response_headers["last-event-id"], first.as_str());
+    let live = a.publish_ok(&[("topic", "/r"), ("data", "live")]).await;
+    let mut expected = missed.clone();
+    expected.push(live);
+    assert_eq!(
+        ids(&again.events(4, WAIT).await),
+        expected,
+        "in order, nothing twice"
+    );
+}
+
+#[tokio::test]
+async fn publishes_get_503_while_redis_is_down_and_nothing_accepted_is_lost() {
+    let mut redis = TestRedis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    all_ready(&[&a, &b]).await;
+    let mut on_a = a.subscribe(&["/f"], &[], &[]).await;
+    let mut on_b = b.subscribe(&["/f"], &[], &[]).await;
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        accepted.push(
+            a.publish_ok(&[("topic", "/f"), ("data", &format!("before {i}"))])
+                .await,
+        );
+    }
+    redis.stop();
+    // During the outage: 503, and the hub says it is not ready.
+    let refused = wait_until(WAIT, || async {
+        a.publish(&publisher(), &[("topic", "/f"), ("data", "during")])
+            .await
+            .status()
+            == 503
+    })
+    .await;
+    assert!(refused, "publishing never answered 503 with Redis down");
+    assert!(!ready(&a).await);
+    redis.restart();
+    all_ready(&[&a, &b]).await;
+    // After recovery every accepted update reaches both nodes, with no gap.
+    for i in 0..3 {
+        let response = a
+            .publish(
+                &publisher(),
+                &[("topic", "/f"), ("data", &format!("after {i}"))],
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        accepted.push(response.text().await.unwrap());
+    }
+    for sse in [&mut on_a, &mut on_b] {
+        // Subscribers stayed connected through the outage (heartbeats kept the stream alive).
+        assert_eq!(ids(&sse.events(6, WAIT).await), accepted);
+    }
+    let logs = a.logs().join("\n");
+    assert_eq!(
+        logs.matches("redis transport: lost").count(),
+        1,
+        "logged once"
+    );
+}
+
+#[tokio::test]
+async fn a_node_starts_without_redis_and_becomes_ready_when_it_appears() {
+    let mut redis = TestRedis::start();
+    redis.stop();
+    let a = node(&redis);
+    assert!(!ready(&a).await);
+    let status = a.publish(&publisher(), &[("topic", "/x")]).await.status();
+    assert_eq!(status, 503);
+    redis.restart();
+    all_ready(&[&a]).await;
+    a.publish_ok(&[("topic", "/x")]).await;
+}
