@@ -56,10 +56,14 @@ def setup():
 class Hub:
     name = "sse-hub"
 
+    def __init__(self, transport="local"):
+        self.transport = transport
+
     def __enter__(self):
         self.port = free_port()
         self.proc = subprocess.Popen(
             [str(HUB), "--bind", f"127.0.0.1:{self.port}", "--jwt-key", KEY, "--allow-anonymous",
+             "--transport", self.transport,
              "--tick-interval", "0", "--max-subscribers", "30000", "--max-subscribers-per-ip", "30000",
              "--publish-rate", "1000000", "--publish-burst", "1000000", "--history-size", "10000",
              "--workers", "2"],
@@ -145,6 +149,71 @@ class Nchan:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
+SCALEOUT_NGINX = """
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    upstream hub {{ {servers} }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://hub;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+class ScaleOut:
+    """Redis, three hub nodes on the Redis transport, and nginx spreading subscribers over them;
+    updates are published to the first node."""
+
+    name = "3 nodes over Redis"
+
+    def __enter__(self):
+        self.prefix = tempfile.mkdtemp(prefix="scaleout-bench-")
+        self.redis_port = free_port()
+        self.redis = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--save", "",
+                                       "--appendonly", "no", "--dir", self.prefix],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.redis_port)
+        self.nodes = [Hub(f"redis://127.0.0.1:{self.redis_port}/0").__enter__() for _ in range(3)]
+        self.port = free_port()
+        servers = " ".join(f"server 127.0.0.1:{n.port};" for n in self.nodes)
+        conf = Path(self.prefix) / "nginx.conf"
+        conf.write_text(SCALEOUT_NGINX.format(prefix=self.prefix, servers=servers, port=self.port))
+        self.nginx = subprocess.Popen([NGINX, "-p", self.prefix, "-c", str(conf), "-g", "daemon off;"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
+        wait_port(self.port)
+        return self
+
+    def pids(self):
+        return [n.proc.pid for n in self.nodes]
+
+    def urls(self, topic):
+        first = self.nodes[0]
+        sub = f"http://127.0.0.1:{self.port}/.well-known/mercure?topic=%2F{topic}"
+        pub = f"http://127.0.0.1:{first.port}/.well-known/mercure"
+        return sub, pub, ["--pub-mode", "mercure", "--token", first.token, "--topic", f"/{topic}"]
+
+    def __exit__(self, *exc):
+        os.killpg(self.nginx.pid, 15)
+        for n in self.nodes:
+            n.__exit__()
+        self.redis.terminate()
+        self.redis.wait(10)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
 def loadgen(server, args, idle=0):
     sub, pub, extra = server.urls("bench")
     cmd = [str(LOADGEN), "--sub-url", sub, "--pub-url", pub, *extra, "--json", "--max-duration", "240s"]
@@ -193,9 +262,22 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tenth of the load")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--json-out", help="write every result here")
+    parser.add_argument("--scaleout", action="store_true",
+                        help="only compare 1,000 subscribers over 3 Redis-linked nodes with 1 node")
     opts = parser.parse_args()
     setup()
     results = []
+    if opts.scaleout:
+        n = 100 if opts.quick else 1000
+        args = ["--subscribers", n, "--events", 1000, "--rate", 100]
+        for label, make in (("1 node, local transport", Hub), ("3 nodes over Redis, via nginx", ScaleOut)):
+            with make() as server:
+                time.sleep(0.5)
+                r = loadgen(server, args)
+            print(f"{label}: {json.dumps(r)}", file=sys.stderr)
+            print(f"| {n:,} subscribers, 100 events/s | {label} | {r['deliveries_per_s']:.0f} | "
+                  f"{r['latency_us_p50']} | {r['latency_us_p99']} | {r['missing']} | {r['duplicates']} |")
+        return
     for name, spec in scenarios(opts.quick):
         if opts.only and opts.only not in name:
             continue
