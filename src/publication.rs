@@ -37,20 +37,31 @@ pub struct Publication {
     pub private: bool,
 }
 
-/// The value of a field that may appear at most once.
-fn once<'a>(
-    pairs: &'a [(Cow<'a, str>, Cow<'a, str>)],
-    name: &'static str,
-) -> Result<Option<&'a str>, FormError> {
+/// A field given more than once where one value is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Repeated;
+
+/// The value of a field (or query parameter) that may appear at most once.
+pub(crate) fn at_most_once<'a>(
+    pairs: &'a [(Cow<'_, str>, Cow<'_, str>)],
+    name: &str,
+) -> Result<Option<&'a str>, Repeated> {
     let mut values = pairs
         .iter()
         .filter(|(k, _)| k == name)
         .map(|(_, v)| v.as_ref());
     let first = values.next();
     if values.next().is_some() {
-        return Err(FormError::Repeated(name));
+        return Err(Repeated);
     }
     Ok(first)
+}
+
+fn once<'a>(
+    pairs: &'a [(Cow<'a, str>, Cow<'a, str>)],
+    name: &'static str,
+) -> Result<Option<&'a str>, FormError> {
+    at_most_once(pairs, name).map_err(|Repeated| FormError::Repeated(name))
 }
 
 impl Publication {

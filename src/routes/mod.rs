@@ -81,15 +81,6 @@ pub(crate) fn single<'a>(
     pairs: &'a [(Cow<'_, str>, Cow<'_, str>)],
     name: &str,
 ) -> Result<Option<&'a str>, ApiError> {
-    let mut values = pairs
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_ref());
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(ApiError::BadRequest(format!(
-            "'{name}' may appear only once"
-        )));
-    }
-    Ok(first)
+    crate::publication::at_most_once(pairs, name)
+        .map_err(|_| ApiError::BadRequest(format!("'{name}' may appear only once")))
 }

@@ -96,13 +96,7 @@ async fn bounded_stream_sends_three_timed_events_one_second_apart_then_done() {
     .await;
     assert_eq!(sse.response_headers["access-control-allow-origin"], "*");
     assert_eq!(sse.response_headers["content-type"], "text/event-stream");
-    let mut arrivals = Vec::new();
-    let mut data = Vec::new();
-    while let Next::Item(event) = sse.next_event(WAIT).await {
-        arrivals.push(Instant::now());
-        data.push(event.data);
-    }
-    assert_eq!(data.len(), 4, "{data:?}");
+    let (arrivals, data) = read_to_end(&mut sse).await;
     for text in &data[..3] {
         let clock = text.strip_prefix("server time: ").expect("prefix");
         assert_eq!(clock.len(), 12, "HH:MM:SS.mmm: {clock}");
@@ -110,6 +104,18 @@ async fn bounded_stream_sends_three_timed_events_one_second_apart_then_done() {
     }
     assert_eq!(data[3], "[Done]");
     assert_gaps_about_one_second(&arrivals);
+}
+
+/// Reads the bounded stream to its end: the arrival time and data of its four events.
+pub async fn read_to_end(sse: &mut SseClient) -> (Vec<Instant>, Vec<String>) {
+    let mut arrivals = Vec::new();
+    let mut data = Vec::new();
+    while let Next::Item(event) = sse.next_event(WAIT).await {
+        arrivals.push(Instant::now());
+        data.push(event.data);
+    }
+    assert_eq!(data.len(), 4, "{data:?}");
+    (arrivals, data)
 }
 
 /// Each arrival comes about a second after the previous one: nothing was batched.

@@ -9,8 +9,8 @@ use std::{
 };
 
 use crate::{
-    core::assert_gaps_about_one_second,
-    helpers::{free_port, wait_until, Next, SseClient, TestHub},
+    core::{assert_gaps_about_one_second, read_to_end},
+    helpers::{free_port, wait_until, SseClient, TestHub},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -154,13 +154,7 @@ async fn bounded_stream_arrives_incrementally_through_nginx() {
     let nginx = TestNginx::start(&[&hub.addr]);
     let mut sse = SseClient::connect(&nginx.url("/api/stream/test"), &[]).await;
     assert_eq!(sse.status, 200);
-    let mut arrivals = Vec::new();
-    let mut data = Vec::new();
-    while let Next::Item(event) = sse.next_event(WAIT).await {
-        arrivals.push(Instant::now());
-        data.push(event.data);
-    }
-    assert_eq!(data.len(), 4, "{data:?}");
+    let (arrivals, data) = read_to_end(&mut sse).await;
     assert_eq!(data[3], "[Done]");
     assert_gaps_about_one_second(&arrivals);
 }
