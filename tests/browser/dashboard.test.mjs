@@ -280,7 +280,7 @@ test('through nginx over HTTPS and HTTP/2, ten EventSources on one page all rece
       es.addEventListener('time', () => got.add(i));
       sources.push(es);
     }
-    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 3000);
+    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 5000);
   }));
   assert.equal(overHttp1, 6, 'HTTP/1.1 caps a page at six live streams');
   await page.context().close();
