@@ -93,7 +93,7 @@ impl History {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.bytes += update.size();
+        self.bytes += update.encoded().len();
         self.index.insert(update.id().clone(), seq);
         self.entries.push_back((seq, update));
         while self.entries.len() > self.max_len
@@ -105,7 +105,7 @@ impl History {
 
     fn evict_oldest(&mut self) {
         if let Some((seq, old)) = self.entries.pop_front() {
-            self.bytes -= old.size();
+            self.bytes -= old.encoded().len();
             if self.index.get(old.id()) == Some(&seq) {
                 self.index.remove(old.id());
             }
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn bounded_in_bytes() {
-        let one = update("0", &"x".repeat(100)).size();
+        let one = update("0", &"x".repeat(100)).encoded().len();
         let mut h = History::new(100, one * 2 + 1);
         for i in 0..5 {
             h.push(update(&i.to_string(), &"x".repeat(100)));

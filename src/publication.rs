@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use crate::{
     topic::{Topic, TopicError},
-    update::{EventId, EventType, FieldError},
+    update::{EventId, EventType, FieldError, Update},
 };
 
 /// Why a form was refused; each message is one line for the client.
@@ -65,6 +65,19 @@ fn once<'a>(
 }
 
 impl Publication {
+    /// The update to fan out, under `id` (the publisher's, or one the hub made).
+    #[must_use]
+    pub fn into_update(self, id: EventId) -> Update {
+        Update::new(
+            id,
+            self.topics,
+            &self.data,
+            self.private,
+            self.event_type.as_ref(),
+            self.retry,
+        )
+    }
+
     /// Parses a form-encoded body. Unknown fields are ignored, as Mercure does.
     pub fn parse(body: &str) -> Result<Self, FormError> {
         let pairs: Vec<_> = form_urlencoded::parse(body.as_bytes()).collect();

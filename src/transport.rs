@@ -12,6 +12,7 @@
 //! delivered. Each transition is logged once.
 
 use std::{
+    borrow::Cow,
     str::FromStr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -30,6 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
+    publication::Publication,
     stats::Stats,
     topic::Topic,
     update::{EventId, EventType, Update},
@@ -109,24 +111,26 @@ impl Transport {
         }
     }
 
-    /// Publishes `update` and answers its id once the transport has it.
+    /// Publishes `form` under `id` and answers the id once the transport has it.
     pub async fn publish(
         &self,
-        update: Update,
+        id: EventId,
+        form: Publication,
         broadcaster: &Addr<Broadcaster>,
     ) -> Result<EventId, TransportError> {
         match self {
             Self::Local => Ok(broadcaster
-                .send(Publish(update))
+                .send(Publish(form.into_update(id)))
                 .await
                 .map_err(|_| TransportError::Unavailable)??),
             Self::Redis(redis) => {
                 // Best effort across nodes: this node's history is the stream's tail.
-                let known = broadcaster.send(Knows(update.id().clone())).await;
+                let known = broadcaster.send(Knows(id.clone())).await;
                 if known.map_err(|_| TransportError::Unavailable)? {
-                    return Err(PublishRefused::DuplicateId(update.id().clone()).into());
+                    return Err(PublishRefused::DuplicateId(id).into());
                 }
-                redis.publish(&update).await
+                redis.publish(&id, &form).await?;
+                Ok(id)
             }
         }
     }
@@ -170,7 +174,7 @@ impl RedisTransport {
             .await
     }
 
-    async fn publish(&self, update: &Update) -> Result<EventId, TransportError> {
+    async fn publish(&self, id: &EventId, form: &Publication) -> Result<(), TransportError> {
         let mut slot = self.publisher.lock().await;
         let mut conn = match slot.as_ref() {
             Some(conn) => conn.clone(),
@@ -184,18 +188,17 @@ impl RedisTransport {
             }
         };
         drop(slot);
-        let fields = update.fields();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.stream)
             .arg("MAXLEN")
             .arg("~")
             .arg(self.max_len)
             .arg("*");
-        for (name, value) in &fields {
-            cmd.arg(*name).arg(value.as_str());
+        for (name, value) in encode(id, form) {
+            cmd.arg(name).arg(value);
         }
         match cmd.query_async::<String>(&mut conn).await {
-            Ok(_) => Ok(update.id().clone()),
+            Ok(_) => Ok(()),
             Err(err) => {
                 log::debug!("redis publish failed: {err}");
                 *self.publisher.lock().await = None;
@@ -301,7 +304,30 @@ impl RedisTransport {
     }
 }
 
-/// Rebuilds an update from a stream entry (written by [`Update::fields`]).
+/// A publication as the named fields of a stream entry (topics joined by LF, which no topic
+/// may contain); [`decode`] reads them back.
+fn encode<'a>(id: &'a EventId, form: &'a Publication) -> [(&'static str, Cow<'a, str>); 6] {
+    let topics: Vec<&str> = form.topics.iter().map(Topic::as_str).collect();
+    [
+        ("id", Cow::Borrowed(id.as_str())),
+        ("topics", Cow::Owned(topics.join("\n"))),
+        ("data", Cow::Borrowed(form.data.as_str())),
+        (
+            "private",
+            Cow::Borrowed(if form.private { "1" } else { "0" }),
+        ),
+        (
+            "type",
+            Cow::Borrowed(form.event_type.as_ref().map_or("", EventType::as_str)),
+        ),
+        (
+            "retry",
+            Cow::Owned(form.retry.map_or_else(String::new, |r| r.to_string())),
+        ),
+    ]
+}
+
+/// Rebuilds an update from a stream entry (written by [`encode`]).
 fn decode(entry: &StreamId) -> Option<Update> {
     let text = |name: &str| entry.get::<String>(name);
     let id = EventId::parse(&text("id")?).ok()?;
@@ -326,4 +352,43 @@ fn decode(entry: &StreamId) -> Option<Update> {
         event_type.as_ref(),
         retry,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_survives_the_stream_entry_round_trip() {
+        let body = "topic=%2Fa&topic=%2Fb&data=x%0A%0Ay&private=on&type=t&retry=5&id=i1";
+        let form = Publication::parse(body).unwrap();
+        let id = form.id.clone().unwrap();
+        let entry = StreamId {
+            id: "1-0".into(),
+            map: encode(&id, &form)
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        redis::Value::BulkString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        };
+        let decoded = decode(&entry).expect("a valid entry");
+        let original = form.into_update(id);
+        assert_eq!(decoded.encoded(), original.encoded());
+        assert_eq!(decoded.topics(), original.topics());
+        assert!(decoded.is_private());
+    }
+
+    #[test]
+    fn transports_are_named_local_or_a_redis_url() {
+        assert_eq!("local".parse(), Ok(TransportKind::Local));
+        assert!(matches!(
+            "redis://127.0.0.1:6379/0".parse(),
+            Ok(TransportKind::Redis(_))
+        ));
+        assert!("kafka://x".parse::<TransportKind>().is_err());
+    }
 }

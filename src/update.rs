@@ -92,10 +92,6 @@ pub struct Update {
     /// The first topic is canonical, the rest are alternates; never empty.
     topics: Vec<Topic>,
     private: bool,
-    /// The fields as published, kept for transports that carry updates between nodes.
-    data: Box<str>,
-    event_type: Option<EventType>,
-    retry_ms: Option<u64>,
     encoded: Bytes,
 }
 
@@ -123,40 +119,8 @@ impl Update {
             id,
             topics,
             private,
-            data: data.into(),
-            event_type: event_type.cloned(),
-            retry_ms,
             encoded,
         }
-    }
-
-    /// The update as named string fields (topics joined by LF, which no topic contains), for a
-    /// transport to store; read back by the transport.
-    #[must_use]
-    pub fn fields(&self) -> [(&'static str, String); 6] {
-        let topics: Vec<&str> = self.topics.iter().map(Topic::as_str).collect();
-        [
-            ("id", self.id.to_string()),
-            ("topics", topics.join("\n")),
-            ("data", self.data.to_string()),
-            ("private", if self.private { "1" } else { "0" }.to_owned()),
-            (
-                "type",
-                self.event_type
-                    .as_ref()
-                    .map_or_else(String::new, |t| t.as_str().to_owned()),
-            ),
-            (
-                "retry",
-                self.retry_ms.map_or_else(String::new, |r| r.to_string()),
-            ),
-        ]
-    }
-
-    /// Bytes this update holds (its SSE encoding and its source data).
-    #[must_use]
-    pub fn size(&self) -> usize {
-        self.encoded.len() + self.data.len()
     }
 
     #[must_use]

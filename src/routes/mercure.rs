@@ -12,7 +12,7 @@ use crate::{
     subscription::Subscription,
     topic::TopicSelector,
     transport::TransportError,
-    update::{EventId, Update},
+    update::EventId,
 };
 
 /// Path of the hub endpoint, fixed by the protocol.
@@ -171,17 +171,10 @@ pub(super) async fn publish(
         ));
     }
 
-    let update = Update::new(
-        form.id.unwrap_or_else(EventId::generate),
-        form.topics,
-        &form.data,
-        form.private,
-        form.event_type.as_ref(),
-        form.retry,
-    );
+    let id = form.id.clone().unwrap_or_else(EventId::generate);
     let id = state
         .transport
-        .publish(update, &state.broadcaster)
+        .publish(id, form, &state.broadcaster)
         .await
         .map_err(|err| match err {
             TransportError::Refused(refused) => ApiError::from(refused),
