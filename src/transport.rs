@@ -104,7 +104,7 @@ impl Transport {
                     up: AtomicBool::new(false),
                     stats,
                 });
-                stats_down(&redis.stats);
+                redis.stats.set_transport_up(false);
                 actix_web::rt::spawn(Arc::clone(&redis).read(broadcaster, history_size));
                 Ok(Self::Redis(redis))
             }
@@ -143,10 +143,6 @@ impl Transport {
             Self::Redis(redis) => redis.up.load(Ordering::Relaxed),
         }
     }
-}
-
-fn stats_down(stats: &Stats) {
-    stats.set_transport_up(false);
 }
 
 /// The Redis Streams transport.
@@ -230,16 +226,16 @@ impl RedisTransport {
             {
                 Ok(()) => return,
                 Err(err) => {
+                    // A session that had connected starts the next wait from the minimum;
+                    // only failures in a row back off further.
                     if self.up.load(Ordering::Relaxed) {
                         log::debug!("redis read failed: {err}");
+                        backoff = BACKOFF_MIN;
                     }
                     self.set_up(false);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-            }
-            if self.up.load(Ordering::Relaxed) {
-                backoff = BACKOFF_MIN;
             }
         }
     }

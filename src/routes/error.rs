@@ -23,8 +23,6 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body or data is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
     #[error("too many subscribers, retry later")]
     TooManySubscribers,
     #[error("too many subscribers from this address")]
@@ -51,7 +49,6 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyFromAddress | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
