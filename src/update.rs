@@ -25,7 +25,8 @@ pub enum FieldError {
     Reserved,
 }
 
-fn check_field(value: &str) -> Result<(), FieldError> {
+/// The rules every SSE field value follows: not empty, bounded, no CR, LF or NUL.
+pub(crate) fn check_field(value: &str) -> Result<(), FieldError> {
     if value.is_empty() {
         Err(FieldError::Empty)
     } else if value.len() > MAX_FIELD_LEN {

@@ -9,7 +9,7 @@ use actix_web::{
 use super::{error::ApiError, AppState};
 use crate::{
     broadcaster::Subscribe, history::Cursor, stream::SubscriberStream, subscription::Subscription,
-    update::MAX_FIELD_LEN,
+    update::check_field,
 };
 
 /// Sets the headers every SSE response carries.
@@ -41,11 +41,7 @@ pub(crate) fn cursor(
     let Some(value) = from_header.or(query_value.filter(|v| !v.is_empty())) else {
         return Ok(None);
     };
-    if value.len() > MAX_FIELD_LEN || value.contains(['\r', '\n', '\0']) {
-        return Err(ApiError::BadRequest(
-            "invalid last event id: too long or has CR, LF or NUL".into(),
-        ));
-    }
+    check_field(value).map_err(|e| ApiError::BadRequest(format!("invalid last event id: {e}")))?;
     Ok(Some(Cursor::parse(value)))
 }
 
