@@ -85,10 +85,14 @@ impl Application {
                 config.publish_burst,
             )),
             time_selector,
+            templates: crate::topic::Templates::new(config.max_template_memory),
         };
         let write_timeout = config.write_timeout;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    routes::http10::close_delimited,
+                ))
                 .wrap(actix_web::middleware::from_fn(crate::limits::request_size))
                 .wrap(actix_web::middleware::Logger::default().log_target("sse_hub::access"))
                 .configure(|cfg| routes::configure(cfg, state.clone()))
@@ -105,6 +109,10 @@ impl Application {
             }
         })
         .client_request_timeout(config.request_header_timeout)
+        // A client's FIN ends its connection at once: a subscriber that left is unregistered
+        // now, not at the next heartbeat it fails to receive. (A client that half-closes after
+        // sending its request gets no answer; no browser or SSE client does that.)
+        .h1_allow_half_closed(false)
         .keep_alive(config.idle_timeout)
         // Signals are handled in `run_until_stopped`: streams must be ended before the
         // server's graceful stop can complete.

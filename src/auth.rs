@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, JwtAlgorithm, Secret},
-    topic::TopicSelector,
+    topic::{Budget, SelectorError, Templates, TopicSelector},
 };
 
 /// Why a token was refused (the client is told only "invalid token"; the cause goes to the log).
@@ -69,33 +69,38 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Compiles the selectors of one list of the claim; selectors that don't compile match
-    /// nothing (they are logged, not fatal: the token was signed by someone trusted).
-    #[must_use]
-    pub fn selectors(&self, pick: fn(&MercureClaim) -> Option<&Vec<String>>) -> Vec<TopicSelector> {
-        self.mercure
-            .as_ref()
-            .and_then(pick)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| match TopicSelector::parse(s) {
-                Ok(selector) => Some(selector),
-                Err(err) => {
+    /// Compiles the selectors of one list of the claim, sharing templates through
+    /// `templates` and charging them to `budget`. Selectors that are invalid match nothing
+    /// (they are logged, not fatal: the token was signed by someone trusted); going over the
+    /// budget or the hub's template memory is an error.
+    pub fn selectors(
+        &self,
+        templates: &Templates,
+        budget: &mut Budget,
+        pick: fn(&MercureClaim) -> Option<&Vec<String>>,
+    ) -> Result<Vec<TopicSelector>, SelectorError> {
+        let mut out = Vec::new();
+        for s in self.mercure.as_ref().and_then(pick).into_iter().flatten() {
+            match templates.selector(s, budget) {
+                Ok(selector) => out.push(selector),
+                Err(SelectorError::Topic(err)) => {
                     log::warn!("ignoring selector {s:?} of a token: {err}");
-                    None
                 }
-            })
-            .collect()
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
     }
 
-    /// The time left before `exp`, if the token has one.
+    /// The time left before `exp` plus `leeway` (the skew verification tolerated), if the
+    /// token has an `exp`. Saturates: any `exp` a signer chose, `u64::MAX` included, is fine.
     #[must_use]
-    pub fn time_left(&self) -> Option<Duration> {
-        let exp = UNIX_EPOCH + Duration::from_secs(self.exp?);
-        Some(
-            exp.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
+    pub fn time_left(&self, leeway: Duration) -> Option<Duration> {
+        let exp = Duration::from_secs(self.exp?).saturating_add(leeway);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(exp.saturating_sub(now))
     }
 }
 
@@ -301,7 +306,36 @@ pub fn sign_hs256(claims: &Claims, secret: &Secret) -> Result<String, KeyError> 
 /// Seconds since the Unix epoch, `ttl` from now.
 #[must_use]
 pub fn expiry_in(ttl: Duration) -> u64 {
-    (SystemTime::now() + ttl)
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .unwrap_or_default()
+        .saturating_add(ttl)
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            exp: Some(exp),
+            ..Claims::default()
+        }
+    }
+
+    #[test]
+    fn time_left_saturates_and_counts_the_leeway() {
+        let far = claims(u64::MAX).time_left(Duration::from_secs(60));
+        assert!(far.is_some_and(|left| left > Duration::from_secs(1 << 40)));
+        let now = expiry_in(Duration::ZERO);
+        assert_eq!(
+            claims(now - 20).time_left(Duration::ZERO),
+            Some(Duration::ZERO)
+        );
+        let lenient = claims(now - 20).time_left(Duration::from_secs(60));
+        assert!(lenient.is_some_and(|left| left > Duration::from_secs(30)));
+        assert_eq!(Claims::default().time_left(Duration::from_secs(60)), None);
+        assert!(expiry_in(Duration::MAX) > now);
+    }
 }

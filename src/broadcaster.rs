@@ -116,10 +116,11 @@ pub struct Subscribe {
 /// A registered subscriber's end of the fan-out.
 #[derive(Debug)]
 pub struct Subscribed {
-    /// Live updates, in publish order, after those in `replay`.
+    /// Live updates, in publish order, after those in `backlog`.
     pub receiver: mpsc::Receiver<Bytes>,
-    /// Encoded updates from history that this subscriber missed, oldest first.
-    pub replay: Vec<Bytes>,
+    /// The history this subscriber missed, oldest first, not yet filtered: its stream picks
+    /// what the subscription wants as it sends, off the broadcaster's thread.
+    pub backlog: Backlog,
     /// The `Last-Event-ID` response value, when the request carried a cursor.
     pub resumed_after: Option<String>,
     /// Unregisters the subscriber when dropped.
@@ -151,34 +152,55 @@ impl Handler<Subscribe> for Broadcaster {
         if from_ip >= self.limits.max_subscribers_per_ip {
             return Err(SubscribeRefused::TooManyFromAddress);
         }
-        let (replay, resumed_after) = match &msg.cursor {
+        // Taking the missed part of history is a snapshot in O(log n): no copy, no matching here.
+        let (updates, resumed_after) = match &msg.cursor {
             Some(cursor) => {
                 let replay = self.history.replay(cursor);
-                let bytes = replay
-                    .updates
-                    .iter()
-                    .filter(|u| msg.subscription.wants(u))
-                    .map(|u| u.encoded().clone())
-                    .collect::<Vec<_>>();
-                self.stats.delivered(bytes.len() as u64);
-                (bytes, Some(replay.resumed_after))
+                (replay.updates, Some(replay.resumed_after))
             }
-            None => (Vec::new(), None),
+            None => (Default::default(), None),
         };
+        let subscription = Arc::new(msg.subscription);
         let id = SubscriberId(self.next_id);
         self.next_id += 1;
         let (tx, receiver) = mpsc::channel(self.limits.queue_capacity.max(1));
-        self.registry.insert(id, tx, msg.subscription, msg.ip);
+        self.registry
+            .insert(id, tx, Arc::clone(&subscription), msg.ip);
         self.count_subscribers();
         Ok(Subscribed {
             receiver,
-            replay,
+            backlog: Backlog {
+                updates,
+                subscription,
+                stats: Arc::clone(&self.stats),
+            },
             resumed_after,
             guard: SubscriberGuard {
                 id,
                 broadcaster: ctx.address(),
             },
         })
+    }
+}
+
+/// The part of history a subscriber missed, sent before its live updates.
+#[derive(Debug)]
+pub struct Backlog {
+    updates: imbl::Vector<Arc<Update>>,
+    subscription: Arc<Subscription>,
+    stats: Arc<Stats>,
+}
+
+impl Backlog {
+    /// The next missed update this subscriber wants, oldest first.
+    pub fn next_bytes(&mut self) -> Option<Bytes> {
+        while let Some(update) = self.updates.pop_front() {
+            if self.subscription.wants(&update) {
+                self.stats.delivered(1);
+                return Some(update.encoded().clone());
+            }
+        }
+        None
     }
 }
 

@@ -121,6 +121,11 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_MAX_TOPICS", default_value_t = 64)]
     pub max_topics: usize,
 
+    /// Bytes of compiled URI templates (distinct selectors) the hub holds at once; a
+    /// subscription that needs a new one past it answers 503.
+    #[arg(long, env = "SSE_HUB_MAX_TEMPLATE_MEMORY", default_value_t = 64 << 20)]
+    pub max_template_memory: usize,
+
     /// Peers whose `X-Forwarded-For` names the client (for per-IP limits behind a proxy).
     #[arg(
         long = "trusted-proxy",
@@ -143,9 +148,14 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_HISTORY_SIZE", default_value_t = 10_000)]
     pub history_size: usize,
 
-    /// Bytes of encoded updates kept for replay, at most.
+    /// Bytes of updates kept for replay, at most: everything an update holds (its SSE bytes,
+    /// topics and id), not only what subscribers receive.
     #[arg(long, env = "SSE_HUB_HISTORY_BYTES", default_value_t = 64 << 20)]
     pub history_bytes: usize,
+
+    /// Topics (canonical and alternates) of one update, at most; more answers 400.
+    #[arg(long, env = "SSE_HUB_MAX_TOPICS_PER_UPDATE", default_value_t = 100)]
+    pub max_topics_per_update: usize,
 
     /// Largest publish request body, in bytes; larger ones answer 413.
     #[arg(long, env = "SSE_HUB_MAX_BODY_SIZE", default_value_t = 1 << 20)]

@@ -1,10 +1,13 @@
 //! The replay buffer: the most recent updates, bounded in count and in bytes, looked up by id
 //! when a subscriber reconnects with `Last-Event-ID`.
+//!
+//! The updates are kept in a persistent vector, so the part a reconnecting subscriber needs is
+//! taken in O(log n) without copying: the broadcaster hands it over and the subscriber's own
+//! stream filters and sends it, off the broadcaster's thread.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
+
+use imbl::Vector;
 
 use crate::update::{EventId, Update};
 
@@ -34,8 +37,9 @@ impl Cursor {
 /// What history gives a reconnecting subscriber.
 #[derive(Debug)]
 pub struct Replay {
-    /// Every stored update after the cursor, oldest first (not yet filtered by subscription).
-    pub updates: Vec<Arc<Update>>,
+    /// Every stored update after the cursor, oldest first (not yet filtered by subscription):
+    /// a snapshot that shares its storage with the history.
+    pub updates: Vector<Arc<Update>>,
     /// The value of the `Last-Event-ID` response header: the id the replay starts after.
     pub resumed_after: String,
 }
@@ -43,10 +47,11 @@ pub struct Replay {
 /// The last updates, oldest first.
 #[derive(Debug)]
 pub struct History {
-    entries: VecDeque<(u64, Arc<Update>)>,
+    entries: Vector<Arc<Update>>,
     /// Sequence number of each stored id, for O(1) resume lookups.
     index: HashMap<EventId, u64>,
-    next_seq: u64,
+    /// Sequence number of the oldest entry; entries are numbered contiguously from it.
+    first_seq: u64,
     bytes: usize,
     max_len: usize,
     max_bytes: usize,
@@ -56,9 +61,9 @@ impl History {
     #[must_use]
     pub fn new(max_len: usize, max_bytes: usize) -> Self {
         Self {
-            entries: VecDeque::new(),
+            entries: Vector::new(),
             index: HashMap::new(),
-            next_seq: 0,
+            first_seq: 0,
             bytes: 0,
             max_len,
             max_bytes,
@@ -80,7 +85,7 @@ impl History {
         self.entries.is_empty()
     }
 
-    /// Bytes of encoded updates held.
+    /// Bytes the stored updates hold (their [`Update::footprint`]s).
     #[must_use]
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -91,11 +96,10 @@ impl History {
         if self.max_len == 0 {
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.bytes += update.encoded().len();
+        let seq = self.first_seq + self.entries.len() as u64;
+        self.bytes += update.footprint();
         self.index.insert(update.id().clone(), seq);
-        self.entries.push_back((seq, update));
+        self.entries.push_back(update);
         while self.entries.len() > self.max_len
             || (self.bytes > self.max_bytes && self.entries.len() > 1)
         {
@@ -104,8 +108,10 @@ impl History {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some((seq, old)) = self.entries.pop_front() {
-            self.bytes -= old.encoded().len();
+        if let Some(old) = self.entries.pop_front() {
+            let seq = self.first_seq;
+            self.first_seq += 1;
+            self.bytes -= old.footprint();
             if self.index.get(old.id()) == Some(&seq) {
                 self.index.remove(old.id());
             }
@@ -121,22 +127,17 @@ impl History {
     #[must_use]
     pub fn replay(&self, cursor: &Cursor) -> Replay {
         let everything = || Replay {
-            updates: self.entries.iter().map(|(_, u)| Arc::clone(u)).collect(),
+            updates: self.entries.clone(),
             resumed_after: EARLIEST.to_owned(),
         };
         match cursor {
             Cursor::Earliest => everything(),
             Cursor::After(id) => match self.index.get(id.as_str()) {
                 Some(&seq) => {
-                    let first = self.entries.front().map_or(0, |(s, _)| *s);
                     // Sequence numbers are contiguous, so the position is arithmetic.
-                    let start = usize::try_from(seq + 1 - first).unwrap_or(usize::MAX);
+                    let start = usize::try_from(seq + 1 - self.first_seq).unwrap_or(usize::MAX);
                     Replay {
-                        updates: self
-                            .entries
-                            .range(start..)
-                            .map(|(_, u)| Arc::clone(u))
-                            .collect(),
+                        updates: self.entries.skip(start.min(self.entries.len())),
                         resumed_after: id.clone(),
                     }
                 }
@@ -221,7 +222,7 @@ mod tests {
 
     #[test]
     fn bounded_in_bytes() {
-        let one = update("0", &"x".repeat(100)).encoded().len();
+        let one = update("0", &"x".repeat(100)).footprint();
         let mut h = History::new(100, one * 2 + 1);
         for i in 0..5 {
             h.push(update(&i.to_string(), &"x".repeat(100)));

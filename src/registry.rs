@@ -1,18 +1,23 @@
-//! The broadcaster's registry of subscribers, indexed by topic so a publish costs in proportion
-//! to the subscribers it may reach, not to all of them.
+//! The broadcaster's registry of subscribers, indexed by selector so a publish costs in
+//! proportion to the subscribers it may reach and to the distinct templates in use, not to
+//! all subscribers.
 //!
-//! Subscribers whose selectors are all plain topics are found through `by_topic`; the others
-//! (`*`, URI templates) are in `general` and are matched one by one.
+//! Every selector of a subscription files its subscriber under one index: a plain topic in
+//! `by_topic`, a URI template in `by_template` (one entry per distinct template, shared by
+//! every subscriber that uses it, so each template is evaluated once per update), `*` in
+//! `any`. Sets are `IndexSet`s: iteration as fast as a `Vec`, removal in O(1).
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use bytes::Bytes;
+use indexmap::IndexSet;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::{subscription::Subscription, update::Update};
+use crate::{
+    subscription::Subscription,
+    topic::{Template, TopicSelector},
+    update::Update,
+};
 
 /// Identifies one registered subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,10 +26,10 @@ pub struct SubscriberId(pub(crate) u64);
 #[derive(Debug)]
 struct Entry {
     tx: mpsc::Sender<Bytes>,
-    subscription: Subscription,
+    subscription: Arc<Subscription>,
     ip: Option<IpAddr>,
-    /// The fan-out round that last visited this entry, so one reached through several topics
-    /// gets an update once.
+    /// The fan-out round that last visited this entry, so one reached through several
+    /// selectors gets an update once.
     visited: u64,
 }
 
@@ -38,12 +43,20 @@ pub struct FanOut {
     pub left: u64,
 }
 
-/// Subscribers, their topic index and their count per client address.
+/// The subscribers of one distinct template.
+#[derive(Debug)]
+struct TemplateSubscribers {
+    template: Arc<Template>,
+    ids: IndexSet<SubscriberId>,
+}
+
+/// Subscribers, their selector indexes and their count per client address.
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: HashMap<SubscriberId, Entry>,
-    by_topic: HashMap<Box<str>, Vec<SubscriberId>>,
-    general: HashSet<SubscriberId>,
+    by_topic: HashMap<Box<str>, IndexSet<SubscriberId>>,
+    by_template: HashMap<Box<str>, TemplateSubscribers>,
+    any: IndexSet<SubscriberId>,
     per_ip: HashMap<IpAddr, usize>,
     selectors: usize,
     round: u64,
@@ -69,6 +82,12 @@ impl Registry {
         self.selectors
     }
 
+    /// Distinct templates in use.
+    #[must_use]
+    pub fn templates(&self) -> usize {
+        self.by_template.len()
+    }
+
     /// Subscribers registered from `ip`.
     #[must_use]
     pub fn from_ip(&self, ip: IpAddr) -> usize {
@@ -79,18 +98,11 @@ impl Registry {
         &mut self,
         id: SubscriberId,
         tx: mpsc::Sender<Bytes>,
-        subscription: Subscription,
+        subscription: Arc<Subscription>,
         ip: Option<IpAddr>,
     ) {
-        match subscription.exact_topics() {
-            Some(topics) => {
-                for topic in topics {
-                    self.by_topic.entry(topic.into()).or_default().push(id);
-                }
-            }
-            None => {
-                self.general.insert(id);
-            }
+        for selector in subscription.selectors() {
+            self.index(selector, id);
         }
         if let Some(ip) = ip {
             *self.per_ip.entry(ip).or_default() += 1;
@@ -105,25 +117,57 @@ impl Registry {
         self.entries.insert(id, entry);
     }
 
-    /// Unregisters `id`; false if it was not registered.
+    fn index(&mut self, selector: &TopicSelector, id: SubscriberId) {
+        if let Some(topic) = selector.exact() {
+            self.by_topic.entry(topic.into()).or_default().insert(id);
+        } else if let Some(template) = selector.template() {
+            self.by_template
+                .entry(template.source().into())
+                .or_insert_with(|| TemplateSubscribers {
+                    template: Arc::clone(template),
+                    ids: IndexSet::new(),
+                })
+                .ids
+                .insert(id);
+        } else {
+            self.any.insert(id);
+        }
+    }
+
+    fn unindex(&mut self, selector: &TopicSelector, id: SubscriberId) {
+        if let Some(topic) = selector.exact() {
+            if let Some(ids) = self.by_topic.get_mut(topic) {
+                ids.swap_remove(&id);
+                if ids.is_empty() {
+                    self.by_topic.remove(topic);
+                }
+            }
+        } else if let Some(template) = selector.template() {
+            if let Some(entry) = self.by_template.get_mut(template.source()) {
+                entry.ids.swap_remove(&id);
+                if entry.ids.is_empty() {
+                    self.by_template.remove(template.source());
+                }
+            }
+        } else {
+            self.any.swap_remove(&id);
+        }
+    }
+
+    /// Unregisters `id`; false if it was not registered. Costs O(its selectors).
     pub fn remove(&mut self, id: SubscriberId) -> bool {
         let Some(entry) = self.entries.remove(&id) else {
             return false;
         };
-        if !self.general.remove(&id) {
-            for topic in entry.subscription.exact_topics().unwrap_or_default() {
-                if let Some(ids) = self.by_topic.get_mut(topic) {
-                    ids.retain(|other| *other != id);
-                    if ids.is_empty() {
-                        self.by_topic.remove(topic);
-                    }
-                }
-            }
+        for selector in entry.subscription.selectors() {
+            self.unindex(selector, id);
         }
-        if let Some(count) = entry.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_ip.retain(|_, n| *n > 0);
+        if let Some(ip) = entry.ip {
+            if let Some(count) = self.per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_ip.remove(&ip);
+                }
             }
         }
         self.selectors -= entry.subscription.selectors().len();
@@ -146,7 +190,8 @@ impl Registry {
         let Self {
             entries,
             by_topic,
-            general,
+            by_template,
+            any,
             candidates,
             failed,
             ..
@@ -154,31 +199,31 @@ impl Registry {
         candidates.clear();
         for topic in update.topics() {
             if let Some(ids) = by_topic.get(topic.as_str()) {
-                candidates.extend_from_slice(ids);
+                candidates.extend(ids);
             }
         }
+        // Each distinct template once, however many subscribers share it.
+        for subscribers in by_template.values() {
+            let template = &subscribers.template;
+            if update.topics().iter().any(|t| template.matches(t.as_str())) {
+                candidates.extend(&subscribers.ids);
+            }
+        }
+        candidates.extend(any.iter());
         let mut out = FanOut::default();
-        let mut send =
-            |id: SubscriberId, entry: &mut Entry| match entry.tx.try_send(update.encoded().clone())
-            {
-                Ok(()) => out.delivered += 1,
-                Err(TrySendError::Full(_)) => failed.push((id, true)),
-                Err(TrySendError::Closed(_)) => failed.push((id, false)),
-            };
         for id in candidates.iter() {
-            if let Some(entry) = entries.get_mut(id) {
-                // Found by one of its topics: only the token's claim is left to check.
-                if entry.visited != round && entry.subscription.may_read(update) {
-                    entry.visited = round;
-                    send(*id, entry);
-                }
+            let Some(entry) = entries.get_mut(id) else {
+                continue;
+            };
+            // Found by a selector that matches: only the token's claim is left to check.
+            if entry.visited == round || !entry.subscription.may_read(update) {
+                continue;
             }
-        }
-        for id in general.iter() {
-            if let Some(entry) = entries.get_mut(id) {
-                if entry.subscription.wants(update) {
-                    send(*id, entry);
-                }
+            entry.visited = round;
+            match entry.tx.try_send(update.encoded().clone()) {
+                Ok(()) => out.delivered += 1,
+                Err(TrySendError::Full(_)) => failed.push((*id, true)),
+                Err(TrySendError::Closed(_)) => failed.push((*id, false)),
             }
         }
         let failed = std::mem::take(&mut self.failed);
@@ -205,12 +250,12 @@ mod tests {
         update::EventId,
     };
 
-    fn subscription(selectors: &[&str]) -> Subscription {
+    fn subscription(selectors: &[&str]) -> Arc<Subscription> {
         let selectors = selectors
             .iter()
             .map(|s| TopicSelector::parse(s).unwrap())
             .collect();
-        Subscription::new(selectors, Vec::new(), None)
+        Arc::new(Subscription::new(selectors, Vec::new(), None))
     }
 
     fn update(topics: &[&str]) -> Update {
@@ -261,6 +306,34 @@ mod tests {
             (0, 0, 0)
         );
         assert!(registry.by_topic.is_empty() && registry.per_ip.is_empty());
+    }
+
+    #[test]
+    fn subscribers_of_one_template_share_one_evaluation() {
+        let templates = crate::topic::Templates::new(1 << 20);
+        let mut registry = Registry::default();
+        let mut receivers = Vec::new();
+        for i in 0..100 {
+            let mut budget = crate::topic::Budget::default();
+            let selector = templates.selector("/books/{id}", &mut budget).unwrap();
+            let (tx, rx) = mpsc::channel(8);
+            receivers.push(rx);
+            let subscription = Arc::new(Subscription::new(vec![selector], Vec::new(), None));
+            registry.insert(SubscriberId(i), tx, subscription, None);
+        }
+        assert_eq!(registry.templates(), 1);
+        assert_eq!(registry.fan_out(&update(&["/books/1"])).delivered, 100);
+        assert_eq!(registry.fan_out(&update(&["/authors/1"])).delivered, 0);
+        for i in 0..100 {
+            assert!(registry.remove(SubscriberId(i)));
+        }
+        assert_eq!(registry.templates(), 0);
+        drop(registry);
+        assert_eq!(
+            templates.bytes(),
+            0,
+            "the last user frees the compiled template"
+        );
     }
 
     #[test]

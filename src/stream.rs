@@ -2,7 +2,6 @@
 //! heartbeat when idle and an end at the token's expiry.
 
 use std::{
-    collections::VecDeque,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -17,13 +16,18 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::{broadcaster::Subscribed, sse};
+use crate::{
+    broadcaster::{Backlog, Subscribed},
+    sse,
+};
 
 /// Streams one subscriber's bytes; dropping it (the client left) unregisters the subscriber.
 #[derive(Debug)]
 pub struct SubscriberStream {
-    /// Opening bytes and replay, sent before anything live.
-    pending: VecDeque<Bytes>,
+    /// Opening bytes, sent first.
+    opening: Option<Bytes>,
+    /// Missed updates, sent after the opening bytes and before anything live.
+    backlog: Backlog,
     receiver: mpsc::Receiver<Bytes>,
     keep_alive: Duration,
     /// Fires `keep_alive` after the last write; re-armed lazily so a busy stream never touches
@@ -44,12 +48,10 @@ impl SubscriberStream {
         keep_alive: Duration,
         expires: Option<Instant>,
     ) -> Self {
-        let mut pending = VecDeque::with_capacity(subscribed.replay.len() + 1);
-        pending.push_back(sse::opening(retry_ms));
-        pending.extend(subscribed.replay);
         let now = Instant::now();
         Self {
-            pending,
+            opening: Some(sse::opening(retry_ms)),
+            backlog: subscribed.backlog,
             receiver: subscribed.receiver,
             keep_alive,
             heartbeat: (!keep_alive.is_zero())
@@ -75,7 +77,7 @@ impl Stream for SubscriberStream {
                 return Poll::Ready(None);
             }
         }
-        if let Some(bytes) = self.pending.pop_front() {
+        if let Some(bytes) = self.opening.take().or_else(|| self.backlog.next_bytes()) {
             return self.wrote(bytes);
         }
         match self.receiver.poll_recv(cx) {

@@ -47,13 +47,6 @@ impl Subscription {
         !update.is_private() || any_topic_matches(&self.authorized, update)
     }
 
-    /// The topics asked for, when every selector is a plain topic (so an index can find this
-    /// subscriber by topic); `None` when a selector is `*` or a template.
-    #[must_use]
-    pub fn exact_topics(&self) -> Option<Vec<&str>> {
-        self.selectors.iter().map(TopicSelector::exact).collect()
-    }
-
     #[must_use]
     pub fn selectors(&self) -> &[TopicSelector] {
         &self.selectors

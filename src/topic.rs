@@ -13,10 +13,17 @@
 //! separators and variable order, but cannot know the publisher's actual variable values.
 //! No normalisation (percent-decoding, case folding) is done on either side.
 
-use std::fmt;
-use std::str::FromStr;
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
+};
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::{meta, nfa::thompson::WhichCaptures};
 
 /// Longest accepted topic or selector, in bytes.
 pub const MAX_TOPIC_LEN: usize = 2048;
@@ -27,8 +34,15 @@ const MAX_EXPRESSIONS: usize = 32;
 /// Most varspecs one expression may contain; each one nests a regex group.
 const MAX_VARSPECS: usize = 32;
 
-/// Compiled-regex budget, so a hostile template cannot exhaust memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Largest compiled program of one template, in bytes.
+const MAX_TEMPLATE_NFA: usize = 256 << 10;
+
+/// Largest lazy-DFA cache of one template; past it the matcher falls back to a slower engine
+/// rather than grow.
+const HYBRID_CACHE_CAPACITY: usize = 16 << 10;
+
+/// What the templates of one request (its selectors and its token's) may cost together.
+pub const SUBSCRIPTION_TEMPLATE_BYTES: usize = 1 << 20;
 
 /// Largest `{var:N}` bound compiled as a counted repetition; larger ones match unbounded,
 /// because counted repetitions are unrolled and would blow the size budget.
@@ -109,43 +123,52 @@ impl AsRef<str> for Topic {
     }
 }
 
-/// A subscriber's topic selector, compiled once at subscribe time.
+/// A subscriber's topic selector, compiled once at subscribe time. Cheap to clone: a
+/// template is shared (see [`Templates`]).
 #[derive(Clone, Debug)]
 pub struct TopicSelector(Kind);
 
 #[derive(Clone, Debug)]
 enum Kind {
     Any,
-    Exact(String),
-    Template { source: String, regex: Regex },
+    Exact(Box<str>),
+    Template(Arc<Template>),
 }
 
 impl TopicSelector {
     /// Parses `*`, a URI template (anything containing `{` or `}`) or an exact topic.
     ///
     /// Applies the same length and CR/LF/NUL rules as [`Topic::parse`]; an invalid
-    /// template yields [`TopicError::InvalidTemplate`].
+    /// template yields [`TopicError::InvalidTemplate`]. The template is compiled for this
+    /// selector alone; requests share theirs through [`Templates`].
     pub fn parse(s: &str) -> Result<Self, TopicError> {
+        Ok(match Self::plain(s)? {
+            Some(selector) => selector,
+            None => Self(Kind::Template(Arc::new(Template::compile(
+                s,
+                MAX_TEMPLATE_NFA,
+            )?))),
+        })
+    }
+
+    /// `*` or an exact topic; `None` for a template.
+    fn plain(s: &str) -> Result<Option<Self>, TopicError> {
         validate(s)?;
-        let kind = if s == "*" {
-            Kind::Any
+        Ok(if s == "*" {
+            Some(Self(Kind::Any))
         } else if s.contains(['{', '}']) {
-            Kind::Template {
-                source: s.to_owned(),
-                regex: compile_template(s)?,
-            }
+            None
         } else {
-            Kind::Exact(s.to_owned())
-        };
-        Ok(Self(kind))
+            Some(Self(Kind::Exact(s.into())))
+        })
     }
 
     /// Whether `topic` is selected; does not allocate.
     pub fn matches(&self, topic: &str) -> bool {
         match &self.0 {
             Kind::Any => true,
-            Kind::Exact(s) => s == topic,
-            Kind::Template { source, regex } => source == topic || regex.is_match(topic),
+            Kind::Exact(s) => **s == *topic,
+            Kind::Template(template) => template.matches(topic),
         }
     }
 
@@ -153,7 +176,8 @@ impl TopicSelector {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Kind::Any => "*",
-            Kind::Exact(s) | Kind::Template { source: s, .. } => s,
+            Kind::Exact(s) => s,
+            Kind::Template(template) => &template.source,
         }
     }
 
@@ -161,6 +185,14 @@ impl TopicSelector {
     pub fn exact(&self) -> Option<&str> {
         match &self.0 {
             Kind::Exact(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The compiled template of a template selector.
+    pub fn template(&self) -> Option<&Arc<Template>> {
+        match &self.0 {
+            Kind::Template(template) => Some(template),
             _ => None,
         }
     }
@@ -185,12 +217,194 @@ impl fmt::Display for TopicSelector {
     }
 }
 
+/// A compiled URI template: an anchored regex, built lean (no captures, no backtracker, a
+/// small lazy-DFA cache) since only `is_match` is ever asked.
+#[derive(Debug)]
+pub struct Template {
+    source: Box<str>,
+    regex: meta::Regex,
+    /// Bytes it may hold: the compiled program and one match cache at its largest.
+    cost: usize,
+    /// The set it is interned in, told when the last selector using it goes.
+    interned: Option<Arc<Interned>>,
+}
+
+impl Template {
+    /// Compiles `src`, refusing a program over `nfa_limit` bytes before building it further.
+    fn compile(src: &str, nfa_limit: usize) -> Result<Self, TopicError> {
+        let pattern = template_pattern(src)?;
+        let config = meta::Config::new()
+            .which_captures(WhichCaptures::None)
+            .nfa_size_limit(Some(nfa_limit))
+            .onepass(false)
+            .backtrack(false)
+            .dfa(false)
+            .hybrid_cache_capacity(HYBRID_CACHE_CAPACITY);
+        let regex = meta::Builder::new()
+            .configure(config)
+            .build(&pattern)
+            // Every piece is escaped or built from fixed fragments: the only way to fail is
+            // the size limit.
+            .map_err(|_| too_complex())?;
+        let cost = src.len()
+            + regex.memory_usage()
+            + regex.create_cache().memory_usage()
+            + HYBRID_CACHE_CAPACITY;
+        Ok(Self {
+            source: src.into(),
+            regex,
+            cost,
+            interned: None,
+        })
+    }
+
+    /// Whether `topic` fits the template (or is the template itself).
+    pub fn matches(&self, topic: &str) -> bool {
+        *self.source == *topic || self.regex.is_match(topic)
+    }
+
+    /// The template as the client sent it.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Bytes this template may hold.
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+}
+
+impl Drop for Template {
+    fn drop(&mut self) {
+        if let Some(interned) = self.interned.take() {
+            interned.bytes.fetch_sub(self.cost, Ordering::Relaxed);
+            let mut map = interned.map.lock().unwrap_or_else(PoisonError::into_inner);
+            // A newer copy may have replaced this one meanwhile: remove only a dead entry.
+            if map.get(&self.source).is_some_and(|w| w.strong_count() == 0) {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Why a request's selectors were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The templates of one subscription would hold more than [`SUBSCRIPTION_TEMPLATE_BYTES`].
+    #[error("the topic templates of this request are too complex (over {} KiB compiled)", SUBSCRIPTION_TEMPLATE_BYTES >> 10)]
+    TooComplex,
+    /// The hub holds `--max-template-memory` of distinct templates already.
+    #[error("the hub holds too many distinct topic templates; try again later")]
+    HubFull,
+}
+
+/// What one request's templates may still cost, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget(usize);
+
+impl Default for Budget {
+    /// [`SUBSCRIPTION_TEMPLATE_BYTES`].
+    fn default() -> Self {
+        Self(SUBSCRIPTION_TEMPLATE_BYTES)
+    }
+}
+
+#[derive(Debug)]
+struct Interned {
+    map: Mutex<HashMap<Box<str>, Weak<Template>>>,
+    /// Cost of the templates alive in `map`.
+    bytes: AtomicUsize,
+    limit: usize,
+}
+
+/// The hub's compiled templates, shared: every selector with the same source string uses one
+/// compiled template, which the broadcaster evaluates once per update whatever the number of
+/// subscribers. Bounded twice: per request ([`Budget`]: every template it uses counts, shared
+/// or not) and per hub (`limit` bytes of distinct templates alive at once).
+#[derive(Debug, Clone)]
+pub struct Templates(Arc<Interned>);
+
+impl Templates {
+    #[must_use]
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(Interned {
+            map: Mutex::new(HashMap::new()),
+            bytes: AtomicUsize::new(0),
+            limit,
+        }))
+    }
+
+    /// Bytes of distinct templates alive.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Parses a selector, sharing its compiled template with every other user of the same
+    /// string and charging its cost to `budget`.
+    pub fn selector(&self, s: &str, budget: &mut Budget) -> Result<TopicSelector, SelectorError> {
+        if let Some(plain) = TopicSelector::plain(s)? {
+            return Ok(plain);
+        }
+        let found = self.lock().get(s).and_then(Weak::upgrade);
+        let template = match found {
+            Some(template) => template,
+            None => {
+                // Never build more than the request may still hold.
+                let limit = MAX_TEMPLATE_NFA.min(budget.0);
+                let compiled = Template::compile(s, limit).map_err(|err| {
+                    if limit < MAX_TEMPLATE_NFA && err == too_complex() {
+                        SelectorError::TooComplex
+                    } else {
+                        err.into()
+                    }
+                })?;
+                self.intern(compiled)?
+            }
+        };
+        budget.0 = budget
+            .0
+            .checked_sub(template.cost)
+            .ok_or(SelectorError::TooComplex)?;
+        Ok(TopicSelector(Kind::Template(template)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Weak<Template>>> {
+        self.0.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores a freshly compiled template, unless another request stored the same one first.
+    fn intern(&self, mut compiled: Template) -> Result<Arc<Template>, SelectorError> {
+        let mut map = self.lock();
+        if let Some(existing) = map.get(&compiled.source).and_then(Weak::upgrade) {
+            drop(map);
+            return Ok(existing);
+        }
+        let cost = compiled.cost;
+        if self.bytes() + cost > self.0.limit {
+            drop(map);
+            return Err(SelectorError::HubFull);
+        }
+        self.0.bytes.fetch_add(cost, Ordering::Relaxed);
+        compiled.interned = Some(Arc::clone(&self.0));
+        let template = Arc::new(compiled);
+        map.insert(template.source.clone(), Arc::downgrade(&template));
+        Ok(template)
+    }
+}
+
 fn invalid(reason: String) -> TopicError {
     TopicError::InvalidTemplate(reason)
 }
 
-/// Compiles a whole template into an anchored regex.
-fn compile_template(src: &str) -> Result<Regex, TopicError> {
+fn too_complex() -> TopicError {
+    invalid("template is too complex".to_owned())
+}
+
+/// The anchored regex pattern of a whole template.
+fn template_pattern(src: &str) -> Result<String, TopicError> {
     let bytes = src.as_bytes();
     let mut pattern = String::with_capacity(src.len() * 4 + 8);
     pattern.push_str(r"\A");
@@ -218,16 +432,7 @@ fn compile_template(src: &str) -> Result<Regex, TopicError> {
     }
     pattern.push_str(&regex::escape(&src[literal_start..]));
     pattern.push_str(r"\z");
-    RegexBuilder::new(&pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(_) => invalid("template is too complex".to_owned()),
-            // Every piece is escaped or built from fixed fragments, so this is a bug, but
-            // the client still just gets a refusal rather than a panic.
-            _ => invalid("template could not be compiled".to_owned()),
-        })
+    Ok(pattern)
 }
 
 /// An RFC 6570 expression operator, with what it needs for matching.

@@ -94,6 +94,8 @@ pub struct Update {
     topics: Vec<Topic>,
     private: bool,
     encoded: Bytes,
+    /// Bytes this update holds, counted once (see [`Update::footprint`]).
+    footprint: usize,
 }
 
 impl Update {
@@ -116,11 +118,19 @@ impl Update {
             retry_ms,
             data,
         );
+        let footprint = std::mem::size_of::<Self>()
+            + encoded.len()
+            + id.as_str().len()
+            + topics
+                .iter()
+                .map(|t| std::mem::size_of::<Topic>() + t.as_str().len())
+                .sum::<usize>();
         Self {
             id,
             topics,
             private,
             encoded,
+            footprint,
         }
     }
 
@@ -137,6 +147,14 @@ impl Update {
     #[must_use]
     pub fn is_private(&self) -> bool {
         self.private
+    }
+
+    /// Every byte this update holds in memory: its SSE encoding, its id, its topics (with
+    /// their headers) and its own fields. History limits count this, not the SSE bytes alone,
+    /// so an update with many long topics costs what it really costs.
+    #[must_use]
+    pub fn footprint(&self) -> usize {
+        self.footprint
     }
 
     /// The SSE bytes every subscriber receives.
@@ -189,5 +207,14 @@ mod tests {
             &update.encoded()[..],
             b"id: b1\nevent: book\nretry: 100\ndata: x\ndata: y\n\n"
         );
+    }
+
+    #[test]
+    fn the_footprint_counts_topics_and_id_not_only_the_encoding() {
+        let topics: Vec<Topic> = (0..100)
+            .map(|i| Topic::parse(&format!("/{i}/{}", "t".repeat(1000))).unwrap())
+            .collect();
+        let update = Update::new(EventId::parse("i").unwrap(), topics, "x", false, None, None);
+        assert!(update.footprint() > 100 * 1000 + update.encoded().len());
     }
 }

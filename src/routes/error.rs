@@ -5,7 +5,10 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 
-use crate::broadcaster::{PublishRefused, SubscribeRefused};
+use crate::{
+    broadcaster::{PublishRefused, SubscribeRefused},
+    topic::SelectorError,
+};
 
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: u32 = 5;
@@ -39,6 +42,8 @@ pub enum ApiError {
     Unavailable,
     #[error("the event stream is unavailable, retry later")]
     TransportDown,
+    #[error("{0}")]
+    TemplatesFull(String),
 }
 
 impl ResponseError for ApiError {
@@ -55,7 +60,8 @@ impl ResponseError for ApiError {
             Self::TooManySubscribers
             | Self::ShuttingDown
             | Self::Unavailable
-            | Self::TransportDown => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::TransportDown
+            | Self::TemplatesFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -97,6 +103,16 @@ impl From<PublishRefused> for ApiError {
         match refused {
             PublishRefused::DuplicateId(_) => Self::Conflict(refused.to_string()),
             PublishRefused::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<SelectorError> for ApiError {
+    fn from(err: SelectorError) -> Self {
+        match err {
+            SelectorError::HubFull => Self::TemplatesFull(err.to_string()),
+            SelectorError::Topic(_) => Self::BadRequest(format!("invalid topic selector: {err}")),
+            SelectorError::TooComplex => Self::BadRequest(err.to_string()),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     publication::Publication,
     subscription::Subscription,
-    topic::TopicSelector,
+    topic::Budget,
     transport::TransportError,
     update::EventId,
 };
@@ -58,10 +58,6 @@ fn unauthorized(err: AuthError) -> ApiError {
     }
 }
 
-fn bad(what: &str, err: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest(format!("invalid {what}: {err}"))
-}
-
 /// `GET /.well-known/mercure?topic=…`: a stream of the updates matching the selectors.
 pub(super) async fn subscribe(
     state: web::Data<AppState>,
@@ -72,28 +68,32 @@ pub(super) async fn subscribe(
         .auth
         .subscriber(&req, single(&query, "authorization")?)
         .map_err(unauthorized)?;
-    let selectors = query
-        .iter()
-        .filter(|(k, _)| k == "topic")
-        .map(|(_, v)| TopicSelector::parse(v).map_err(|e| bad("topic selector", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    if selectors.is_empty() {
+    let requested = query.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v);
+    let count = requested.clone().count();
+    if count == 0 {
         return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
     }
-    if selectors.len() > state.config.max_topics {
+    if count > state.config.max_topics {
         return Err(ApiError::BadRequest(format!(
             "too many topic selectors (at most {})",
             state.config.max_topics
         )));
     }
+    // The request's templates and its token's share one budget, checked as each is compiled.
+    let mut budget = Budget::default();
+    let selectors = requested
+        .map(|v| state.templates.selector(v, &mut budget))
+        .collect::<Result<Vec<_>, _>>()?;
     let cursor = subscribe::cursor(&req, single(&query, "lastEventID")?)?;
     let (subscription, expires) = match who {
         Subscriber::Anonymous => (Subscription::new(selectors, Vec::new(), None), None),
         Subscriber::Token(claims) => {
+            // An expiry too far ahead to represent is no expiry at all.
             let expires = claims
-                .time_left()
-                .map(|left| tokio::time::Instant::now() + left);
-            let authorized = claims.selectors(|m| m.subscribe.as_ref());
+                .time_left(state.config.jwt_leeway)
+                .and_then(|left| tokio::time::Instant::now().checked_add(left));
+            let authorized =
+                claims.selectors(&state.templates, &mut budget, |m| m.subscribe.as_ref())?;
             let payload = claims.mercure.and_then(|m| m.payload);
             (Subscription::new(selectors, authorized, payload), expires)
         }
@@ -156,11 +156,21 @@ pub(super) async fn publish(
     let body = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
     let form = Publication::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if form.topics.len() > state.config.max_topics_per_update {
+        return Err(ApiError::BadRequest(format!(
+            "too many topics in one update (at most {})",
+            state.config.max_topics_per_update
+        )));
+    }
     if form.data.len() > state.config.max_data_size {
         return Err(ApiError::PayloadTooLarge(state.config.max_data_size));
     }
 
-    let allowed = claims.selectors(|m: &MercureClaim| m.publish.as_ref());
+    let allowed = claims.selectors(
+        &state.templates,
+        &mut Budget::default(),
+        |m: &MercureClaim| m.publish.as_ref(),
+    )?;
     let permitted = form
         .topics
         .iter()

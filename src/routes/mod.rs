@@ -3,6 +3,7 @@
 mod assets;
 pub mod error;
 mod health;
+pub mod http10;
 pub mod mercure;
 mod subscribe;
 mod test_stream;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub transport: crate::transport::Transport,
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,
+    /// Compiled URI templates, shared by every request that uses the same one.
+    pub templates: crate::topic::Templates,
 }
 
 /// Registers every route.

@@ -537,3 +537,265 @@ async fn line_breaks_in_data_cannot_inject_fields() {
         assert_eq!(response.status(), 400, "{field} with NUL");
     }
 }
+
+// Round two: memory bombs, a panic, silent changes (issue 11).
+
+/// A template with 32 exploded variables: about 200 KiB compiled, within the per-template
+/// limit; `tag` makes distinct ones.
+fn wide_template(tag: usize) -> String {
+    let vars: Vec<String> = (0..32).map(|i| format!("v{i}*")).collect();
+    format!("/w{tag}/{{{}}}", vars.join(","))
+}
+
+fn subscription_url(hub: &TestHub, selectors: &[String]) -> String {
+    let mut url = reqwest::Url::parse(&hub.url("/.well-known/mercure")).unwrap();
+    for selector in selectors {
+        url.query_pairs_mut().append_pair("topic", selector);
+    }
+    url.to_string()
+}
+
+#[tokio::test]
+async fn a_subscription_of_heavy_templates_is_refused_before_it_costs_memory() {
+    let hub = TestHub::protocol(&["--max-subscribers-per-ip", "1000"]);
+    let mut watch = watcher(&hub).await;
+    let baseline = rss_kib(hub.pid());
+    let heavy: Vec<String> = (0..28).map(wide_template).collect();
+    let url = subscription_url(&hub, &heavy);
+    assert!(url.len() < 8192, "fits the URL limit: {}", url.len());
+    for _ in 0..20 {
+        let response = client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let reason = response.text().await.unwrap();
+        assert!(reason.contains("too complex"), "{reason}");
+    }
+    // A single template past the per-template limit is refused too.
+    let huge = format!("/h/{{{}}}", ["a:64"; 12].join(","));
+    let response = client()
+        .get(subscription_url(&hub, &[huge]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let grown_mib = rss_kib(hub.pid()).saturating_sub(baseline) / 1024;
+    eprintln!("RSS grew by {grown_mib} MiB after 20 refused heavy subscriptions");
+    assert!(grown_mib < 16, "RSS grew by {grown_mib} MiB");
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn subscribers_with_the_same_templates_share_them() {
+    let hub = TestHub::protocol(&["--max-subscribers-per-ip", "1000"]);
+    let mut watch = watcher(&hub).await;
+    let baseline = rss_kib(hub.pid());
+    // Four heavy templates (within a subscription's budget) and a plain one, 100 times over.
+    let mut selectors: Vec<String> = (0..4).map(wide_template).collect();
+    selectors.push("/shared/{id}".to_owned());
+    let url = subscription_url(&hub, &selectors);
+    let mut subscribers = Vec::new();
+    for _ in 0..100 {
+        let sse = SseClient::connect(&url, &[]).await;
+        assert_eq!(sse.status, 200);
+        subscribers.push(sse);
+    }
+    hub.wait_for_stat("subscribers", 101).await;
+    let id = hub
+        .publish_ok(&[("topic", "/shared/7"), ("data", "to all")])
+        .await;
+    for sse in subscribers.iter_mut() {
+        let event = sse.next_event(WAIT).await.expect("the shared update");
+        assert_eq!(event.id.as_deref(), Some(id.as_str()));
+    }
+    let grown_mib = rss_kib(hub.pid()).saturating_sub(baseline) / 1024;
+    eprintln!("RSS grew by {grown_mib} MiB with 100 subscribers of 5 shared templates");
+    // Each compiled apart, the four heavy templates would cost about 100 x 0.8 MiB.
+    assert!(grown_mib < 24, "RSS grew by {grown_mib} MiB");
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn the_hub_bounds_the_memory_of_distinct_templates() {
+    let hub = TestHub::protocol(&[
+        "--max-subscribers-per-ip",
+        "1000",
+        "--max-template-memory",
+        "2000000",
+    ]);
+    let mut watch = watcher(&hub).await;
+    let mut held = Vec::new();
+    let mut refused = None;
+    for tag in 0..40 {
+        let url = subscription_url(&hub, &[wide_template(tag)]);
+        let sse = SseClient::connect(&url, &[]).await;
+        match sse.status.as_u16() {
+            200 => held.push(sse),
+            503 => {
+                refused = Some(tag);
+                assert!(sse.response_headers.contains_key("retry-after"));
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let refused = refused.expect("distinct templates past the hub's budget are refused");
+    assert!(refused >= 4, "refused after only {refused}");
+    // A template already held costs nothing more: it is still accepted.
+    let again = SseClient::connect(&subscription_url(&hub, &[wide_template(0)]), &[]).await;
+    assert_eq!(again.status, 200);
+    // When their subscribers leave, templates are freed and new ones fit again.
+    drop(held);
+    drop(again);
+    let freed = crate::helpers::wait_until(Duration::from_secs(10), || async {
+        let url = subscription_url(&hub, &[wide_template(100)]);
+        SseClient::connect(&url, &[]).await.status == 200
+    })
+    .await;
+    assert!(freed, "templates were never freed");
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn topics_count_in_history_bytes_and_are_capped_per_update() {
+    let hub = TestHub::protocol(&["--max-topics-per-update", "5", "--history-bytes", "50000"]);
+    let mut watch = watcher(&hub).await;
+    let topics: Vec<String> = (0..6)
+        .map(|i| format!("/t{i}/{}", "x".repeat(2000)))
+        .collect();
+    let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", t.as_str())).collect();
+    form.push(("data", "d"));
+    let refused = hub.publish(&publisher(), &form).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("too many topics"));
+    assert_eq!(hub.stats().await["events_published"], 0);
+    // Five topics of 2 KB each: an update holds about 10 KB, whatever its few SSE bytes.
+    form.remove(0);
+    for _ in 0..10 {
+        hub.publish_ok(&form).await;
+    }
+    let stats = hub.stats().await;
+    let (len, bytes) = (
+        stats["history_len"].as_u64().unwrap(),
+        stats["history_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        len <= 5,
+        "history kept {len} updates of ~10 KB under a 50 KB bound"
+    );
+    assert!(bytes >= len * 10_000 && bytes <= 50_000, "{bytes} bytes");
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_is_served() {
+    let hub = TestHub::protocol(&[]);
+    let mut watch = watcher(&hub).await;
+    let forever = token_with(
+        KEY,
+        json!({ "mercure": { "subscribe": ["*"] }, "exp": u64::MAX }),
+    );
+    let bearer = format!("Bearer {forever}");
+    let mut sse = hub
+        .subscribe(&["/forever"], &[], &[("Authorization", bearer.as_str())])
+        .await;
+    let id = hub
+        .publish_ok(&[("topic", "/forever"), ("data", "still here")])
+        .await;
+    assert_eq!(sse.next_event(WAIT).await.expect("the update").id, Some(id));
+    assert!(!hub.logs().iter().any(|l| l.contains("panicked")));
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn a_token_accepted_thanks_to_leeway_gets_a_working_stream() {
+    let hub = TestHub::protocol(&["--jwt-leeway", "60s"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let skewed = token_with(
+        KEY,
+        json!({ "mercure": { "subscribe": ["*"] }, "exp": now - 5 }),
+    );
+    let bearer = format!("Bearer {skewed}");
+    let mut sse = hub
+        .subscribe(&["/skew"], &[], &[("Authorization", bearer.as_str())])
+        .await;
+    let id = hub.publish_ok(&[("topic", "/skew"), ("data", "x")]).await;
+    assert_eq!(
+        sse.next_event(WAIT)
+            .await
+            .expect("an update, not the end")
+            .id,
+        Some(id)
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_is_unregistered_at_once() {
+    // The default heartbeat (15 s): the departure must be seen from the FIN, not a write.
+    let hub = TestHub::protocol(&[]);
+    let mut watch = watcher(&hub).await;
+    let gone = stalled_subscriber(&hub, "%2Fgone").await;
+    hub.wait_for_stat("subscribers", 2).await;
+    drop(gone);
+    let started = Instant::now();
+    hub.wait_for_stat("subscribers", 1).await;
+    eprintln!("unregistered {:?} after the FIN", started.elapsed());
+    still_serving(&hub, &mut watch).await;
+}
+
+/// Sends `request` and reads until the server closes (at most 15 s).
+async fn read_to_close(hub: &TestHub, request: &str) -> String {
+    let mut stream = TcpStream::connect(&hub.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection at the end of the body")
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn http10_clients_get_a_close_delimited_stream() {
+    let hub = TestHub::protocol(&[]);
+    // The bounded stream ends by closing the connection, even if keep-alive was asked for.
+    let response = read_to_close(
+        &hub,
+        "GET /api/stream/test HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(
+        body.starts_with("data: server time: "),
+        "raw SSE, no chunk sizes: {body:?}"
+    );
+    assert!(body.ends_with("data: [Done]\n\n"), "{body:?}");
+    // A live stream is sent raw as well.
+    let mut stream = TcpStream::connect(&hub.addr).await.unwrap();
+    stream
+        .write_all(b"GET /.well-known/mercure?topic=%2Fold HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    hub.wait_for_stat("subscribers", 1).await;
+    hub.publish_ok(&[("topic", "/old"), ("id", "h10"), ("data", "hello")])
+        .await;
+    let mut seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 4096];
+    while !seen.contains("id: h10\ndata: hello\n\n") && Instant::now() < deadline {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let arrived = seen.contains("id: h10\ndata: hello\n\n");
+    assert!(arrived, "{seen:?}");
+    assert!(!seen.to_ascii_lowercase().contains("transfer-encoding"));
+}
