@@ -735,8 +735,19 @@ async fn a_client_that_leaves_is_unregistered_at_once() {
     // The default heartbeat (15 s): the departure must be seen from the FIN, not a write.
     let hub = TestHub::protocol(&[]);
     let mut watch = watcher(&hub).await;
-    let gone = stalled_subscriber(&hub, "%2Fgone").await;
+    let mut gone = stalled_subscriber(&hub, "%2Fgone").await;
     hub.wait_for_stat("subscribers", 2).await;
+    // Read what was sent (the head and opening bytes), so closing sends a FIN, not a reset.
+    let mut buf = vec![0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains(": ok") {
+        let n = tokio::time::timeout(WAIT, gone.read(&mut buf))
+            .await
+            .expect("opening bytes")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     drop(gone);
     let started = Instant::now();
     hub.wait_for_stat("subscribers", 1).await;
