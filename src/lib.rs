@@ -11,12 +11,14 @@
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers; [`limits`] keeps clients
 //!   within bounds;
 //! - [`app`]: startup and graceful shutdown; [`config`]: flags and environment variables;
-//!   [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams between nodes.
+//!   [`form`]: strict decoding of publish forms and query strings; [`stats`]: lock-free
+//!   counters; [`transport`]: local, or Redis Streams between nodes.
 
 pub mod app;
 pub mod auth;
 pub mod broadcaster;
 pub mod config;
+pub mod form;
 pub mod history;
 pub mod limits;
 pub mod publication;

@@ -1,8 +1,7 @@
 //! A publish request's form (`application/x-www-form-urlencoded`), parsed and validated.
 
-use std::borrow::Cow;
-
 use crate::{
+    form::{InvalidUtf8, Pair},
     topic::{Topic, TopicError},
     update::{EventId, EventType, FieldError, Update},
 };
@@ -22,6 +21,8 @@ pub enum FormError {
     Retry,
     #[error("'{0}' may appear only once")]
     Repeated(&'static str),
+    #[error(transparent)]
+    Encoding(#[from] InvalidUtf8),
 }
 
 /// The fields of one publish request.
@@ -43,7 +44,7 @@ pub(crate) struct Repeated;
 
 /// The value of a field (or query parameter) that may appear at most once.
 pub(crate) fn at_most_once<'a>(
-    pairs: &'a [(Cow<'_, str>, Cow<'_, str>)],
+    pairs: &'a [Pair<'_>],
     name: &str,
 ) -> Result<Option<&'a str>, Repeated> {
     let mut values = pairs
@@ -57,10 +58,7 @@ pub(crate) fn at_most_once<'a>(
     Ok(first)
 }
 
-fn once<'a>(
-    pairs: &'a [(Cow<'a, str>, Cow<'a, str>)],
-    name: &'static str,
-) -> Result<Option<&'a str>, FormError> {
+fn once<'a>(pairs: &'a [Pair<'a>], name: &'static str) -> Result<Option<&'a str>, FormError> {
     at_most_once(pairs, name).map_err(|Repeated| FormError::Repeated(name))
 }
 
@@ -78,9 +76,10 @@ impl Publication {
         )
     }
 
-    /// Parses a form-encoded body. Unknown fields are ignored, as Mercure does.
+    /// Parses a form-encoded body. Unknown fields are ignored, as Mercure does; a name or
+    /// value that is not UTF-8 once percent-decoded is refused.
     pub fn parse(body: &str) -> Result<Self, FormError> {
-        let pairs: Vec<_> = form_urlencoded::parse(body.as_bytes()).collect();
+        let pairs = crate::form::parse(body)?;
         let topics = pairs
             .iter()
             .filter(|(k, _)| k == "topic")
@@ -169,10 +168,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn refuses_escapes_that_are_not_utf8() {
+        for (body, field) in [
+            ("topic=%2Fa&data=%FF%FEok", "data"),
+            ("topic=%2Fx%FF", "topic"),
+            ("topic=%2Fa&id=%C3", "id"),
+        ] {
+            assert_eq!(
+                Publication::parse(body),
+                Err(FormError::Encoding(InvalidUtf8::Value(field.into()))),
+                "{body}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_any_body(body in any::<String>()) {
             let _ = Publication::parse(&body);
+        }
+
+        /// Bodies made of fields, pluses and escapes of any byte (valid UTF-8 or not), which
+        /// random strings rarely produce: never a panic, and never a lossy U+FFFD.
+        #[test]
+        fn never_panics_on_escaped_bytes(
+            pieces in prop::collection::vec(
+                prop_oneof![
+                    Just("topic=".to_owned()),
+                    Just("data=".to_owned()),
+                    Just("&".to_owned()),
+                    Just("+".to_owned()),
+                    any::<u8>().prop_map(|b| format!("%{b:02X}")),
+                    "[a-z/=]{0,4}",
+                ],
+                0..40,
+            ),
+        ) {
+            let body = pieces.concat();
+            if let Ok(p) = Publication::parse(&body) {
+                prop_assert!(!p.data.contains('\u{FFFD}'), "lossy data from {}", body);
+            }
         }
 
         #[test]

@@ -63,7 +63,7 @@ pub(super) async fn subscribe(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = super::query_pairs(req.query_string());
+    let query = super::query_pairs(req.query_string())?;
     let who = state
         .auth
         .subscriber(&req, single(&query, "authorization")?)
@@ -129,7 +129,7 @@ pub(super) async fn publish(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let query = super::query_pairs(req.query_string());
+    let query = super::query_pairs(req.query_string())?;
     let (claims, token_key) = state
         .auth
         .publisher(&req, single(&query, "authorization")?)

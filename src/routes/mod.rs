@@ -8,13 +8,14 @@ pub mod mercure;
 mod subscribe;
 mod test_stream;
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use crate::{
-    auth::Auth, broadcaster::Broadcaster, config::Config, stats::Stats, topic::TopicSelector,
+    auth::Auth, broadcaster::Broadcaster, config::Config, form::Pair, stats::Stats,
+    topic::TopicSelector,
 };
 use error::ApiError;
 
@@ -74,16 +75,14 @@ pub async fn not_found() -> HttpResponse {
         .body("not found\n")
 }
 
-/// Decodes a query string or form body into pairs, keeping repeated keys.
-pub(crate) fn query_pairs(input: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
-    form_urlencoded::parse(input.as_bytes()).collect()
+/// Decodes a query string into pairs, keeping repeated keys; `400` when a name or value is
+/// not UTF-8 once percent-decoded.
+pub(crate) fn query_pairs(input: &str) -> Result<Vec<Pair<'_>>, ApiError> {
+    crate::form::parse(input).map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
 }
 
 /// The value of a parameter that may appear at most once.
-pub(crate) fn single<'a>(
-    pairs: &'a [(Cow<'_, str>, Cow<'_, str>)],
-    name: &str,
-) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn single<'a>(pairs: &'a [Pair<'_>], name: &str) -> Result<Option<&'a str>, ApiError> {
     crate::publication::at_most_once(pairs, name)
         .map_err(|_| ApiError::BadRequest(format!("'{name}' may appear only once")))
 }

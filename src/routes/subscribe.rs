@@ -80,7 +80,7 @@ pub(crate) async fn events(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = super::query_pairs(req.query_string());
+    let query = super::query_pairs(req.query_string())?;
     let last_event_id = super::single(&query, "lastEventID")?;
     let cursor = cursor(&req, last_event_id)?;
     let subscription = Subscription::new(vec![state.time_selector.clone()], Vec::new(), None);

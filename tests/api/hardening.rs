@@ -17,12 +17,12 @@ use crate::helpers::{client, publisher, token, token_with, SseClient, TestHub, K
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A subscriber that behaves: it reads everything on `/watch`.
-async fn watcher(hub: &TestHub) -> SseClient {
+pub(crate) async fn watcher(hub: &TestHub) -> SseClient {
     hub.subscribe(&["/watch"], &[], &[]).await
 }
 
 /// Publishes three updates on `/watch` and checks the watcher gets exactly them, in order.
-async fn still_serving(hub: &TestHub, watcher: &mut SseClient) {
+pub(crate) async fn still_serving(hub: &TestHub, watcher: &mut SseClient) {
     let mut sent = Vec::new();
     for i in 0..3 {
         sent.push(

@@ -5,6 +5,7 @@ mod browser;
 mod core;
 mod hardening;
 mod helpers;
+mod inputs;
 mod mercure;
 mod metrics;
 mod nginx;

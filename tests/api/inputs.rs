@@ -1,0 +1,88 @@
+//! Inputs that must be refused rather than quietly altered, and what the hub writes down about
+//! requests: each refusal is a clear one-line `400`, and a well-behaved subscriber running
+//! alongside keeps receiving every update.
+
+use std::time::Duration;
+
+use crate::{
+    hardening::{still_serving, watcher},
+    helpers::{client, publisher, TestHub},
+};
+
+/// Posts `body` as it is (already form-encoded) with a publish-everything token.
+async fn post_raw(hub: &TestHub, body: &'static str) -> (u16, String) {
+    let response = client()
+        .post(hub.url("/.well-known/mercure"))
+        .bearer_auth(publisher())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("POST publish");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// GETs `path_and_query` as it is (reqwest keeps the escapes it is given).
+async fn get_raw(hub: &TestHub, path_and_query: &str) -> (u16, String) {
+    let response = client()
+        .get(hub.url(path_and_query))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+fn assert_refused_as_not_utf8((status, body): (u16, String), what: &str) {
+    assert_eq!(status, 400, "{what}: {body}");
+    assert!(body.contains("not UTF-8"), "{what}: {body}");
+    assert_eq!(body.trim_end().lines().count(), 1, "{what}: {body:?}");
+}
+
+#[tokio::test]
+async fn percent_encoded_bytes_that_are_not_utf8_are_refused_not_replaced() {
+    let hub = TestHub::protocol(&[]);
+    let mut watch = watcher(&hub).await;
+    // Two topics that a lossy decoder would both turn into `/x\u{FFFD}`.
+    let mut lossy = hub.subscribe(&["/x\u{FFFD}"], &[], &[]).await;
+
+    for (body, what) in [
+        ("topic=%2Fwatch&data=%FF%FEok", "data"),
+        ("topic=%2Fx%FF&data=a", "topic"),
+        ("topic=%2Fwatch&topic=%2Fx%FE&data=a", "alternate topic"),
+        ("topic=%2Fwatch&id=%C3&data=a", "truncated sequence in id"),
+        ("topic=%2Fwatch&type=%ED%A0%80&data=a", "surrogate in type"),
+        ("topic=%2Fwatch&%FF=1", "field name"),
+    ] {
+        assert_refused_as_not_utf8(post_raw(&hub, body).await, what);
+    }
+    for (path, what) in [
+        ("/.well-known/mercure?topic=%2Fx%FF", "subscription topic"),
+        (
+            "/.well-known/mercure?topic=%2Fwatch&lastEventID=%FF",
+            "lastEventID",
+        ),
+        (
+            "/.well-known/mercure?topic=%2Fwatch&authorization=%FFx",
+            "authorization",
+        ),
+        ("/events?lastEventID=%C0%AF", "lastEventID on /events"),
+    ] {
+        assert_refused_as_not_utf8(get_raw(&hub, path).await, what);
+    }
+    assert_eq!(hub.stats().await["events_published"], 0);
+
+    // Valid escapes still decode: `%2B` is a plus, `+` a space, `%C3%A9` an é.
+    let id = hub
+        .publish_ok(&[("topic", "/x\u{FFFD}"), ("data", "a+b é")])
+        .await;
+    let event = lossy
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("update");
+    assert_eq!((event.id, event.data), (Some(id), "a+b é".to_owned()));
+    still_serving(&hub, &mut watch).await;
+}
