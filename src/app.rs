@@ -94,7 +94,7 @@ impl Application {
                     routes::http10::close_delimited,
                 ))
                 .wrap(actix_web::middleware::from_fn(crate::limits::request_size))
-                .wrap(actix_web::middleware::Logger::default().log_target("sse_hub::access"))
+                .wrap(crate::access_log::logger())
                 .configure(|cfg| routes::configure(cfg, state.clone()))
         })
         // A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel

@@ -10,10 +10,12 @@
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers; [`limits`] keeps clients
 //!   within bounds;
-//! - [`app`]: startup and graceful shutdown; [`config`]: flags and environment variables;
-//!   [`form`]: strict decoding of publish forms and query strings; [`stats`]: lock-free
-//!   counters; [`transport`]: local, or Redis Streams between nodes.
+//! - [`app`]: startup and graceful shutdown; [`access_log`]: request lines, tokens redacted;
+//!   [`config`]: flags and environment variables; [`form`]: strict decoding of publish forms
+//!   and query strings; [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams
+//!   between nodes.
 
+pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod broadcaster;

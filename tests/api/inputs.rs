@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::{
     hardening::{still_serving, watcher},
-    helpers::{client, publisher, TestHub},
+    helpers::{client, publisher, token, wait_until, TestHub},
 };
 
 /// Posts `body` as it is (already form-encoded) with a publish-everything token.
@@ -84,5 +86,47 @@ async fn percent_encoded_bytes_that_are_not_utf8_are_refused_not_replaced() {
         .await
         .expect("update");
     assert_eq!((event.id, event.data), (Some(id), "a+b é".to_owned()));
+    still_serving(&hub, &mut watch).await;
+}
+
+#[tokio::test]
+async fn tokens_in_query_strings_never_reach_the_access_log() {
+    // A short heartbeat: a stream's access line is written when it ends, which the hub notices
+    // at its next write after the client left.
+    let hub = TestHub::protocol(&["--keep-alive", "200ms"]);
+    let mut watch = watcher(&hub).await;
+    let subscriber = token(json!({ "subscribe": ["/secret"] }));
+    let in_referer = token(json!({ "subscribe": ["/referer"] }));
+    let referer = format!("https://app.example/page?access_token={in_referer}&tab=1");
+    let sse = hub
+        .subscribe(
+            &["/secret"],
+            &[("authorization", &subscriber)],
+            &[("Referer", &referer)],
+        )
+        .await;
+    drop(sse);
+    let (status, _) = get_raw(
+        &hub,
+        "/healthz?ACCESS_TOKEN=first-secret&x=1&Authorization=second-secret&access_token",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let expected = [
+        "\"GET /.well-known/mercure?topic=%2Fsecret&authorization=[redacted] HTTP/1.1\" 200",
+        "\"https://app.example/page?access_token=[redacted]&tab=1\"",
+        "\"GET /healthz?ACCESS_TOKEN=[redacted]&x=1&Authorization=[redacted]&access_token=[redacted] HTTP/1.1\" 200",
+    ];
+    let logged = wait_until(Duration::from_secs(10), || async {
+        let logs = hub.logs().join("\n");
+        expected.iter().all(|line| logs.contains(line))
+    })
+    .await;
+    let logs = hub.logs().join("\n");
+    assert!(logged, "request lines missing from the access log:\n{logs}");
+    for secret in [&subscriber, &in_referer, "first-secret", "second-secret"] {
+        assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
+    }
     still_serving(&hub, &mut watch).await;
 }

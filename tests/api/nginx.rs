@@ -10,7 +10,8 @@ use std::{
 
 use crate::{
     core::{assert_gaps_about_one_second, read_to_end},
-    helpers::{free_port, wait_until, SseClient, TestHub},
+    hardening::{still_serving, watcher},
+    helpers::{client, free_port, token, wait_until, SseClient, TestHub},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -93,6 +94,11 @@ impl TestNginx {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// What nginx wrote to its access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self._prefix.path().join("logs/access.log")).unwrap_or_default()
     }
 }
 
@@ -201,4 +207,49 @@ async fn https_with_http2_serves_the_stream() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("event: time"), "{text}");
     assert!(text.contains("HTTP_VERSION=2"), "{text}");
+}
+
+#[tokio::test]
+async fn tokens_in_query_strings_stay_out_of_the_nginx_access_log() {
+    // A short heartbeat: nginx writes a stream's line when it ends, which it notices at the
+    // next write after the client left.
+    let hub = TestHub::protocol(&["--keep-alive", "200ms"]);
+    let mut watch = watcher(&hub).await;
+    let nginx = TestNginx::start(&[&hub.addr]);
+    let subscriber = token(serde_json::json!({ "subscribe": ["/secret"] }));
+    let in_referer = token(serde_json::json!({ "subscribe": ["/referer"] }));
+    let url = nginx.url(&format!(
+        "/.well-known/mercure?topic=%2Fsecret&authorization={subscriber}"
+    ));
+    let referer = format!("https://app.example/page?tab=1&Access_Token={in_referer}");
+    let mut sse = SseClient::connect(&url, &[("Referer", &referer)]).await;
+    assert_eq!(sse.status, 200);
+    sse.opened().await;
+    drop(sse);
+    let plain = client()
+        .get(nginx.url("/healthz?topic=%2Fa&ACCESS_TOKEN=plain-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+
+    let expected = [
+        "\"GET /.well-known/mercure?[redacted] HTTP/1.1\"",
+        "\"https://app.example/page?[redacted]\"",
+        "\"GET /healthz?[redacted] HTTP/1.1\" 200",
+    ];
+    let logged = wait_until(Duration::from_secs(10), || async {
+        let log = nginx.access_log();
+        expected.iter().all(|line| log.contains(line))
+    })
+    .await;
+    let log = nginx.access_log();
+    assert!(
+        logged,
+        "request lines missing from nginx's access log:\n{log}"
+    );
+    for secret in [&subscriber, &in_referer, "plain-secret"] {
+        assert!(!log.contains(secret), "{secret} was logged:\n{log}");
+    }
+    still_serving(&hub, &mut watch).await;
 }
