@@ -38,7 +38,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts the broadcaster and ticker and binds the listener. Call inside an actix system.
+    /// Binds the listener, then starts the broadcaster, transport, server and ticker. Call
+    /// inside an actix system.
     pub fn build(config: Config) -> Result<Self, StartError> {
         let time_topic =
             Topic::parse(&config.time_topic).map_err(|e| StartError::TimeTopic(e.to_string()))?;
@@ -47,6 +48,14 @@ impl Application {
             .filter(|s| s.exact().is_some())
             .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
         let auth = Arc::new(Auth::from_config(&config)?);
+        // Bind before starting anything: an address in use is then a plain error, with no actor
+        // half-started to be torn down as the runtime goes (the ticker panicked doing that).
+        let bind_error = |source| StartError::Bind {
+            addr: config.bind,
+            source,
+        };
+        let listener = listen(config.bind).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
         if config.publisher_key().is_none() {
             log::warn!("no publisher key (--jwt-key or --publisher-jwt-key): publishing is off");
         }
@@ -70,10 +79,6 @@ impl Application {
             Arc::clone(&stats),
         )
         .map_err(|e| StartError::Transport(e.to_string()))?;
-        // The ticker publishes to this node's subscribers only: with several nodes on one
-        // stream, each node's clock would otherwise tick once per node.
-        let ticker = (!config.tick_interval.is_zero())
-            .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
         let state = AppState {
             broadcaster: broadcaster.clone(),
             stats,
@@ -121,13 +126,11 @@ impl Application {
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
-        let server = server
-            .bind(config.bind)
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let local_addr = server.addrs().first().copied().unwrap_or(config.bind);
+        let server = server.listen(listener).map_err(bind_error)?;
+        // The ticker publishes to this node's subscribers only: with several nodes on one
+        // stream, each node's clock would otherwise tick once per node.
+        let ticker = (!config.tick_interval.is_zero())
+            .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
         Ok(Self {
             server: server.run(),
             local_addr,
@@ -169,6 +172,22 @@ impl std::fmt::Debug for Application {
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Pending connections the kernel queues before the server accepts them (actix's default).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket made as actix's own `bind` makes it: `SO_REUSEADDR` (a restarted hub
+/// listens again at once, whatever connections of the old one linger in `TIME_WAIT`),
+/// nonblocking, backlog [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Resolves on SIGINT or (on Unix) SIGTERM.

@@ -2,7 +2,11 @@
 //! requests: each refusal is a clear one-line `400`, and a well-behaved subscriber running
 //! alongside keeps receiving every update.
 
-use std::time::Duration;
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
 
@@ -129,4 +133,46 @@ async fn tokens_in_query_strings_never_reach_the_access_log() {
         assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
     }
     still_serving(&hub, &mut watch).await;
+}
+
+#[test]
+fn a_port_in_use_is_a_one_line_error_and_exit_code_1() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let addr = held.local_addr().expect("its address").to_string();
+    // The default tick interval: the ticker is what panicked when started before the bind.
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_sse-hub"))
+        .args(["--bind", &addr])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sse-hub");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = hub.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = hub.kill();
+            let _ = hub.wait();
+            panic!("sse-hub kept running with {addr} already in use");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    hub.stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cannot listen on {addr}")) && errors[0].contains("in use"),
+        "{stderr}"
+    );
+    drop(held);
 }
