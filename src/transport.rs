@@ -9,17 +9,11 @@
 //!
 //! When Redis is unreachable, publishes answer 503 (never a silent loss), subscribers stay
 //! connected, and the reader reconnects with backoff and resumes after the last stream entry it
-//! delivered. Each transition is logged once.
+//! delivered. Each transition is logged once. Readiness follows Redis itself, not the backoff:
+//! `/readyz` pings Redis on the publishers' connection, and any answer from Redis (to a publish
+//! or a ping) wakes the reader at once; the node is ready when both work.
 
-use std::{
-    borrow::Cow,
-    str::FromStr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
 
 use actix::Addr;
 use redis::{
@@ -27,7 +21,7 @@ use redis::{
     streams::{StreamId, StreamRangeReply, StreamReadReply},
     AsyncConnectionConfig, Client,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex, Notify};
 
 use crate::{
     broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
@@ -46,6 +40,10 @@ const READ_COUNT: usize = 512;
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a readiness check waits for Redis to answer a PING.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a readiness check, once Redis answered, waits for the reader to be connected.
+const READY_READER_WAIT: Duration = Duration::from_secs(1);
 
 /// Which transport, as given by `--transport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +99,8 @@ impl Transport {
                     stream: stream.to_owned(),
                     max_len: history_size.max(1),
                     publisher: Mutex::new(None),
-                    up: AtomicBool::new(false),
+                    up: watch::Sender::new(false),
+                    wake: Notify::new(),
                     stats,
                 });
                 redis.stats.set_transport_up(false);
@@ -135,12 +134,12 @@ impl Transport {
         }
     }
 
-    /// Whether publishing can succeed now.
-    #[must_use]
-    pub fn is_up(&self) -> bool {
+    /// Whether publishing and delivery work now. For Redis: Redis answers a PING, and the
+    /// reader is connected (waited for up to a second, since the ping has just woken it).
+    pub async fn ready(&self) -> bool {
         match self {
             Self::Local => true,
-            Self::Redis(redis) => redis.up.load(Ordering::Relaxed),
+            Self::Redis(redis) => redis.ready().await,
         }
     }
 }
@@ -151,9 +150,14 @@ pub struct RedisTransport {
     client: Client,
     stream: String,
     max_len: usize,
-    /// Shared by publishes; dropped on error so the next publish reconnects.
+    /// Shared by publishes and readiness checks; dropped on error so the next use reconnects.
     publisher: Mutex<Option<MultiplexedConnection>>,
-    up: AtomicBool,
+    /// Whether the reader is connected; a watch, so a readiness check can wait for it.
+    up: watch::Sender<bool>,
+    /// Cuts the reader's backoff short when Redis has just answered on the publishers'
+    /// connection: without it, a node would stay unready for up to `BACKOFF_MAX` after Redis is
+    /// back, while its publishes already succeed.
+    wake: Notify,
     stats: Arc<Stats>,
 }
 
@@ -170,7 +174,13 @@ impl RedisTransport {
             .await
     }
 
-    async fn publish(&self, id: &EventId, form: &Publication) -> Result<(), TransportError> {
+    /// Runs `cmd` on the publishers' connection, connecting first if there is none. On an
+    /// error the connection is dropped so the next use reconnects; on an answer the reader is
+    /// woken if it is down, since Redis is evidently back.
+    async fn on_publisher<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, TransportError> {
         let mut slot = self.publisher.lock().await;
         let mut conn = match slot.as_ref() {
             Some(conn) => conn.clone(),
@@ -184,6 +194,37 @@ impl RedisTransport {
             }
         };
         drop(slot);
+        match cmd.query_async::<T>(&mut conn).await {
+            Ok(answer) => {
+                if !*self.up.borrow() {
+                    self.wake.notify_one();
+                }
+                Ok(answer)
+            }
+            Err(err) => {
+                log::debug!("redis command on the publish connection failed: {err}");
+                *self.publisher.lock().await = None;
+                Err(TransportError::Unavailable)
+            }
+        }
+    }
+
+    /// See [`Transport::ready`]; the ping also wakes the reader when Redis is back.
+    async fn ready(&self) -> bool {
+        let ping = tokio::time::timeout(
+            READY_PING_TIMEOUT,
+            self.on_publisher::<String>(&redis::cmd("PING")),
+        )
+        .await;
+        if !matches!(ping, Ok(Ok(_))) {
+            return false;
+        }
+        let mut up = self.up.subscribe();
+        let reader_up = tokio::time::timeout(READY_READER_WAIT, up.wait_for(|up| *up)).await;
+        matches!(reader_up, Ok(Ok(_)))
+    }
+
+    async fn publish(&self, id: &EventId, form: &Publication) -> Result<(), TransportError> {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.stream)
             .arg("MAXLEN")
@@ -193,18 +234,11 @@ impl RedisTransport {
         for (name, value) in encode(id, form) {
             cmd.arg(name).arg(value);
         }
-        match cmd.query_async::<String>(&mut conn).await {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                log::debug!("redis publish failed: {err}");
-                *self.publisher.lock().await = None;
-                Err(TransportError::Unavailable)
-            }
-        }
+        self.on_publisher::<String>(&cmd).await.map(|_| ())
     }
 
     fn set_up(&self, up: bool) {
-        if self.up.swap(up, Ordering::Relaxed) != up {
+        if self.up.send_replace(up) != up {
             if up {
                 log::info!("redis transport: connected to stream {:?}", self.stream);
             } else {
@@ -228,12 +262,19 @@ impl RedisTransport {
                 Err(err) => {
                     // A session that had connected starts the next wait from the minimum;
                     // only failures in a row back off further.
-                    if self.up.load(Ordering::Relaxed) {
+                    if *self.up.borrow() {
                         log::debug!("redis read failed: {err}");
                         backoff = BACKOFF_MIN;
                     }
                     self.set_up(false);
-                    tokio::time::sleep(backoff).await;
+                    // An answer from Redis on the publishers' connection ends the wait early,
+                    // but never before `BACKOFF_MIN`: a reader that keeps failing while Redis
+                    // answers publishes retries at most that often, not once per publish.
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.saturating_sub(BACKOFF_MIN)) => {}
+                        () = self.wake.notified() => {}
+                    }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }

@@ -19,10 +19,10 @@ pub(super) async fn stats(state: web::Data<AppState>) -> HttpResponse {
         .json(state.stats.snapshot())
 }
 
-/// 200 when the broadcaster answers and takes subscribers and the transport is up; 503
-/// otherwise.
+/// 200 when the broadcaster answers and takes subscribers and the transport works (for Redis:
+/// it answers a PING and the reader is connected); 503 otherwise.
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if !state.transport.is_up() {
+    if !state.transport.ready().await {
         return HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")
             .body("not ready: the event stream is unavailable\n");

@@ -4,6 +4,7 @@ use std::{
     net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -256,4 +257,107 @@ async fn a_node_starts_without_redis_and_becomes_ready_when_it_appears() {
     redis.restart();
     all_ready(&[&a]).await;
     a.publish_ok(&[("topic", "/x")]).await;
+}
+
+/// Listens on a port in place of Redis and closes every connection at once, which a Redis
+/// client takes as a failed connect; records when each attempt came.
+struct Impostor {
+    attempts: Arc<Mutex<Vec<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Impostor {
+    async fn listen(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("listen on the Redis port while it is down");
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&attempts);
+        let task = tokio::spawn(async move {
+            while let Ok((connection, _)) = listener.accept().await {
+                record.lock().unwrap().push(Instant::now());
+                drop(connection);
+            }
+        });
+        Self { attempts, task }
+    }
+
+    /// The longest time between two attempts in a row so far.
+    fn longest_gap(&self) -> Duration {
+        let attempts = self.attempts.lock().unwrap();
+        attempts
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Stops listening, so Redis can take the port back.
+    async fn leave(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_returns_with_redis_at_once_even_after_a_long_outage() {
+    let mut redis = TestRedis::start();
+    let a = node(&redis);
+    all_ready(&[&a]).await;
+    let mut sse = a.subscribe(&["/back"], &[], &[]).await;
+    let before = a
+        .publish_ok(&[("topic", "/back"), ("data", "before")])
+        .await;
+    redis.stop();
+    assert!(
+        wait_until(WAIT, || async { !ready(&a).await }).await,
+        "/readyz never answered 503 with Redis down"
+    );
+    // Let the reader's backoff grow (100 ms doubling to 5 s) until a timer alone would leave
+    // it asleep well after Redis is back: watch its attempts on the Redis port, and go on once
+    // two in a row are 1.5 s apart (its next wait is then 3.2 s). Nothing else connects
+    // meanwhile: no publish, no readiness check.
+    let impostor = Impostor::listen(redis.port).await;
+    let grown = wait_until(Duration::from_secs(30), || async {
+        impostor.longest_gap() >= Duration::from_millis(1500)
+    })
+    .await;
+    assert!(
+        grown,
+        "the reader's retries never spread out: {:?}",
+        impostor.longest_gap()
+    );
+    impostor.leave().await;
+    redis.restart();
+
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let response = a
+            .publish(&publisher(), &[("topic", "/back"), ("data", "after")])
+            .await;
+        let status = response.status();
+        if status == 200 {
+            break response.text().await.unwrap();
+        }
+        assert_eq!(status, 503, "while Redis comes back");
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Publishing works, so the node is ready: the very next /readyz says so.
+    let readyz = crate::helpers::client()
+        .get(a.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let status = readyz.status();
+    assert_eq!(status, 200, "{}", readyz.text().await.unwrap());
+    // The subscriber stayed connected and gets the update accepted after the recovery.
+    assert_eq!(ids(&sse.events(2, WAIT).await), [before, after]);
+    let logs = a.logs().join("\n");
+    assert_eq!(logs.matches("redis transport: lost").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("redis transport: connected").count(),
+        2,
+        "{logs}"
+    );
 }
