@@ -12,8 +12,10 @@ use crate::{
     config::Config,
     routes::{self, AppState},
     stats::Stats,
+    store::Store,
     ticker::{self, Ticker},
     topic::{Topic, TopicSelector},
+    transport::TransportKind,
 };
 
 /// Why the hub could not start.
@@ -27,6 +29,11 @@ pub enum StartError {
     Transport(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot open the durable history in {}: {source}", dir.display())]
+    Store {
+        dir: std::path::PathBuf,
+        source: crate::store::StoreError,
+    },
 }
 
 /// A bound, started hub.
@@ -60,16 +67,37 @@ impl Application {
             log::warn!("no publisher key (--jwt-key or --publisher-jwt-key): publishing is off");
         }
         let stats = Arc::new(Stats::default());
-        let broadcaster = Broadcaster::new(
-            broadcaster::Limits {
-                queue_capacity: config.queue_capacity,
-                max_subscribers: config.max_subscribers,
-                max_subscribers_per_ip: config.max_subscribers_per_ip,
-                history_size: config.history_size,
-                history_bytes: config.history_bytes,
-            },
-            Arc::clone(&stats),
-        )
+        let limits = broadcaster::Limits {
+            queue_capacity: config.queue_capacity,
+            max_subscribers: config.max_subscribers,
+            max_subscribers_per_ip: config.max_subscribers_per_ip,
+            retention: config.retention(),
+        };
+        let broadcaster = match (&config.transport, &config.data_dir.0) {
+            (TransportKind::Local, Some(dir)) => {
+                let store = Store::open(dir, config.fsync).map_err(|source| StartError::Store {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                let loaded = store.load().map_err(|source| StartError::Store {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                log::info!(
+                    "durable history in {} ({} updates stored, --fsync {})",
+                    dir.display(),
+                    loaded.len(),
+                    format!("{:?}", config.fsync).to_lowercase()
+                );
+                Broadcaster::durable(limits, Arc::clone(&stats), store, loaded)
+            }
+            (TransportKind::Local, None) => {
+                log::info!("history in memory only (--data-dir none): a restart loses it");
+                Broadcaster::new(limits, Arc::clone(&stats))
+            }
+            // Redis holds the history; each node keeps the stream's tail in memory.
+            (TransportKind::Redis(_), _) => Broadcaster::new(limits, Arc::clone(&stats)),
+        }
         .start();
         let transport = crate::transport::Transport::start(
             &config.transport,
@@ -146,7 +174,8 @@ impl Application {
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully: stops the ticker, ends every
-    /// stream so clients reconnect elsewhere, and lets open requests finish within the timeout.
+    /// stream so clients reconnect elsewhere, lets open requests finish within the timeout, and
+    /// waits for the durable history's last writes.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let handle = self.server.handle();
         let server = actix_web::rt::spawn(self.server);
@@ -155,10 +184,20 @@ impl Application {
         if let Some(ticker) = &self.ticker {
             ticker.do_send(ticker::Stop);
         }
-        if let Err(err) = self.broadcaster.send(broadcaster::Shutdown).await {
-            log::warn!("broadcaster did not confirm shutdown: {err}");
-        }
+        let writer = match self.broadcaster.send(broadcaster::Shutdown).await {
+            Ok(writer) => writer,
+            Err(err) => {
+                log::warn!("broadcaster did not confirm shutdown: {err}");
+                None
+            }
+        };
         handle.stop(true).await;
+        // Whatever the store was given is written and synced before the process ends.
+        if let Some(writer) = writer {
+            if tokio::task::spawn_blocking(move || writer.join()).await.is_err() {
+                log::warn!("the store's writer did not end cleanly");
+            }
+        }
         match server.await {
             Ok(result) => result,
             Err(err) => Err(io::Error::other(err)),

@@ -16,21 +16,37 @@
 //! Subscribing, resuming from history and publishing are all handled by this one actor, so a
 //! subscriber is registered and its replay computed in one step: nothing published after its
 //! registration is missed and nothing replayed is sent twice.
+//!
+//! # Durability
+//! With a [`Store`], a published update is first handed to the store's writer and kept
+//! *pending*; only when the writer reports its commit is the update added to history, fanned
+//! out and acknowledged, in publish order. So a subscriber never sees an update that a crash
+//! could lose, and a `200` means the update is on disk. An update whose id is already in
+//! history (or pending) is acknowledged again and not stored or delivered twice.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    collections::{HashSet, VecDeque},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use crate::registry::SubscriberId;
 use crate::{
-    history::{Cursor, History},
+    history::{Cursor, History, Retention},
     registry::Registry,
     stats::{DropReason, Stats},
+    store::{Commit, Loaded, Store, StoreError, StoreHandle},
     subscription::Subscription,
-    update::{EventId, Update},
+    update::{now_ms, EventId, Update},
 };
+
+/// How often updates past `--history-max-age` are looked for.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(1);
 
 /// Mailbox size of the actor: publishes and subscribes beyond it wait for room.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -44,13 +60,29 @@ pub struct Limits {
     pub max_subscribers: usize,
     /// Subscribers connected at once from one client address.
     pub max_subscribers_per_ip: usize,
-    /// Updates kept for replay.
-    pub history_size: usize,
-    /// Bytes of encoded updates kept for replay.
-    pub history_bytes: usize,
+    /// How much history is kept, in memory and in the store alike.
+    pub retention: Retention,
 }
 
-/// The actor. Start it with [`Broadcaster::new`] and `.start()`.
+/// An update handed to the store, waiting for its commit.
+#[derive(Debug)]
+struct Pending {
+    key: u64,
+    update: Arc<Update>,
+    /// Every publish of this update (retries of the same id included).
+    waiters: Vec<oneshot::Sender<Result<EventId, PublishRefused>>>,
+}
+
+/// The store: not started until the actor is (its writer reports to the actor's address).
+#[derive(Debug)]
+enum Durable {
+    Off,
+    Starting(Store),
+    On(StoreHandle),
+}
+
+/// The actor. Start it with [`Broadcaster::new`] (memory only) or [`Broadcaster::durable`],
+/// then `.start()`.
 #[derive(Debug)]
 pub struct Broadcaster {
     registry: Registry,
@@ -59,24 +91,80 @@ pub struct Broadcaster {
     stats: Arc<Stats>,
     limits: Limits,
     closing: bool,
+    store: Durable,
+    /// Updates handed to the store and not yet committed, in key order.
+    pending: VecDeque<Pending>,
+    pending_ids: HashSet<EventId>,
+    /// The store holds no key below this one (what was last trimmed).
+    trimmed_below: u64,
 }
 
 impl Broadcaster {
+    /// A broadcaster whose history lives in memory only.
     #[must_use]
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
             registry: Registry::default(),
             next_id: 0,
-            history: History::new(limits.history_size, limits.history_bytes),
+            history: History::new(limits.retention),
             stats,
             limits,
             closing: false,
+            store: Durable::Off,
+            pending: VecDeque::new(),
+            pending_ids: HashSet::new(),
+            trimmed_below: 0,
         }
+    }
+
+    /// A broadcaster whose history is `store`'s: `loaded` (read from it, oldest first) is its
+    /// history to start with, under the same retention.
+    #[must_use]
+    pub fn durable(limits: Limits, stats: Arc<Stats>, store: Store, loaded: Vec<Loaded>) -> Self {
+        let mut broadcaster = Self::new(limits, stats);
+        broadcaster.trimmed_below = loaded.first().map_or(0, |l| l.key);
+        for Loaded { key, update } in loaded {
+            broadcaster.history.push(key, Arc::new(update));
+        }
+        broadcaster.history.expire(now_ms());
+        broadcaster.store = Durable::Starting(store);
+        broadcaster.count_history();
+        broadcaster
     }
 
     fn count_subscribers(&self) {
         self.stats
             .set_subscribers(self.registry.len(), self.registry.selectors());
+    }
+
+    fn count_history(&self) {
+        self.stats
+            .set_history(self.history.len(), self.history.bytes());
+    }
+
+    /// Fans `update` out and adds it to history under `key`.
+    fn deliver(&mut self, key: u64, update: Arc<Update>) {
+        let out = self.registry.fan_out(&update);
+        if out.slow + out.left > 0 {
+            self.stats.dropped(DropReason::Slow, out.slow);
+            self.stats.dropped(DropReason::Left, out.left);
+            self.count_subscribers();
+        }
+        self.stats.published(out.delivered);
+        self.history.push(key, update);
+        self.count_history();
+        self.trim_store();
+    }
+
+    /// Deletes from the store what history no longer holds.
+    fn trim_store(&mut self) {
+        if let Durable::On(store) = &self.store {
+            let below = self.history.first_kept_key();
+            if below > self.trimmed_below {
+                store.trim(below);
+                self.trimmed_below = below;
+            }
+        }
     }
 }
 
@@ -85,6 +173,31 @@ impl Actor for Broadcaster {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if let Durable::Starting(_) = &self.store {
+            let Durable::Starting(store) = std::mem::replace(&mut self.store, Durable::Off) else {
+                return;
+            };
+            // A weak address: the writer must not keep the actor alive.
+            let me = ctx.address().downgrade();
+            match store.start(move |commit| {
+                if let Some(me) = me.upgrade() {
+                    me.do_send(Committed(commit));
+                }
+            }) {
+                Ok(handle) => self.store = Durable::On(handle),
+                Err(err) => {
+                    log::error!("cannot start the store's writer: {err}");
+                    self.closing = true;
+                }
+            }
+            self.trim_store();
+        }
+        ctx.run_interval(EXPIRY_PERIOD, |this, _| {
+            if this.history.expire(now_ms()) {
+                this.count_history();
+                this.trim_store();
+            }
+        });
     }
 }
 
@@ -204,31 +317,127 @@ impl Backlog {
     }
 }
 
-/// Publishes an update: stores it in history and queues its bytes to every matching subscriber.
+/// Publishes an update: stores it (durably, with a store), adds it to history and queues its
+/// bytes to every matching subscriber; answers its id once all that is done.
+///
+/// Idempotent: an update whose id is already in history (or on its way there) is answered
+/// with its id and neither stored nor delivered again, so a retried publish is harmless.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<EventId, PublishRefused>")]
 pub struct Publish(pub Update);
 
 /// Why an update was not published.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum PublishRefused {
-    #[error("an update with id {0} is already in history")]
-    DuplicateId(EventId),
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("the hub's disk is full: the update was not stored")]
+    StorageFull,
+    #[error("the hub could not store the update")]
+    StorageFailed,
+}
+
+impl From<&StoreError> for PublishRefused {
+    fn from(err: &StoreError) -> Self {
+        if err.is_full() {
+            Self::StorageFull
+        } else {
+            Self::StorageFailed
+        }
+    }
 }
 
 impl Handler<Publish> for Broadcaster {
-    type Result = Result<EventId, PublishRefused>;
+    type Result = ResponseFuture<Result<EventId, PublishRefused>>;
 
     fn handle(&mut self, Publish(update): Publish, _: &mut Self::Context) -> Self::Result {
+        let id = update.id().clone();
+        let answer = |result| -> Self::Result { Box::pin(std::future::ready(result)) };
+        if self.history.contains(&id) {
+            return answer(Ok(id));
+        }
         if self.closing {
-            return Err(PublishRefused::ShuttingDown);
+            return answer(Err(PublishRefused::ShuttingDown));
         }
-        if self.history.contains(update.id()) {
-            return Err(PublishRefused::DuplicateId(update.id().clone()));
+        let Durable::On(store) = &self.store else {
+            let key = self.history.next_key();
+            self.deliver(key, Arc::new(update));
+            return answer(Ok(id));
+        };
+        let (tx, rx) = oneshot::channel();
+        if self.pending_ids.contains(&id) {
+            if let Some(pending) = self.pending.iter_mut().find(|p| *p.update.id() == id) {
+                pending.waiters.push(tx);
+            }
+        } else {
+            let key = self
+                .pending
+                .back()
+                .map_or(self.history.next_key(), |p| p.key + 1);
+            let update = Arc::new(update);
+            store.append(key, Arc::clone(&update));
+            self.pending_ids.insert(id);
+            self.pending.push_back(Pending {
+                key,
+                update,
+                waiters: vec![tx],
+            });
         }
-        let update = Arc::new(update);
+        Box::pin(async move { rx.await.unwrap_or(Err(PublishRefused::ShuttingDown)) })
+    }
+}
+
+/// The store's writer committed (or failed to commit) every pending update up to a key.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Committed(Commit);
+
+impl Handler<Committed> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, Committed(commit): Committed, _: &mut Self::Context) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.key <= commit.through)
+        {
+            let Some(Pending {
+                key,
+                update,
+                waiters,
+            }) = self.pending.pop_front()
+            else {
+                break;
+            };
+            self.pending_ids.remove(update.id());
+            let result = match &commit.result {
+                Ok(()) => {
+                    let id = update.id().clone();
+                    self.deliver(key, update);
+                    Ok(id)
+                }
+                Err(err) => Err(PublishRefused::from(&**err)),
+            };
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+}
+
+/// Fans an update out to the subscribers now connected, without keeping it: the server-time
+/// ticks, which are live-only (stored, they would evict real updates from history).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Broadcast(pub Update);
+
+impl Handler<Broadcast> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, Broadcast(update): Broadcast, _: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
         let out = self.registry.fan_out(&update);
         if out.slow + out.left > 0 {
             self.stats.dropped(DropReason::Slow, out.slow);
@@ -236,11 +445,6 @@ impl Handler<Publish> for Broadcaster {
             self.count_subscribers();
         }
         self.stats.published(out.delivered);
-        let id = update.id().clone();
-        self.history.push(update);
-        self.stats
-            .set_history(self.history.len(), self.history.bytes());
-        Ok(id)
     }
 }
 
@@ -260,18 +464,23 @@ impl Handler<Unsubscribe> for Broadcaster {
     }
 }
 
-/// Ends every stream (their queued bytes still go out) and refuses new subscribers and updates.
+/// Ends every stream (their queued bytes still go out) and refuses new subscribers and updates;
+/// answers the store's writer thread, which ends once what it was given is written and synced.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<std::thread::JoinHandle<()>>")]
 pub struct Shutdown;
 
 impl Handler<Shutdown> for Broadcaster {
-    type Result = ();
+    type Result = Option<std::thread::JoinHandle<()>>;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         self.closing = true;
         self.registry.clear();
         self.count_subscribers();
+        match std::mem::replace(&mut self.store, Durable::Off) {
+            Durable::On(store) => Some(store.close()),
+            _ => None,
+        }
     }
 }
 
@@ -311,9 +520,9 @@ impl Handler<Remember> for Broadcaster {
 
     fn handle(&mut self, Remember(update): Remember, _: &mut Self::Context) {
         if !self.history.contains(update.id()) {
-            self.history.push(Arc::new(update));
-            self.stats
-                .set_history(self.history.len(), self.history.bytes());
+            let key = self.history.next_key();
+            self.history.push(key, Arc::new(update));
+            self.count_history();
         }
     }
 }

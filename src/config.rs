@@ -144,7 +144,18 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_REDIS_STREAM", default_value = "sse-hub")]
     pub redis_stream: String,
 
-    /// Updates kept in memory for replay (`Last-Event-ID`); 0 keeps none.
+    /// Directory of the durable history (created if missing); `none` keeps history in memory
+    /// only, so a restart loses it. Not used with `--transport redis://…` (Redis holds it).
+    #[arg(long, env = "SSE_HUB_DATA_DIR", default_value = "sse-hub-data")]
+    pub data_dir: DataDir,
+
+    /// When the durable history is synced to disk: `always` (each commit, at once), `batch`
+    /// (commits gather updates for up to 2 ms), both before answering 200; or `never` (synced
+    /// within a second; a crash may lose the last second).
+    #[arg(long, env = "SSE_HUB_FSYNC", value_enum, default_value = "batch")]
+    pub fsync: crate::store::Fsync,
+
+    /// Updates kept for replay (`Last-Event-ID`), in memory and on disk alike; 0 keeps none.
     #[arg(long, env = "SSE_HUB_HISTORY_SIZE", default_value_t = 10_000)]
     pub history_size: usize,
 
@@ -156,6 +167,10 @@ pub struct Config {
     /// Topics (canonical and alternates) of one update, at most; more answers 400.
     #[arg(long, env = "SSE_HUB_MAX_TOPICS_PER_UPDATE", default_value_t = 100)]
     pub max_topics_per_update: usize,
+
+    /// Age past which updates leave history (e.g. `1h`); 0: no limit.
+    #[arg(long, env = "SSE_HUB_HISTORY_MAX_AGE", default_value = "0", value_parser = duration)]
+    pub history_max_age: Duration,
 
     /// Largest publish request body, in bytes; larger ones answer 413.
     #[arg(long, env = "SSE_HUB_MAX_BODY_SIZE", default_value_t = 1 << 20)]
@@ -271,7 +286,29 @@ pub struct Config {
     pub workers: usize,
 }
 
+/// Where the durable history lives (`--data-dir`): a directory, or nowhere (`none`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir(pub Option<PathBuf>);
+
+impl std::str::FromStr for DataDir {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self((s != "none").then(|| PathBuf::from(s))))
+    }
+}
+
 impl Config {
+    /// How much history is kept.
+    #[must_use]
+    pub fn retention(&self) -> crate::history::Retention {
+        crate::history::Retention {
+            max_len: self.history_size,
+            max_bytes: self.history_bytes,
+            max_age_ms: u64::try_from(self.history_max_age.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// The key for publisher tokens, if any.
     #[must_use]
     pub fn publisher_key(&self) -> Option<&Secret> {
@@ -302,6 +339,11 @@ mod tests {
         assert_eq!(c.keep_alive, Duration::from_secs(15));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(c.history_size, 10_000);
+        assert_eq!(c.data_dir, DataDir(Some("sse-hub-data".into())));
+        assert_eq!(
+            parse(&["--data-dir", "none"]).config.data_dir,
+            DataDir(None)
+        );
     }
 
     #[test]

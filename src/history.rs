@@ -5,7 +5,10 @@
 //! taken in O(log n) without copying: the broadcaster hands it over and the subscriber's own
 //! stream filters and sends it, off the broadcaster's thread.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use imbl::Vector;
 
@@ -44,29 +47,42 @@ pub struct Replay {
     pub resumed_after: String,
 }
 
-/// The last updates, oldest first.
+/// How much history is kept: the first bound reached evicts the oldest updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Updates kept (`--history-size`).
+    pub max_len: usize,
+    /// Bytes kept, counting all an update holds (`--history-bytes`).
+    pub max_bytes: usize,
+    /// Age of the oldest update kept, in milliseconds (`--history-max-age`); 0: no limit.
+    pub max_age_ms: u64,
+}
+
+/// The last updates, oldest first, each under its key (increasing, maybe with gaps: the key
+/// it has in the store, or a counter without one).
 #[derive(Debug)]
 pub struct History {
     entries: Vector<Arc<Update>>,
-    /// Sequence number of each stored id, for O(1) resume lookups.
+    /// The key of each entry, in the same order.
+    keys: VecDeque<u64>,
+    /// The key of each stored id, for resume lookups.
     index: HashMap<EventId, u64>,
-    /// Sequence number of the oldest entry; entries are numbered contiguously from it.
-    first_seq: u64,
+    /// The key after the newest ever pushed: what the store may trim below when all is gone.
+    next_key: u64,
     bytes: usize,
-    max_len: usize,
-    max_bytes: usize,
+    retention: Retention,
 }
 
 impl History {
     #[must_use]
-    pub fn new(max_len: usize, max_bytes: usize) -> Self {
+    pub fn new(retention: Retention) -> Self {
         Self {
             entries: Vector::new(),
+            keys: VecDeque::new(),
             index: HashMap::new(),
-            first_seq: 0,
+            next_key: 0,
             bytes: 0,
-            max_len,
-            max_bytes,
+            retention,
         }
     }
 
@@ -91,28 +107,58 @@ impl History {
         self.bytes
     }
 
-    /// Stores an update, evicting the oldest ones past either bound.
-    pub fn push(&mut self, update: Arc<Update>) {
-        if self.max_len == 0 {
+    /// The key a new update gets when the caller has none of its own.
+    #[must_use]
+    pub fn next_key(&self) -> u64 {
+        self.next_key
+    }
+
+    /// Every key below this one is evicted: what a store of the same history may delete.
+    #[must_use]
+    pub fn first_kept_key(&self) -> u64 {
+        self.keys.front().copied().unwrap_or(self.next_key)
+    }
+
+    /// Stores an update under `key` (above every key pushed before), evicting the oldest ones
+    /// past the count and byte bounds.
+    pub fn push(&mut self, key: u64, update: Arc<Update>) {
+        debug_assert!(key >= self.next_key);
+        self.next_key = key + 1;
+        if self.retention.max_len == 0 {
             return;
         }
-        let seq = self.first_seq + self.entries.len() as u64;
         self.bytes += update.footprint();
-        self.index.insert(update.id().clone(), seq);
+        self.index.insert(update.id().clone(), key);
         self.entries.push_back(update);
-        while self.entries.len() > self.max_len
-            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        self.keys.push_back(key);
+        while self.entries.len() > self.retention.max_len
+            || (self.bytes > self.retention.max_bytes && self.entries.len() > 1)
         {
             self.evict_oldest();
         }
     }
 
+    /// Evicts the updates older than the age bound at `now_ms`; whether any went.
+    pub fn expire(&mut self, now_ms: u64) -> bool {
+        if self.retention.max_age_ms == 0 {
+            return false;
+        }
+        let oldest_kept = now_ms.saturating_sub(self.retention.max_age_ms);
+        let before = self.entries.len();
+        while self
+            .entries
+            .front()
+            .is_some_and(|u| u.published_ms() < oldest_kept)
+        {
+            self.evict_oldest();
+        }
+        self.entries.len() < before
+    }
+
     fn evict_oldest(&mut self) {
-        if let Some(old) = self.entries.pop_front() {
-            let seq = self.first_seq;
-            self.first_seq += 1;
+        if let (Some(old), Some(key)) = (self.entries.pop_front(), self.keys.pop_front()) {
             self.bytes -= old.footprint();
-            if self.index.get(old.id()) == Some(&seq) {
+            if self.index.get(old.id()) == Some(&key) {
                 self.index.remove(old.id());
             }
         }
@@ -120,9 +166,8 @@ impl History {
 
     /// The updates after `cursor` and the id the replay resumes after.
     ///
-    /// An id not in history replays all of it, as `earliest` does: the id was evicted (so every
-    /// stored update is newer), or it comes from before a restart of the hub (so is every
-    /// stored update). Either way the subscriber loses nothing still held and gets nothing twice.
+    /// An id not in history replays all of it, as `earliest` does: the id was evicted, so every
+    /// stored update is newer. The subscriber loses nothing still held and gets nothing twice.
     /// (The Mercure hub's Bolt transport replays nothing in this case; that loses updates.)
     #[must_use]
     pub fn replay(&self, cursor: &Cursor) -> Replay {
@@ -133,11 +178,13 @@ impl History {
         match cursor {
             Cursor::Earliest => everything(),
             Cursor::After(id) => match self.index.get(id.as_str()) {
-                Some(&seq) => {
-                    // Sequence numbers are contiguous, so the position is arithmetic.
-                    let start = usize::try_from(seq + 1 - self.first_seq).unwrap_or(usize::MAX);
+                Some(key) => {
+                    let start = match self.keys.binary_search(key) {
+                        Ok(at) => at + 1,
+                        Err(at) => at,
+                    };
                     Replay {
-                        updates: self.entries.skip(start.min(self.entries.len())),
+                        updates: self.entries.skip(start),
                         resumed_after: id.clone(),
                     }
                 }
@@ -169,15 +216,29 @@ mod tests {
         ))
     }
 
+    fn history(max_len: usize, max_bytes: usize) -> History {
+        History::new(Retention {
+            max_len,
+            max_bytes,
+            max_age_ms: 0,
+        })
+    }
+
+    /// Pushes under the next key.
+    fn push(h: &mut History, update: Arc<Update>) {
+        let key = h.next_key();
+        h.push(key, update);
+    }
+
     fn ids(replay: &Replay) -> Vec<&str> {
         replay.updates.iter().map(|u| u.id().as_str()).collect()
     }
 
     #[test]
     fn replays_everything_after_a_known_id() {
-        let mut h = History::new(10, 1 << 20);
+        let mut h = history(10, 1 << 20);
         for id in ["a", "b", "c", "d"] {
-            h.push(update(id, "x"));
+            push(&mut h, update(id, "x"));
         }
         let r = h.replay(&Cursor::parse("b"));
         assert_eq!(ids(&r), ["c", "d"]);
@@ -189,9 +250,9 @@ mod tests {
 
     #[test]
     fn earliest_replays_all() {
-        let mut h = History::new(10, 1 << 20);
-        h.push(update("a", "x"));
-        h.push(update("b", "x"));
+        let mut h = history(10, 1 << 20);
+        push(&mut h, update("a", "x"));
+        push(&mut h, update("b", "x"));
         let r = h.replay(&Cursor::parse(EARLIEST));
         assert_eq!(ids(&r), ["a", "b"]);
         assert_eq!(r.resumed_after, EARLIEST);
@@ -199,10 +260,10 @@ mod tests {
 
     #[test]
     fn unknown_id_replays_everything_like_earliest() {
-        let mut h = History::new(10, 1 << 20);
+        let mut h = history(10, 1 << 20);
         assert_eq!(h.replay(&Cursor::parse("zz")).resumed_after, EARLIEST);
-        h.push(update("a", "x"));
-        h.push(update("b", "x"));
+        push(&mut h, update("a", "x"));
+        push(&mut h, update("b", "x"));
         let r = h.replay(&Cursor::parse("zz"));
         assert_eq!(ids(&r), ["a", "b"]);
         assert_eq!(r.resumed_after, EARLIEST);
@@ -210,9 +271,9 @@ mod tests {
 
     #[test]
     fn bounded_in_count() {
-        let mut h = History::new(3, 1 << 20);
+        let mut h = history(3, 1 << 20);
         for i in 0..10 {
-            h.push(update(&i.to_string(), "x"));
+            push(&mut h, update(&i.to_string(), "x"));
         }
         assert_eq!(h.len(), 3);
         assert_eq!(ids(&h.replay(&Cursor::Earliest)), ["7", "8", "9"]);
@@ -223,18 +284,38 @@ mod tests {
     #[test]
     fn bounded_in_bytes() {
         let one = update("0", &"x".repeat(100)).footprint();
-        let mut h = History::new(100, one * 2 + 1);
+        let mut h = history(100, one * 2 + 1);
         for i in 0..5 {
-            h.push(update(&i.to_string(), &"x".repeat(100)));
+            push(&mut h, update(&i.to_string(), &"x".repeat(100)));
         }
         assert_eq!(h.len(), 2);
         assert!(h.bytes() <= one * 2 + 1);
     }
 
     #[test]
+    fn keys_may_have_gaps_and_age_evicts() {
+        let mut h = History::new(Retention {
+            max_len: 10,
+            max_bytes: 1 << 20,
+            max_age_ms: 1000,
+        });
+        h.push(3, update("a", "x"));
+        h.push(7, update("b", "x"));
+        h.push(8, update("c", "x"));
+        assert_eq!(ids(&h.replay(&Cursor::parse("a"))), ["b", "c"]);
+        assert_eq!(ids(&h.replay(&Cursor::parse("b"))), ["c"]);
+        assert_eq!((h.first_kept_key(), h.next_key()), (3, 9));
+        let now = h.replay(&Cursor::Earliest).updates[0].published_ms();
+        assert!(!h.expire(now + 500));
+        assert!(h.expire(now + 5000));
+        assert!(h.is_empty() && h.bytes() == 0 && !h.contains(&EventId::parse("a").unwrap()));
+        assert_eq!(h.first_kept_key(), 9, "the store may delete everything");
+    }
+
+    #[test]
     fn zero_size_keeps_nothing() {
-        let mut h = History::new(0, 1 << 20);
-        h.push(update("a", "x"));
+        let mut h = history(0, 1 << 20);
+        push(&mut h, update("a", "x"));
         assert!(h.is_empty());
     }
 }

@@ -28,6 +28,7 @@ pub mod registry;
 pub mod routes;
 pub mod sse;
 pub mod stats;
+pub mod store;
 pub mod stream;
 pub mod subscription;
 pub mod ticker;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 
 use crate::{
-    broadcaster::{Broadcaster, Publish},
+    broadcaster::{Broadcast, Broadcaster},
     topic::Topic,
     update::{EventId, EventType, Update},
 };
@@ -55,7 +55,7 @@ impl Ticker {
             Some(&self.event_type),
             None,
         );
-        self.broadcaster.do_send(Publish(update));
+        self.broadcaster.do_send(Broadcast(update));
     }
 }
 

@@ -123,10 +123,12 @@ impl Transport {
                 .await
                 .map_err(|_| TransportError::Unavailable)??),
             Self::Redis(redis) => {
-                // Best effort across nodes: this node's history is the stream's tail.
+                // Idempotent: an id this node's history (the stream's tail) holds is answered
+                // as published. One it does not hold yet is added; every node's reader drops
+                // the second copy alike (the stream's order decides which is first).
                 let known = broadcaster.send(Knows(id.clone())).await;
                 if known.map_err(|_| TransportError::Unavailable)? {
-                    return Err(PublishRefused::DuplicateId(id).into());
+                    return Ok(id);
                 }
                 redis.publish(&id, &form).await?;
                 Ok(id)

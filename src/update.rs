@@ -23,6 +23,8 @@ pub enum FieldError {
     ControlChar,
     #[error("must not start with '#' (reserved for ids the hub makes)")]
     Reserved,
+    #[error("\"earliest\" is reserved: it asks for the whole history")]
+    Earliest,
 }
 
 /// The rules every SSE field value follows: not empty, bounded, no CR, LF or NUL.
@@ -48,6 +50,9 @@ impl EventId {
         check_field(value)?;
         if value.starts_with('#') {
             return Err(FieldError::Reserved);
+        }
+        if value == crate::history::EARLIEST {
+            return Err(FieldError::Earliest);
         }
         Ok(Self(value.to_owned()))
     }
@@ -94,8 +99,18 @@ pub struct Update {
     topics: Vec<Topic>,
     private: bool,
     encoded: Bytes,
+    /// When the hub accepted it, in milliseconds since the Unix epoch (for age retention).
+    published_ms: u64,
     /// Bytes this update holds, counted once (see [`Update::footprint`]).
     footprint: usize,
+}
+
+/// Milliseconds since the Unix epoch, now.
+#[must_use]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Update {
@@ -118,6 +133,19 @@ impl Update {
             retry_ms,
             data,
         );
+        Self::from_parts(id, topics, private, encoded, now_ms())
+    }
+
+    /// Rebuilds an update from its parts as the hub stored them (see `crate::store`):
+    /// `encoded` must be the SSE encoding of an update with this id.
+    #[must_use]
+    pub fn from_parts(
+        id: EventId,
+        topics: Vec<Topic>,
+        private: bool,
+        encoded: Bytes,
+        published_ms: u64,
+    ) -> Self {
         let footprint = std::mem::size_of::<Self>()
             + encoded.len()
             + id.as_str().len()
@@ -130,6 +158,7 @@ impl Update {
             topics,
             private,
             encoded,
+            published_ms,
             footprint,
         }
     }
@@ -147,6 +176,12 @@ impl Update {
     #[must_use]
     pub fn is_private(&self) -> bool {
         self.private
+    }
+
+    /// When the hub accepted it, in milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn published_ms(&self) -> u64 {
+        self.published_ms
     }
 
     /// Every byte this update holds in memory: its SSE encoding, its id, its topics (with
@@ -174,6 +209,7 @@ mod tests {
         assert_eq!(EventId::parse("a\rb"), Err(FieldError::ControlChar));
         assert_eq!(EventId::parse("a\0b"), Err(FieldError::ControlChar));
         assert_eq!(EventId::parse("#1"), Err(FieldError::Reserved));
+        assert_eq!(EventId::parse("earliest"), Err(FieldError::Earliest));
         assert_eq!(EventId::parse(""), Err(FieldError::Empty));
         assert_eq!(EventId::parse(&"x".repeat(1025)), Err(FieldError::TooLong));
         assert_eq!(EventId::parse("urn:x:1").unwrap().as_str(), "urn:x:1");

@@ -23,7 +23,7 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
-    Conflict(String),
+    InsufficientStorage(String),
     #[error("request body or data is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("too many subscribers, retry later")]
@@ -42,6 +42,8 @@ pub enum ApiError {
     Unavailable,
     #[error("the event stream is unavailable, retry later")]
     TransportDown,
+    #[error("the hub could not store the update, retry later")]
+    StorageFailed,
     #[error("{0}")]
     TemplatesFull(String),
 }
@@ -52,7 +54,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyFromAddress | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -61,6 +63,7 @@ impl ResponseError for ApiError {
             | Self::ShuttingDown
             | Self::Unavailable
             | Self::TransportDown
+            | Self::StorageFailed
             | Self::TemplatesFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -101,8 +104,9 @@ impl From<SubscribeRefused> for ApiError {
 impl From<PublishRefused> for ApiError {
     fn from(refused: PublishRefused) -> Self {
         match refused {
-            PublishRefused::DuplicateId(_) => Self::Conflict(refused.to_string()),
             PublishRefused::ShuttingDown => Self::ShuttingDown,
+            PublishRefused::StorageFull => Self::InsufficientStorage(refused.to_string()),
+            PublishRefused::StorageFailed => Self::StorageFailed,
         }
     }
 }

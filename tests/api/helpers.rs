@@ -21,13 +21,18 @@ pub struct TestHub {
     child: Child,
     pub addr: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The working directory `spawn` made (its default `./sse-hub-data` included), kept as long
+    /// as the hub runs.
+    _cwd: Option<tempfile::TempDir>,
 }
 
 impl TestHub {
     /// Starts the hub binary with `args` on a free port, from a temporary working directory.
     pub fn spawn(args: &[&str]) -> Self {
         let cwd = tempfile::tempdir().expect("temp dir");
-        Self::spawn_in(args, cwd.path())
+        let mut hub = Self::spawn_in(args, cwd.path());
+        hub._cwd = Some(cwd);
+        hub
     }
 
     /// Starts the hub binary with `args` on a free port, from `cwd`.
@@ -39,9 +44,19 @@ impl TestHub {
 
     /// Starts the hub binary with exactly `args` (which must bind somewhere).
     pub fn spawn_with(args: &[&str], cwd: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-hub"))
-            .args(args)
-            .current_dir(cwd)
+        let mut command = Command::new(Self::binary());
+        command.args(args).current_dir(cwd);
+        Self::spawn_command(command)
+    }
+
+    /// The hub binary under test.
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_sse-hub")
+    }
+
+    /// Runs `command` (the hub, or a shell that execs it) and waits until the hub listens.
+    pub fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -71,7 +86,12 @@ impl TestHub {
             assert!(Instant::now() < deadline, "sse-hub did not start in time");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            logs,
+            _cwd: None,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -85,6 +105,12 @@ impl TestHub {
     /// Everything the hub logged so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM.

@@ -3,6 +3,7 @@
 mod auth;
 mod browser;
 mod core;
+mod durability;
 mod hardening;
 mod helpers;
 mod inputs;

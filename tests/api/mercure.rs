@@ -196,14 +196,39 @@ async fn publish_answers_the_id_as_plain_text() {
 }
 
 #[tokio::test]
-async fn a_duplicate_id_is_refused_with_409() {
+async fn a_retried_publish_is_answered_200_and_delivered_once() {
     let hub = TestHub::protocol(&[]);
-    hub.publish_ok(&[("topic", "/t"), ("id", "dup")]).await;
-    let again = hub
-        .publish(&publisher(), &[("topic", "/t"), ("id", "dup")])
+    let mut sse = hub.subscribe(&["/t"], &[], &[]).await;
+    assert_eq!(
+        hub.publish_ok(&[("topic", "/t"), ("id", "dup"), ("data", "1")])
+            .await,
+        "dup"
+    );
+    // The same id again (a retry, or a different body under a reused id): 200 with the id.
+    for data in ["1", "2"] {
+        let again = hub
+            .publish(
+                &publisher(),
+                &[("topic", "/t"), ("id", "dup"), ("data", data)],
+            )
+            .await;
+        assert_eq!(again.status(), 200);
+        assert_eq!(again.text().await.unwrap(), "dup");
+    }
+    let next = hub.publish_ok(&[("topic", "/t"), ("id", "after")]).await;
+    let got: Vec<Option<String>> = sse
+        .events(2, Duration::from_secs(5))
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(got, [Some("dup".to_owned()), Some(next)], "delivered once");
+    assert_eq!(hub.stats().await["events_published"], 2);
+    // `earliest` asks for the whole history: it can't name an update.
+    let reserved = hub
+        .publish(&publisher(), &[("topic", "/t"), ("id", "earliest")])
         .await;
-    assert_eq!(again.status(), 409);
-    assert_eq!(hub.stats().await["events_published"], 1);
+    assert_eq!(reserved.status(), 400);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -52,10 +52,14 @@ async function waitFor(what, check, ms = 10_000) {
 
 const children = new Set();
 
+/** Where each hub keeps its durable history: one directory per port, so a hub restarted on
+ * the same port finds its history again. */
+const DATA_ROOT = mkdtempSync(join(tmpdir(), 'sse-hub-browser-data-'));
+
 /** Starts a hub on `port` and resolves once it listens. */
 async function startHub(port, extra = []) {
   const args = ['--bind', `127.0.0.1:${port}`, '--jwt-key', KEY, '--allow-anonymous',
-    '--retry', '500ms', ...extra];
+    '--retry', '500ms', '--data-dir', join(DATA_ROOT, String(port)), ...extra];
   const child = spawn(HUB_BIN, args, { env: { ...process.env, RUST_LOG: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
   let log = '';
@@ -138,6 +142,7 @@ after(async () => {
   for (const child of children) {
     try { process.kill(-child.pid, 'SIGKILL'); } catch { child.kill('SIGKILL'); }
   }
+  rmSync(DATA_ROOT, { recursive: true, force: true });
 });
 
 async function openPage(url = `${base}/`, options = {}) {

@@ -1,0 +1,297 @@
+//! Durable history: a real hub process on a real disk, killed and restarted.
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use crate::helpers::{client, publisher, wait_until, Next, SseClient, TestHub, KEY};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A hub keeping its history in `dir`.
+fn hub_in(dir: &Path, extra: &[&str]) -> TestHub {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "--jwt-key",
+        KEY,
+        "--allow-anonymous",
+        "--tick-interval",
+        "0",
+        "--data-dir",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    TestHub::spawn(&args)
+}
+
+/// Subscribes to `topic` resuming after `last_event_id` and reads until `want` ids have come
+/// (or nothing more comes for a while); returns the ids in the order received.
+async fn resume(hub: &TestHub, topic: &str, last_event_id: &str, want: usize) -> Vec<String> {
+    let mut sse = hub
+        .subscribe(&[topic], &[], &[("Last-Event-ID", last_event_id)])
+        .await;
+    let mut ids = Vec::new();
+    while ids.len() < want {
+        match sse.next_event(Duration::from_secs(3)).await {
+            Next::Item(event) => ids.push(event.id.unwrap()),
+            Next::End | Next::TimedOut => break,
+        }
+    }
+    // Anything beyond what was expected would be a duplicate: look a little longer.
+    if let Next::Item(event) = sse.next_event(Duration::from_millis(300)).await {
+        ids.push(event.id.unwrap());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn every_acknowledged_update_survives_kill_9_during_a_publish_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(
+        dir.path(),
+        &["--publish-rate", "100000", "--publish-burst", "100000"],
+    );
+    let start = hub
+        .publish_ok(&[("topic", "/flood"), ("id", "start")])
+        .await;
+    // Four publishers, each waiting for its answer before the next publish (so each one's
+    // acknowledged updates have a known order).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for p in 0..4 {
+        let url = hub.url("/.well-known/mercure");
+        let stop = Arc::clone(&stop);
+        publishers.push(tokio::spawn(async move {
+            let (client, token) = (client(), publisher());
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = format!("p{p}-{i}");
+                let form = [("topic", "/flood"), ("id", id.as_str()), ("data", "x")];
+                let sent = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .form(&form)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 200 => acknowledged.push(id),
+                    // The hub is gone: what it never acknowledged may or may not be stored.
+                    _ => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    // Kill while the publishers are busy, once a good number went through.
+    let flowing = wait_until(WAIT, || async {
+        hub.stats().await["events_published"].as_u64().unwrap_or(0) > 400
+    })
+    .await;
+    assert!(flowing, "the flood never got going");
+    hub.kill();
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for task in publishers {
+        acknowledged.push(task.await.unwrap());
+    }
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    assert!(total > 400, "only {total} acknowledged");
+
+    let hub = hub_in(dir.path(), &[]);
+    let replayed = resume(&hub, "/flood", &start, total + 8).await;
+    let unique: HashSet<&String> = replayed.iter().collect();
+    assert_eq!(unique.len(), replayed.len(), "an update was replayed twice");
+    for (p, acked) in acknowledged.iter().enumerate() {
+        // This publisher's updates, in the order replayed; they may end with one the hub
+        // stored but could not acknowledge before it died.
+        let prefix = format!("p{p}-");
+        let mine: Vec<&String> = replayed
+            .iter()
+            .filter(|id| id.starts_with(&prefix))
+            .collect();
+        assert!(
+            mine.len() >= acked.len() && mine.len() <= acked.len() + 1,
+            "publisher {p}: {} acknowledged, {} replayed",
+            acked.len(),
+            mine.len()
+        );
+        assert!(
+            mine.iter().zip(acked).all(|(got, sent)| *got == sent),
+            "publisher {p}: an acknowledged update is missing or out of order"
+        );
+    }
+    eprintln!(
+        "{total} acknowledged before kill -9, {} replayed after the restart",
+        replayed.len()
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_away_during_a_restart_resumes_exactly_where_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_in(dir.path(), &[]);
+    let mut sse = hub.subscribe(&["/away"], &[], &[]).await;
+    for id in ["a1", "a2"] {
+        hub.publish_ok(&[("topic", "/away"), ("id", id)]).await;
+    }
+    let seen = sse.events(2, WAIT).await;
+    let last = seen[1].id.clone().unwrap();
+    drop(sse);
+    // Published while the subscriber is away, then a graceful restart.
+    for id in ["a3", "a4", "a5"] {
+        hub.publish_ok(&[("topic", "/away"), ("id", id)]).await;
+    }
+    hub.terminate();
+    let mut hub = hub;
+    assert!(hub.wait_exit(WAIT).is_some_and(|s| s.success()));
+    let hub = hub_in(dir.path(), &[]);
+    let mut again = hub
+        .subscribe(&["/away"], &[], &[("Last-Event-ID", last.as_str())])
+        .await;
+    assert_eq!(
+        again.response_headers["last-event-id"], "a2",
+        "the id is known after the restart"
+    );
+    let ids: Vec<String> = again
+        .events(3, WAIT)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
+    assert_eq!(ids, ["a3", "a4", "a5"]);
+    let live = hub.publish_ok(&[("topic", "/away"), ("id", "a6")]).await;
+    assert_eq!(again.next_event(WAIT).await.expect("live").id, Some(live));
+}
+
+#[tokio::test]
+async fn a_retried_publish_is_delivered_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_in(dir.path(), &[]);
+    hub.publish_ok(&[("topic", "/retry"), ("id", "once"), ("data", "1")])
+        .await;
+    drop(hub);
+    let hub = hub_in(dir.path(), &[]);
+    let mut sse = hub.subscribe(&["/retry"], &[], &[]).await;
+    // The retry of an update stored before the crash: answered, not stored or sent again.
+    let retry = hub
+        .publish(
+            &publisher(),
+            &[("topic", "/retry"), ("id", "once"), ("data", "1")],
+        )
+        .await;
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.text().await.unwrap(), "once");
+    let next = hub.publish_ok(&[("topic", "/retry"), ("id", "next")]).await;
+    assert_eq!(
+        sse.next_event(WAIT).await.expect("an update").id,
+        Some(next)
+    );
+    let all = resume(&hub, "/retry", "earliest", 2).await;
+    assert_eq!(all, ["once", "next"]);
+}
+
+#[tokio::test]
+async fn history_past_its_max_age_leaves_memory_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_in(dir.path(), &["--history-max-age", "2s"]);
+    hub.publish_ok(&[("topic", "/age"), ("id", "old")]).await;
+    let expired = wait_until(WAIT, || async {
+        hub.stats().await["history_len"].as_u64() == Some(0)
+    })
+    .await;
+    assert!(expired, "the old update never expired");
+    hub.publish_ok(&[("topic", "/age"), ("id", "new")]).await;
+    drop(hub);
+    // After a restart, with no age limit at all: the expired update was deleted from disk.
+    let hub = hub_in(dir.path(), &[]);
+    assert_eq!(hub.stats().await["history_len"], 1);
+    assert_eq!(resume(&hub, "/age", "earliest", 1).await, ["new"]);
+}
+
+#[tokio::test]
+async fn retention_by_count_holds_on_disk_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_in(dir.path(), &["--history-size", "3"]);
+    for i in 0..10 {
+        hub.publish_ok(&[("topic", "/count"), ("id", &format!("c{i}"))])
+            .await;
+    }
+    // A graceful stop writes the last deletions too (after a crash, the next start applies
+    // its own retention to what is on disk).
+    hub.terminate();
+    let mut hub = hub;
+    assert!(hub.wait_exit(WAIT).is_some_and(|s| s.success()));
+    let hub = hub_in(dir.path(), &["--history-size", "100"]);
+    assert_eq!(
+        resume(&hub, "/count", "earliest", 3).await,
+        ["c7", "c8", "c9"]
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_publishes_with_507_and_keeps_serving_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 2 MiB file size limit stands in for a full disk (writes past it fail with EFBIG; the
+    // signal that would kill the process is ignored, as a server's would be).
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2048; exec {} --bind 127.0.0.1:0 --jwt-key {KEY} \
+         --allow-anonymous --tick-interval 100ms --history-bytes 1000000000 --data-dir {}",
+        TestHub::binary(),
+        dir.path().display()
+    );
+    let mut command = Command::new("bash");
+    command.args(["-c", &script]);
+    let hub = TestHub::spawn_command(command);
+    let mut ticks = SseClient::connect(&hub.url("/events"), &[]).await;
+    assert_eq!(ticks.status, 200);
+    let mut watch = hub.subscribe(&["/full"], &[], &[]).await;
+    let data = "f".repeat(64 * 1024);
+    let mut accepted = Vec::new();
+    let refusal = loop {
+        assert!(accepted.len() < 200, "the disk never filled");
+        let response = hub
+            .publish(&publisher(), &[("topic", "/full"), ("data", &data)])
+            .await;
+        if response.status() != 200 {
+            break response;
+        }
+        accepted.push(response.text().await.unwrap());
+    };
+    assert_eq!(refusal.status(), 507);
+    let reason = refusal.text().await.unwrap();
+    assert!(reason.contains("disk is full"), "{reason}");
+    // Every accepted update reached the subscriber; the refused one did not.
+    let got: Vec<String> = watch
+        .events(accepted.len(), WAIT)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
+    assert_eq!(got, accepted);
+    assert!(matches!(
+        watch.next_event(Duration::from_millis(500)).await,
+        Next::TimedOut
+    ));
+    // Still serving: live ticks flow, health answers, a retry is refused the same way.
+    for _ in 0..2 {
+        let tick = ticks.next_event(WAIT).await.expect("a tick");
+        assert_eq!(tick.event.as_deref(), Some("time"));
+    }
+    let health = client().get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let again = hub
+        .publish(&publisher(), &[("topic", "/full"), ("data", &data)])
+        .await;
+    assert_eq!(again.status(), 507);
+}
