@@ -5,7 +5,8 @@
 //! - [`ticker`]: an actor that publishes a server-time update every `--tick-interval`;
 //! - [`update`]: a validated update, encoded once into SSE bytes ([`sse`]) when it is built;
 //! - [`broadcaster`]: the actor that owns the subscribers and the [`history`], and fans each
-//!   update out to the matching [`subscription`]s by `try_send` on bounded queues;
+//!   update out to the matching [`subscription`]s (indexed in the [`registry`]) by `try_send` on
+//!   bounded queues, once the [`store`] has it on disk;
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers; [`limits`] keeps clients

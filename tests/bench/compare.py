@@ -5,8 +5,9 @@ Builds the release binaries, installs Debian's libnginx-mod-nchan when missing, 
 server before each scenario, drives both with the project's `loadgen`, and prints a Markdown
 table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run is bounded.
 
-    python3 tests/bench/compare.py            # every scenario
-    python3 tests/bench/compare.py --quick    # smaller counts, for a smoke run
+    python3 tests/bench/compare.py              # every scenario
+    python3 tests/bench/compare.py --quick      # smaller counts, for a smoke run
+    python3 tests/bench/compare.py --durability # the hub alone: durable history vs memory only
 """
 
 import argparse
@@ -56,14 +57,18 @@ def setup():
 class Hub:
     name = "sse-hub"
 
-    def __init__(self, transport="local"):
+    def __init__(self, transport="local", store=("--fsync", "batch")):
+        """`store`: extra flags for the history (`("--data-dir", "none")` for memory only); the
+        durable history goes to a fresh temporary directory, gone after the run."""
         self.transport = transport
+        self.store = list(store)
 
     def __enter__(self):
         self.port = free_port()
+        self.data = tempfile.TemporaryDirectory(prefix="sse-hub-bench-")
         self.proc = subprocess.Popen(
             [str(HUB), "--bind", f"127.0.0.1:{self.port}", "--jwt-key", KEY, "--allow-anonymous",
-             "--transport", self.transport,
+             "--transport", self.transport, "--data-dir", self.data.name, *self.store,
              "--tick-interval", "0", "--max-subscribers", "30000", "--max-subscribers-per-ip", "30000",
              "--publish-rate", "1000000", "--publish-burst", "1000000", "--history-size", "10000",
              "--workers", "2"],
@@ -87,6 +92,11 @@ class Hub:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.data.cleanup()
+
+    def disk_bytes(self):
+        """Bytes of the durable history's files."""
+        return sum(f.stat().st_size for f in Path(self.data.name).rglob("*") if f.is_file())
 
 
 NCHAN_CONF = """
@@ -257,6 +267,43 @@ COLUMNS = [
 ]
 
 
+DURABILITY = [
+    ("memory only", ("--data-dir", "none")),
+    ("durable, --fsync batch", ("--fsync", "batch")),
+    ("durable, --fsync always", ("--fsync", "always")),
+    ("durable, --fsync never", ("--fsync", "never")),
+]
+
+
+def durability(quick, rounds):
+    """Publish throughput and latency of each history mode, side by side, `rounds` times in turn;
+    then the disk bytes per stored update."""
+    k = 10 if quick else 1
+    cases = [
+        ("max rate, 4 publishers, 1 subscriber",
+         ["--subscribers", 1, "--events", 20000 // k, "--rate", 0, "--publishers", 4]),
+        ("max rate, 16 publishers, 1 subscriber",
+         ["--subscribers", 1, "--events", 20000 // k, "--rate", 0, "--publishers", 16]),
+        ("500 events/s, 1 publisher, 100 subscribers",
+         ["--subscribers", 100, "--events", 5000 // k, "--rate", 500]),
+    ]
+    print("| case | history | run | publishes/s | p50 µs | p99 µs | CPU µs/publish | disk bytes/update | missing | dup |")
+    print("|" + " --- |" * 10)
+    for case, args in cases:
+        for run in range(1, rounds + 1):
+            for label, store in DURABILITY:
+                with Hub(store=store) as server:
+                    time.sleep(0.5)
+                    r = loadgen(server, args)
+                    stored = r.get("events_published", 0)
+                    disk = server.disk_bytes() / stored if store[0] != "--data-dir" and stored else None
+                print(f"{case} / {label}: {json.dumps(r)}", file=sys.stderr)
+                disk_cell = f"{disk:.0f}" if disk else "–"
+                print(f"| {case} | {label} | {run} | {r['events_published'] / r['publish_duration_s']:.0f} | "
+                      f"{r['latency_us_p50']} | {r['latency_us_p99']} | "
+                      f"{r['server_cpu_us_per_publish']:.1f} | {disk_cell} | {r['missing']} | {r['duplicates']} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the load")
@@ -264,8 +311,14 @@ def main():
     parser.add_argument("--json-out", help="write every result here")
     parser.add_argument("--scaleout", action="store_true",
                         help="only compare 1,000 subscribers over 3 Redis-linked nodes with 1 node")
+    parser.add_argument("--durability", action="store_true",
+                        help="only compare the hub's history modes: memory only, and durable with each --fsync")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each case (--durability)")
     opts = parser.parse_args()
     setup()
+    if opts.durability:
+        durability(opts.quick, opts.rounds)
+        return
     results = []
     if opts.scaleout:
         n = 100 if opts.quick else 1000
