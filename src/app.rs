@@ -194,7 +194,10 @@ impl Application {
         handle.stop(true).await;
         // Whatever the store was given is written and synced before the process ends.
         if let Some(writer) = writer {
-            if tokio::task::spawn_blocking(move || writer.join()).await.is_err() {
+            if tokio::task::spawn_blocking(move || writer.join())
+                .await
+                .is_err()
+            {
                 log::warn!("the store's writer did not end cleanly");
             }
         }

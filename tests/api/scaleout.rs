@@ -361,3 +361,36 @@ async fn readiness_returns_with_redis_at_once_even_after_a_long_outage() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_id_is_answered_200_on_every_node_and_delivered_once() {
+    let redis = TestRedis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    all_ready(&[&a, &b]).await;
+    let mut on_a = a.subscribe(&["/d", "/end"], &[], &[]).await;
+    let mut on_b = b.subscribe(&["/d", "/end"], &[], &[]).await;
+    let dup = [("topic", "/d"), ("id", "dup"), ("data", "1")];
+    assert_eq!(a.publish_ok(&dup).await, "dup");
+    // A retry to the same node, and one to another node at once, whose reader may not have
+    // read the first copy yet: both answered with the id.
+    let (again_a, again_b) = tokio::join!(a.publish_ok(&dup), b.publish_ok(&dup));
+    assert_eq!((again_a.as_str(), again_b.as_str()), ("dup", "dup"));
+    // Once the other node holds it, it answers from its history.
+    b.wait_for_stat("history_len", 1).await;
+    assert_eq!(b.publish_ok(&dup).await, "dup");
+    // A new id sent to two nodes at once (a retry racing the first attempt).
+    let race = [("topic", "/d"), ("id", "race"), ("data", "2")];
+    let (race_a, race_b) = tokio::join!(a.publish_ok(&race), b.publish_ok(&race));
+    assert_eq!((race_a.as_str(), race_b.as_str()), ("race", "race"));
+    let end = a.publish_ok(&[("topic", "/end")]).await;
+    for sse in [&mut on_a, &mut on_b] {
+        // Stream order: any second copy would come before the end marker.
+        assert_eq!(
+            ids(&sse.events(3, WAIT).await),
+            ["dup", "race", end.as_str()]
+        );
+    }
+    for hub in [&a, &b] {
+        assert_eq!(hub.stats().await["history_len"], 3, "{}", hub.addr);
+    }
+}
