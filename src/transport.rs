@@ -71,6 +71,8 @@ impl FromStr for TransportKind {
 pub enum TransportError {
     #[error(transparent)]
     Refused(#[from] PublishRefused),
+    /// Redis could not be reached, or did not answer in time: the update may or may not be
+    /// in the stream (a command sent before a timeout or a dropped connection may still land).
     #[error("the event stream is unavailable")]
     Unavailable,
 }

@@ -8,10 +8,16 @@ use actix_web::{
 use crate::{
     broadcaster::{PublishRefused, SubscribeRefused},
     topic::SelectorError,
+    update::EventId,
 };
 
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: u32 = 5;
+
+/// Response header of a publish answered `503` by the transport: the id the update was given.
+/// Redis may have stored it before failing to answer, so the client's only safe retry is one
+/// with `id=` this value, which is delivered once whether or not the first attempt landed.
+pub const UPDATE_ID_HEADER: &str = "Mercure-Update-Id";
 
 /// A request the hub refused, and why.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +46,9 @@ pub enum ApiError {
     ShuttingDown,
     #[error("the hub is unavailable")]
     Unavailable,
-    #[error("the event stream is unavailable, retry later")]
-    TransportDown,
+    /// The update may or may not be in the event stream: the answer carries its id.
+    #[error("the event stream did not confirm update {0}; retry later with this id")]
+    TransportDown(EventId),
     #[error("the hub could not store the update, retry later")]
     StorageFailed,
     #[error("{0}")]
@@ -62,7 +69,7 @@ impl ResponseError for ApiError {
             Self::TooManySubscribers
             | Self::ShuttingDown
             | Self::Unavailable
-            | Self::TransportDown
+            | Self::TransportDown(_)
             | Self::StorageFailed
             | Self::TemplatesFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -77,6 +84,17 @@ impl ResponseError for ApiError {
             }
             Self::TooManyFromAddress => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            Self::TransportDown(id) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                // An id is never CR, LF or NUL; one with other control characters can't be a
+                // header value, and then it is the publisher's own (the hub's are ASCII).
+                match header::HeaderValue::from_bytes(id.as_str().as_bytes()) {
+                    Ok(value) => {
+                        response.insert_header((UPDATE_ID_HEADER, value));
+                    }
+                    Err(_) => log::debug!("update id {id:?} can't be a header value"),
+                }
             }
             _ if self.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));

@@ -31,6 +31,8 @@ pub(super) fn cors(config: &Config) -> Cors {
             header::CACHE_CONTROL,
             header::HeaderName::from_static("last-event-id"),
         ])
+        // A page's script must be able to read the id of a publish answered 503, to retry it.
+        .expose_headers([header::HeaderName::from_static("mercure-update-id")])
         .max_age(3600);
     if config.cors_origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin().send_wildcard();
@@ -181,14 +183,16 @@ pub(super) async fn publish(
         ));
     }
 
+    // The id is chosen before the transport is tried, so a failure whose outcome is unknown
+    // can still name it, and a retry under it is deduplicated.
     let id = form.id.clone().unwrap_or_else(EventId::generate);
     let id = state
         .transport
-        .publish(id, form, &state.broadcaster)
+        .publish(id.clone(), form, &state.broadcaster)
         .await
         .map_err(|err| match err {
             TransportError::Refused(refused) => ApiError::from(refused),
-            TransportError::Unavailable => ApiError::TransportDown,
+            TransportError::Unavailable => ApiError::TransportDown(id),
         })?;
     state.stats.observe_publish(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok()

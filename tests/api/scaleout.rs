@@ -47,6 +47,8 @@ impl TestRedis {
         let child = Command::new(Self::binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // `DEBUG SLEEP` stalls Redis, as an overloaded or paused server would.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -74,6 +76,83 @@ impl TestRedis {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
+
+    /// Runs `redis-cli` with `args` and returns its output; panics if it fails or hangs.
+    async fn cli(&self, args: &[&str]) -> String {
+        let binary = ["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("redis-cli");
+        let run = tokio::process::Command::new(binary)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(WAIT, run)
+            .await
+            .expect("redis-cli in time")
+            .expect("run redis-cli");
+        assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// How many entries of the hub's stream carry the update id `id`.
+    async fn copies(&self, id: &str) -> usize {
+        let entries = self.cli(&["XRANGE", STREAM, "-", "+"]).await;
+        let lines: Vec<&str> = entries.lines().collect();
+        lines
+            .windows(2)
+            .filter(|pair| pair[0] == "id" && pair[1] == id)
+            .count()
+    }
+
+    /// Makes Redis stall for `seconds` (`DEBUG SLEEP`) and returns once it does; the
+    /// connection it returns answers `+OK` when Redis is back.
+    async fn stall(&self, seconds: f64) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut sleeper = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let command = format!("DEBUG SLEEP {seconds}\r\n");
+        sleeper.write_all(command.as_bytes()).await.unwrap();
+        let asleep = wait_until(WAIT, || async {
+            !self.answers_within(Duration::from_millis(200)).await
+        })
+        .await;
+        assert!(asleep, "Redis never stalled");
+        sleeper
+    }
+
+    /// Whether Redis answers a `PING` on a new connection within `limit`.
+    async fn answers_within(&self, limit: Duration) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ping = async {
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+            conn.write_all(b"PING\r\n").await?;
+            let mut buf = [0u8; 16];
+            conn.read(&mut buf).await
+        };
+        matches!(tokio::time::timeout(limit, ping).await, Ok(Ok(n)) if n > 0)
+    }
+}
+
+/// The stream the nodes share (the default of `--redis-stream`).
+const STREAM: &str = "sse-hub";
+
+/// Whether Redis has answered on `sleeper` (from [`TestRedis::stall`]): it is back.
+fn woke(sleeper: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(sleeper.try_read(&mut buf), Ok(n) if n > 0)
+}
+
+/// Waits until Redis answers on `sleeper` (from [`TestRedis::stall`]).
+async fn wake(sleeper: tokio::net::TcpStream) {
+    let back = wait_until(WAIT, || async {
+        let _ = tokio::time::timeout(Duration::from_millis(100), sleeper.readable()).await;
+        woke(&sleeper)
+    })
+    .await;
+    assert!(back, "Redis never woke");
 }
 
 impl Drop for TestRedis {
@@ -392,5 +471,66 @@ async fn a_duplicate_id_is_answered_200_on_every_node_and_delivered_once() {
     }
     for hub in [&a, &b] {
         assert_eq!(hub.stats().await["history_len"], 3, "{}", hub.addr);
+    }
+}
+
+#[tokio::test]
+async fn a_publish_redis_may_have_stored_gets_503_with_its_id_and_a_retry_is_delivered_once() {
+    let redis = TestRedis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    all_ready(&[&a, &b]).await;
+    let mut on_a = a.subscribe(&["/u", "/end"], &[], &[]).await;
+    let mut on_b = b.subscribe(&["/u", "/end"], &[], &[]).await;
+    let form = [("topic", "/u"), ("data", "once")];
+
+    // Redis stalls longer than the 2 s publish timeout: A's XADD is sent but unanswered.
+    let sleeper = redis.stall(4.0).await;
+    let response = a.publish(&publisher(), &form).await;
+    assert_eq!(response.status(), 503);
+    let id = response
+        .headers()
+        .get("mercure-update-id")
+        .expect("the id of the update whose fate is unknown")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("urn:uuid:"), "{id}");
+    assert!(response.text().await.unwrap().contains(&id));
+
+    // A retry to another node while Redis still stalls: that node's reader has not seen the
+    // first copy, so its XADD is queued behind it, a second copy of the same update.
+    assert!(
+        !woke(&sleeper),
+        "Redis woke too early for this test (a slow machine?)"
+    );
+    let retry = [("topic", "/u"), ("data", "once"), ("id", id.as_str())];
+    let during = b.publish(&publisher(), &retry).await;
+    if during.status() != 200 {
+        assert_eq!(during.status(), 503);
+        assert_eq!(during.headers()["mercure-update-id"], id.as_str());
+    }
+    wake(sleeper).await;
+
+    // Once Redis is back, the retry is answered with the id, on either node.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = b.publish(&publisher(), &retry).await;
+        if response.status() == 200 {
+            assert_eq!(response.text().await.unwrap(), id);
+            break;
+        }
+        assert_eq!(response.status(), 503, "while Redis comes back");
+        assert!(Instant::now() < deadline, "the retry never succeeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.publish_ok(&retry).await, id);
+    let end = a.publish_ok(&[("topic", "/end")]).await;
+    assert!(
+        redis.copies(&id).await >= 2,
+        "both attempts landed in the stream"
+    );
+    for sse in [&mut on_a, &mut on_b] {
+        // Stream order: a second copy would come before the end marker.
+        assert_eq!(ids(&sse.events(2, WAIT).await), [id.as_str(), end.as_str()]);
     }
 }
