@@ -9,11 +9,15 @@
 //!
 //! When Redis is unreachable, publishes answer 503 (never a silent loss), subscribers stay
 //! connected, and the reader reconnects with backoff and resumes after the last stream entry it
-//! delivered. Each transition is logged once. Readiness follows Redis itself, not the backoff:
+//! delivered. Before it resumes, it checks whether entries it never read were trimmed from the
+//! stream meanwhile (it fell further behind than the stream keeps), and logs that gap once.
+//! Each transition is logged once. Readiness follows Redis itself, not the backoff:
 //! `/readyz` pings Redis on the publishers' connection, and any answer from Redis (to a publish
 //! or a ping) wakes the reader at once; the node is ready when both work.
 
-use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
+mod entry_id;
+
+use std::{borrow::Cow, collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
 use actix::Addr;
 use redis::{
@@ -23,6 +27,7 @@ use redis::{
 };
 use tokio::sync::{watch, Mutex, Notify};
 
+use self::entry_id::EntryId;
 use crate::{
     broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
     publication::Publication,
@@ -166,16 +171,31 @@ pub struct RedisTransport {
 }
 
 impl RedisTransport {
+    /// Connects, named `sse-hub-<role>-<pid>` so `CLIENT LIST` tells whose connection is whose
+    /// (and an operator or a test can `CLIENT KILL` one of them).
     async fn connect(
         &self,
+        role: &str,
         response_timeout: Duration,
     ) -> redis::RedisResult<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(PUBLISH_TIMEOUT)
             .set_response_timeout(response_timeout);
-        self.client
+        let mut conn = self
+            .client
             .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let name = format!("sse-hub-{role}-{}", std::process::id());
+        // A server that refuses names (an ACL, a proxy) still serves the stream.
+        if let Err(err) = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(&name)
+            .query_async::<()>(&mut conn)
             .await
+        {
+            log::debug!("redis refused the connection name {name}: {err}");
+        }
+        Ok(conn)
     }
 
     /// Runs `cmd` on the publishers' connection, connecting first if there is none. On an
@@ -189,10 +209,13 @@ impl RedisTransport {
         let mut conn = match slot.as_ref() {
             Some(conn) => conn.clone(),
             None => {
-                let conn = self.connect(PUBLISH_TIMEOUT).await.map_err(|err| {
-                    log::debug!("redis publish connection failed: {err}");
-                    TransportError::Unavailable
-                })?;
+                let conn = self
+                    .connect("publisher", PUBLISH_TIMEOUT)
+                    .await
+                    .map_err(|err| {
+                        log::debug!("redis publish connection failed: {err}");
+                        TransportError::Unavailable
+                    })?;
                 *slot = Some(conn.clone());
                 conn
             }
@@ -292,8 +315,12 @@ impl RedisTransport {
         history_size: usize,
         last_id: &mut Option<String>,
     ) -> redis::RedisResult<()> {
-        let mut conn = self.connect(READ_BLOCK * 2).await?;
-        if last_id.is_none() {
+        let mut conn = self.connect("reader", READ_BLOCK * 2).await?;
+        if let Some(after) = last_id.as_deref() {
+            if let Some(resume) = self.check_gap(&mut conn, after).await? {
+                *last_id = Some(resume.to_string());
+            }
+        } else {
             // First connection: the stream's tail becomes this node's history.
             let tail: StreamRangeReply = redis::cmd("XREVRANGE")
                 .arg(&self.stream)
@@ -342,6 +369,83 @@ impl RedisTransport {
                 }
             }
         }
+    }
+}
+
+impl RedisTransport {
+    /// Before resuming after entry `after`: whether entries this node never read were trimmed
+    /// meanwhile, which it logs once; answers where to resume instead, if not
+    /// `after` (past the gap, so a later resume does not report it again; or the start of a
+    /// stream that was recreated, whose ids may be lower).
+    async fn check_gap(
+        &self,
+        conn: &mut MultiplexedConnection,
+        after: &str,
+    ) -> redis::RedisResult<Option<EntryId>> {
+        let Ok(after) = after.parse::<EntryId>() else {
+            return Ok(None);
+        };
+        let stream = &self.stream;
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(stream)
+            .query_async(&mut *conn)
+            .await?;
+        if !exists {
+            log::warn!(
+                "redis transport: stream {stream:?} is gone (did Redis restart without its \
+                 data?): any update added after entry {after} before it went is lost to this \
+                 node's subscribers; reading the stream from its start when it reappears"
+            );
+            return Ok(Some(EntryId::ZERO));
+        }
+        let info: HashMap<String, redis::Value> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream)
+            .query_async(&mut *conn)
+            .await?;
+        let field = |name: &str| -> Option<EntryId> {
+            let value = info.get(name)?;
+            let text: String = match value {
+                // `first-entry` is `[id, [field, value, …]]`.
+                redis::Value::Array(entry) => redis::from_redis_value(entry.first()?).ok()?,
+                other => redis::from_redis_value(other).ok()?,
+            };
+            text.parse().ok()
+        };
+        if field("last-generated-id").is_some_and(|last| last < after) {
+            log::warn!(
+                "redis transport: stream {stream:?} was recreated (its last id is below entry \
+                 {after}, the last this node read): reading it from its start"
+            );
+            return Ok(Some(EntryId::ZERO));
+        }
+        // Redis trims a stream from its head only: when the first entry left is past `after`,
+        // with room for ids between them, entries this node never read may have been trimmed.
+        // Ids are not contiguous, so whether any existed can't be told: this errs towards a
+        // warning. (`max-deleted-entry-id` would be exact, but Redis 7.0 moves it on XDEL only.)
+        let gap = match field("first-entry") {
+            Some(first) if first.predecessor() > after => Some((first.predecessor(), first)),
+            Some(_) => None,
+            // Empty: everything added after `after` is gone.
+            None => field("last-generated-id")
+                .filter(|last| *last > after)
+                .map(|last| (last, last)),
+        };
+        let Some((resume, up_to)) = gap else {
+            return Ok(None);
+        };
+        let what = if up_to == resume {
+            format!("entries after {after} up to {up_to}")
+        } else {
+            format!("entries after {after} and before {up_to} (if there were any)")
+        };
+        log::warn!(
+            "redis transport: gap in stream {stream:?}: {what} were trimmed before this node \
+             read them; its subscribers may have missed updates, and a client that reconnects \
+             here gets what this node's history holds after its Last-Event-ID (all of it, for \
+             an id it does not know), not the missing ones"
+        );
+        Ok(Some(resume))
     }
 }
 

@@ -136,6 +136,39 @@ impl TestRedis {
     }
 }
 
+impl TestRedis {
+    /// Closes `hub`'s reading connection from the Redis side (the hub names it
+    /// `sse-hub-reader-<pid>`), so its reader reconnects.
+    async fn kill_reader(&self, hub: &TestHub) {
+        let name = format!("name=sse-hub-reader-{}", hub.pid());
+        let clients = self.cli(&["CLIENT", "LIST"]).await;
+        let id = clients
+            .lines()
+            .find(|line| line.split(' ').any(|field| field == name))
+            .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .unwrap_or_else(|| panic!("no {name} in {clients}"))
+            .to_owned();
+        assert_eq!(self.cli(&["CLIENT", "KILL", "ID", &id]).await.trim(), "1");
+    }
+
+    /// A field of `XINFO STREAM` on the hub's stream.
+    async fn stream_info(&self, field: &str) -> String {
+        let info = self.cli(&["XINFO", "STREAM", STREAM]).await;
+        let lines: Vec<&str> = info.lines().collect();
+        let at = lines.iter().position(|l| *l == field).expect(field);
+        lines[at + 1].to_owned()
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `hub`'s process.
+fn signal(hub: &TestHub, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &hub.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
 /// The stream the nodes share (the default of `--redis-stream`).
 const STREAM: &str = "sse-hub";
 
@@ -533,4 +566,95 @@ async fn a_publish_redis_may_have_stored_gets_503_with_its_id_and_a_retry_is_del
         // Stream order: a second copy would come before the end marker.
         assert_eq!(ids(&sse.events(2, WAIT).await), [id.as_str(), end.as_str()]);
     }
+}
+
+#[tokio::test]
+async fn a_node_that_resumes_after_entries_it_never_read_were_trimmed_logs_the_gap_once() {
+    let redis = TestRedis::start();
+    let small = |redis: &TestRedis| {
+        let url = redis.url();
+        TestHub::spawn(&[
+            "--jwt-key",
+            KEY,
+            "--allow-anonymous",
+            "--tick-interval",
+            "0",
+            "--keep-alive",
+            "500ms",
+            "--transport",
+            &url,
+            "--history-size",
+            "5",
+        ])
+    };
+    let (a, b) = (small(&redis), small(&redis));
+    all_ready(&[&a, &b]).await;
+    let mut on_b = b.subscribe(&["/g"], &[], &[]).await;
+    let before = a.publish_ok(&[("topic", "/g"), ("data", "before")]).await;
+    assert_eq!(ids(&on_b.events(1, WAIT).await), [before.as_str()]);
+
+    // B stops reading; meanwhile the stream moves on and loses entries B never read.
+    signal(&b, "STOP");
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        sent.push(
+            a.publish_ok(&[("topic", "/g"), ("data", &i.to_string())])
+                .await,
+        );
+    }
+    assert_eq!(
+        redis.cli(&["XTRIM", STREAM, "MAXLEN", "2"]).await.trim(),
+        "11"
+    );
+    let first_left = redis.stream_info("first-entry").await;
+    redis.kill_reader(&b).await;
+    signal(&b, "CONT");
+
+    let warned = wait_until(WAIT, || async {
+        b.logs().iter().any(|l| l.contains("gap in stream"))
+    })
+    .await;
+    assert!(warned, "no gap logged: {:?}", b.logs());
+    // What the stream still holds arrives, after whatever B had read before it stopped.
+    let mut got = Vec::new();
+    while got.last() != sent.last() {
+        got.push(
+            on_b.next_event(WAIT)
+                .await
+                .expect("the stream's last entries")
+                .id
+                .unwrap(),
+        );
+    }
+    assert!(got.ends_with(&sent[10..]), "{got:?}");
+    assert!(got.len() <= 3, "nothing from the gap: {got:?}");
+    let logs = b.logs();
+    let gaps: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("gap in stream"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "logged once: {gaps:?}");
+    assert!(
+        gaps[0].contains(&format!("and before {first_left} ")),
+        "{}",
+        gaps[0]
+    );
+    assert!(gaps[0].contains("may have missed updates"), "{}", gaps[0]);
+    // A reconnect later finds no new gap; A, which read everything, never reports one.
+    redis.kill_reader(&b).await;
+    redis.kill_reader(&a).await;
+    let again = a.publish_ok(&[("topic", "/g"), ("data", "again")]).await;
+    assert_eq!(ids(&on_b.events(1, WAIT).await), [again.as_str()]);
+    assert_eq!(
+        b.logs()
+            .iter()
+            .filter(|l| l.contains("gap in stream"))
+            .count(),
+        1
+    );
+    assert!(
+        !a.logs().iter().any(|l| l.contains("gap")),
+        "{:?}",
+        a.logs()
+    );
 }
