@@ -30,6 +30,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use self::entry_id::EntryId;
 use crate::{
     broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
+    history::Cursor,
     publication::Publication,
     stats::Stats,
     topic::Topic,
@@ -49,6 +50,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness check, once Redis answered, waits for the reader to be connected.
 const READY_READER_WAIT: Duration = Duration::from_secs(1);
+/// How long a subscriber resuming from an id this node does not hold waits for the reader to
+/// catch up with the stream, before its id is taken as unknown (evicted).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 /// Which transport, as given by `--transport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +111,7 @@ impl Transport {
                     max_len: history_size.max(1),
                     publisher: Mutex::new(None),
                     up: watch::Sender::new(false),
+                    delivered: watch::Sender::new(None),
                     wake: Notify::new(),
                     stats,
                 });
@@ -143,6 +148,33 @@ impl Transport {
         }
     }
 
+    /// Before a subscriber resuming after `cursor` is registered: when this node's history
+    /// does not hold the cursor's id and the transport is Redis, waits (up to `CATCH_UP_WAIT`)
+    /// until the reader has delivered the stream's last entry. The id may simply not be read
+    /// yet: a client moving from a node that is ahead must not be sent all history again.
+    pub async fn catch_up(&self, cursor: Option<&Cursor>, broadcaster: &Addr<Broadcaster>) {
+        let Self::Redis(redis) = self else {
+            return;
+        };
+        let Some(Cursor::After(after)) = cursor else {
+            return;
+        };
+        // An id that can't be an update's is never in history: nothing to wait for.
+        let Ok(id) = EventId::parse(after) else {
+            return;
+        };
+        if !matches!(broadcaster.send(Knows(id)).await, Ok(false)) {
+            return;
+        }
+        if tokio::time::timeout(CATCH_UP_WAIT, redis.catch_up())
+            .await
+            .is_err()
+        {
+            // Per subscriber, so not a warning: many may reconnect at once.
+            log::debug!("the reader did not catch up with the stream in {CATCH_UP_WAIT:?}");
+        }
+    }
+
     /// Whether publishing and delivery work now. For Redis: Redis answers a PING, and the
     /// reader is connected (waited for up to a second, since the ping has just woken it).
     pub async fn ready(&self) -> bool {
@@ -163,6 +195,9 @@ pub struct RedisTransport {
     publisher: Mutex<Option<MultiplexedConnection>>,
     /// Whether the reader is connected; a watch, so a readiness check can wait for it.
     up: watch::Sender<bool>,
+    /// The last stream entry the reader has handed to the broadcaster (its update is in
+    /// history once this moves); a watch, so a resuming subscriber can wait for it.
+    delivered: watch::Sender<Option<EntryId>>,
     /// Cuts the reader's backoff short when Redis has just answered on the publishers'
     /// connection: without it, a node would stay unready for up to `BACKOFF_MAX` after Redis is
     /// back, while its publishes already succeed.
@@ -264,6 +299,31 @@ impl RedisTransport {
         self.on_publisher::<String>(&cmd).await.map(|_| ())
     }
 
+    /// Waits until the reader has delivered the stream's last entry (as of now); returns at
+    /// once if Redis does not answer, since the reader can't catch up then either.
+    async fn catch_up(&self) {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&self.stream).arg("+").arg("-").arg("COUNT").arg(1);
+        let Ok(last) = self.on_publisher::<StreamRangeReply>(&cmd).await else {
+            return;
+        };
+        let Some(target) = last.ids.first().and_then(|e| e.id.parse::<EntryId>().ok()) else {
+            return;
+        };
+        let mut delivered = self.delivered.subscribe();
+        let _ = delivered.wait_for(|d| d.is_some_and(|d| d >= target)).await;
+    }
+
+    /// Records that the reader has delivered the entry `id`.
+    fn set_delivered(&self, id: &str) {
+        match id.parse::<EntryId>() {
+            Ok(id) => {
+                self.delivered.send_replace(Some(id));
+            }
+            Err(err) => log::debug!("{err}"),
+        }
+    }
+
     fn set_up(&self, up: bool) {
         if self.up.send_replace(up) != up {
             if up {
@@ -340,6 +400,10 @@ impl RedisTransport {
                     .first()
                     .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
             );
+            // The tail went to the broadcaster's mailbox before any later subscriber's request.
+            if let Some(newest) = tail.ids.first() {
+                self.set_delivered(&newest.id);
+            }
         }
         self.set_up(true);
         loop {
@@ -358,6 +422,7 @@ impl RedisTransport {
                 *last_id = Some(entry.id.clone());
                 let Some(update) = decode(&entry) else {
                     log::warn!("skipping stream entry {} that is not an update", entry.id);
+                    self.set_delivered(&entry.id);
                     continue;
                 };
                 match broadcaster.send(Publish(update)).await {
@@ -367,6 +432,7 @@ impl RedisTransport {
                     }
                     Err(_) => return Ok(()),
                 }
+                self.set_delivered(&entry.id);
             }
         }
     }

@@ -48,7 +48,9 @@ pub(crate) fn cursor(
 /// Registers a subscriber and answers with its stream.
 ///
 /// The subscriber is registered before the response starts, so an update published once the
-/// client sees the first bytes is never missed.
+/// client sees the first bytes is never missed. A cursor this node does not hold may be one its
+/// transport has not delivered yet: the node catches up first (bounded), so the replay is
+/// computed against a history that has it.
 pub(crate) async fn open_stream(
     state: &AppState,
     req: &HttpRequest,
@@ -56,6 +58,10 @@ pub(crate) async fn open_stream(
     cursor: Option<Cursor>,
     expires: Option<tokio::time::Instant>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .transport
+        .catch_up(cursor.as_ref(), &state.broadcaster)
+        .await;
     let subscribed = state
         .broadcaster
         .send(Subscribe {

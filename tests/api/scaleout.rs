@@ -658,3 +658,46 @@ async fn a_node_that_resumes_after_entries_it_never_read_were_trimmed_logs_the_g
         a.logs()
     );
 }
+
+#[tokio::test]
+async fn a_client_moving_to_a_lagging_node_resumes_where_it_left_without_duplicates() {
+    let redis = TestRedis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    all_ready(&[&a, &b]).await;
+    let mut on_a = a.subscribe(&["/m"], &[], &[]).await;
+    let first = a.publish_ok(&[("topic", "/m"), ("data", "first")]).await;
+    b.wait_for_stat("history_len", 1).await;
+
+    // B stops reading while A's subscriber gets 20 more; B's reader connection is closed
+    // meanwhile, so once B runs again its reader spends a backoff reconnecting: it lags.
+    signal(&b, "STOP");
+    let mut sent = vec![first];
+    for i in 0..20 {
+        sent.push(
+            a.publish_ok(&[("topic", "/m"), ("data", &i.to_string())])
+                .await,
+        );
+    }
+    assert_eq!(ids(&on_a.events(21, WAIT).await), sent);
+    let last_seen = sent.last().unwrap().clone();
+    redis.kill_reader(&b).await;
+    signal(&b, "CONT");
+
+    // The client moves to B with the last id it saw, which B has not read yet.
+    let url = b.url("/.well-known/mercure?topic=%2Fm");
+    let mut moved = SseClient::connect(&url, &[("Last-Event-ID", &last_seen)]).await;
+    assert_eq!(moved.status, 200);
+    moved.opened().await;
+    assert_eq!(
+        moved.response_headers["last-event-id"],
+        last_seen.as_str(),
+        "resumed after its id, not from the earliest"
+    );
+    let live = a.publish_ok(&[("topic", "/m"), ("data", "live")]).await;
+    let next = moved.next_event(WAIT).await.expect("the live update");
+    assert_eq!(
+        next.id.as_deref(),
+        Some(live.as_str()),
+        "no duplicate first"
+    );
+}
