@@ -94,6 +94,36 @@ struct Args {
     /// Each measured subscriber disconnects once mid-run and resumes with Last-Event-ID.
     #[arg(long)]
     drop_resume: bool,
+    /// Updates published on --prefill-topic before any subscriber connects, as fast as the
+    /// publishers go, so the hub's history holds them (e.g. for a reconnect storm to replay).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    prefill: u64,
+    /// Mercure topic of the pre-fill updates.
+    #[arg(long, default_value = "/fill")]
+    prefill_topic: String,
+    /// Reconnect-storm subscribers (not measured): from the first publish on, each connects
+    /// with `Last-Event-ID`, reads its opening bytes and replay, disconnects and reconnects,
+    /// --storm-rounds times or until publishing ends.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    storm_subscribers: u32,
+    /// Subscribe URL of the storm subscribers (default: --sub-url).
+    #[arg(long, value_name = "URL")]
+    storm_url: Option<String>,
+    /// `Last-Event-ID` the storm subscribers send (`earliest`: replay the whole history).
+    #[arg(long, value_name = "ID", default_value = "earliest")]
+    storm_last_event_id: String,
+    /// Connections each storm subscriber makes at most.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    storm_rounds: u32,
+    /// Replayed events a storm connection waits for after its opening bytes (0: none).
+    #[arg(long, default_value_t = 0)]
+    storm_replay_events: u64,
+    /// Longest a storm connection waits for its opening bytes and replay before it hangs up.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    storm_hold: Duration,
+    /// Storm connects (connect + response head) in flight at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    storm_concurrency: u32,
     /// Server process to measure (repeatable; CPU and RSS are summed).
     #[arg(long = "server-pid", value_name = "PID")]
     server_pids: Vec<u32>,
@@ -488,6 +518,8 @@ struct PubCfg {
     start: Instant,
     deadline: Instant,
     next: AtomicU64,
+    /// Round trip of each answered publish request, as the publisher sees it.
+    rtt: Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -643,6 +675,7 @@ async fn publisher(cfg: Arc<PubCfg>) -> PubReport {
         if Instant::now() >= cfg.deadline {
             break;
         }
+        let sent = Instant::now();
         let mut result = Err(String::new());
         for _attempt in 0..2 {
             let c = match conn.take() {
@@ -674,6 +707,9 @@ async fn publisher(cfg: Arc<PubCfg>) -> PubReport {
                 Err(_) => break,
             }
         }
+        if result.is_ok() {
+            cfg.rtt.record(sent.elapsed().as_micros() as u64);
+        }
         match result {
             Ok((status, _)) if (200..300).contains(&status) => {
                 rep.ok[(seq / 64) as usize] |= 1 << (seq % 64);
@@ -691,6 +727,160 @@ async fn publisher(cfg: Arc<PubCfg>) -> PubReport {
         rep.last_done = Some(Instant::now());
     }
     rep
+}
+
+/// Publishes `--prefill` numbered updates on `--prefill-topic` as fast as the publishers go;
+/// returns how many were accepted and how many failed.
+async fn prefill(args: &Args, target: &Target, deadline: Instant) -> (u64, u64) {
+    let mut topic_enc = Vec::new();
+    proto::form_encode(&mut topic_enc, args.prefill_topic.as_bytes());
+    let cfg = Arc::new(PubCfg {
+        target: target.clone(),
+        mode: args.pub_mode,
+        topic_enc,
+        token: args.token.clone(),
+        events: args.prefill,
+        rate: 0.0,
+        data_size: args.data_size,
+        io_timeout: args.io_timeout,
+        start: Instant::now(),
+        deadline,
+        next: AtomicU64::new(0),
+        rtt: Histogram::default(),
+    });
+    let pubs: Vec<_> = (0..args.publishers)
+        .map(|_| tokio::spawn(publisher(cfg.clone())))
+        .collect();
+    let (mut ok, mut errors) = (0, 0);
+    for h in pubs {
+        if let Ok(r) = h.await {
+            ok += r.ok_count;
+            errors += r.errors;
+        }
+    }
+    (ok, errors)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconnect storm
+
+/// What every storm subscriber shares.
+#[derive(Debug)]
+struct Storm {
+    target: Target,
+    last_id: Vec<u8>,
+    rounds: u32,
+    replay_events: u64,
+    hold: Duration,
+    io_timeout: Duration,
+    sem: Semaphore,
+    /// Time from the start of a connect to its response head.
+    head_us: Histogram,
+    /// Connections whose opening bytes and wanted replay arrived.
+    completed: AtomicU64,
+    /// Connections that ended or hit --storm-hold before that.
+    incomplete: AtomicU64,
+    /// Connects that failed (refused, timed out, not 200).
+    failures: AtomicU64,
+    /// Events the storm connections received (replayed or live).
+    events: AtomicU64,
+    reasons: std::sync::Mutex<BTreeMap<String, u64>>,
+    stop: watch::Receiver<bool>,
+    start: Instant,
+    /// When the last storm subscriber finished, in µs after `start`.
+    finished_us: AtomicU64,
+}
+
+/// Counts a storm connection's body bytes and events; true once its opening bytes and
+/// `want` events have come, or the body ended or broke (nothing more will come).
+fn storm_feed(
+    body: &mut BodyDecoder,
+    sse: &mut SseParser,
+    got: &mut (usize, u64),
+    want: u64,
+    bytes: &[u8],
+) -> bool {
+    let status = body.feed(bytes, &mut |chunk| {
+        got.0 += chunk.len();
+        sse.feed(chunk, &mut |_| {
+            got.1 += 1;
+            true
+        })
+        .unwrap_or(false)
+    });
+    !matches!(status, Ok(BodyStatus::More)) || (got.0 > 0 && got.1 >= want)
+}
+
+/// One storm subscriber: up to `rounds` times, connect with `Last-Event-ID`, read the opening
+/// bytes and the replay (at most `hold` long), and hang up; stops when the storm is stopped.
+async fn storm_subscriber(storm: Arc<Storm>, src: Ipv4Addr) {
+    storm_rounds(&storm, src).await;
+    let done = storm.start.elapsed().as_micros() as u64;
+    storm.finished_us.fetch_max(done, Ordering::Relaxed);
+}
+
+async fn storm_rounds(storm: &Storm, src: Ipv4Addr) {
+    let mut stop = storm.stop.clone();
+    for _ in 0..storm.rounds {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            p = storm.sem.acquire() => p,
+        };
+        let Ok(permit) = permit else { return };
+        let started = Instant::now();
+        let opened = open_stream(&storm.target, src, Some(&storm.last_id), storm.io_timeout).await;
+        drop(permit);
+        let (mut stream, mut body, leftover) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                storm.failures.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut reasons) = storm.reasons.lock() {
+                    *reasons.entry(e).or_default() += 1;
+                }
+                // Pause as a client would rather than spin on an error.
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        storm.head_us.record(started.elapsed().as_micros() as u64);
+        let (mut sse, mut got, want) = (SseParser::default(), (0, 0), storm.replay_events);
+        let mut done = storm_feed(&mut body, &mut sse, &mut got, want, &leftover);
+        drop(leftover);
+        let hold_until = Instant::now() + storm.hold;
+        while !done {
+            let read =
+                std::future::poll_fn(|cx| {
+                    READ_BUF.with(|cell| {
+                        let mut buf = cell.borrow_mut();
+                        let mut rb = ReadBuf::new(&mut buf);
+                        match Pin::new(&mut stream).poll_read(cx, &mut rb) {
+                            Poll::Pending => Poll::Pending,
+                            Poll::Ready(Ok(())) if !rb.filled().is_empty() => Poll::Ready(
+                                storm_feed(&mut body, &mut sse, &mut got, want, rb.filled()),
+                            ),
+                            Poll::Ready(_) => Poll::Ready(true),
+                        }
+                    })
+                });
+            match timeout_at(hold_until, read).await {
+                Ok(d) => done = d,
+                Err(_) => break,
+            }
+        }
+        drop(stream);
+        let ok = got.0 > 0 && got.1 >= want;
+        let counter = if ok {
+            &storm.completed
+        } else {
+            &storm.incomplete
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        storm.events.fetch_add(got.1, Ordering::Relaxed);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -725,12 +915,28 @@ struct Report {
     server_cpu_ms: Option<f64>,
     server_cpu_us_per_delivery: Option<f64>,
     server_cpu_us_per_publish: Option<f64>,
+    publish_rtt_us_p50: Option<u64>,
+    publish_rtt_us_p99: Option<u64>,
+    publish_rtt_us_max: Option<u64>,
+    prefilled: u64,
+    storm_subscribers: u32,
+    /// Storm connections whose opening bytes and wanted replay arrived.
+    storm_connects: u64,
+    storm_incomplete: u64,
+    storm_failures: u64,
+    storm_connects_per_s: f64,
+    storm_events: u64,
+    storm_head_ms_p50: Option<f64>,
+    storm_head_ms_p99: Option<f64>,
+    storm_duration_s: f64,
 }
 
 /// Counts that only the human summary shows.
 #[derive(Debug, Default)]
 struct Extra {
     requested_idle: usize,
+    prefill_errors: u64,
+    storm_reasons: BTreeMap<String, u64>,
     connect_reasons: BTreeMap<String, u64>,
     publish_reasons: BTreeMap<String, u64>,
     ends: BTreeMap<&'static str, u64>,
@@ -770,6 +976,7 @@ async fn run(
     sub_target: Target,
     pub_target: Target,
     idle_target: Option<Target>,
+    storm_target: Option<Target>,
 ) -> (Report, Extra) {
     let run_start = Instant::now();
     let deadline = run_start + args.max_duration;
@@ -781,6 +988,16 @@ async fn run(
         ..Extra::default()
     };
     let sample = || proto::sample(&args.server_pids);
+    let mut prefilled = 0;
+    if args.prefill > 0 {
+        if human {
+            eprintln!(
+                "loadgen: pre-filling {} updates on {} ...",
+                args.prefill, args.prefill_topic
+            );
+        }
+        (prefilled, extra.prefill_errors) = prefill(args, &pub_target, deadline).await;
+    }
     let s_before = sample();
 
     // Subscribe.
@@ -876,6 +1093,46 @@ async fn run(
             }
         );
     }
+    // The storm starts with the publishing and stops when it ends.
+    let (storm_stop_tx, storm_stop_rx) = watch::channel(false);
+    let storm = storm_target.map(|target| {
+        Arc::new(Storm {
+            target,
+            last_id: args.storm_last_event_id.clone().into_bytes(),
+            rounds: args.storm_rounds,
+            replay_events: args.storm_replay_events,
+            hold: args.storm_hold,
+            io_timeout: args.io_timeout,
+            sem: Semaphore::new(args.storm_concurrency as usize),
+            head_us: Histogram::default(),
+            completed: AtomicU64::new(0),
+            incomplete: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            reasons: std::sync::Mutex::default(),
+            stop: storm_stop_rx,
+            start: Instant::now(),
+            finished_us: AtomicU64::new(0),
+        })
+    });
+    let storm_handles: Vec<_> = match &storm {
+        Some(storm) if !extra.deadline_hit => {
+            if human {
+                eprintln!(
+                    "loadgen: storm of {} subscribers, {} rounds each, Last-Event-ID {}",
+                    args.storm_subscribers, args.storm_rounds, args.storm_last_event_id
+                );
+            }
+            (0..args.storm_subscribers as usize)
+                .map(|i| {
+                    let src = Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(args.sources)) as u8);
+                    tokio::spawn(storm_subscriber(storm.clone(), src))
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+
     let mut topic_enc = Vec::new();
     proto::form_encode(&mut topic_enc, args.topic.as_bytes());
     let pub_start = Instant::now();
@@ -892,6 +1149,7 @@ async fn run(
         start: pub_start,
         deadline,
         next: AtomicU64::new(0),
+        rtt: Histogram::default(),
     });
     let pubs: Vec<_> = (0..args.publishers)
         .map(|_| tokio::spawn(publisher(cfg.clone())))
@@ -912,6 +1170,22 @@ async fn run(
         last_publish = last_publish.max(r.last_done.unwrap_or(pub_start));
     }
     let publish_duration = last_publish - pub_start;
+    let _ = storm_stop_tx.send(true);
+    let storm_join = Instant::now() + args.storm_hold + args.io_timeout;
+    for h in storm_handles {
+        let abort = h.abort_handle();
+        if timeout_at(storm_join, h).await.is_err() {
+            abort.abort();
+            extra.lost_tasks += 1;
+        }
+    }
+    if let Some(reasons) = storm.as_ref().and_then(|s| s.reasons.lock().ok()) {
+        extra.storm_reasons = reasons.clone();
+    }
+    // From the first storm connect to the end of the last storm subscriber.
+    let storm_span = storm.as_ref().map_or(Duration::ZERO, |s| {
+        Duration::from_micros(s.finished_us.load(Ordering::Relaxed))
+    });
     if Instant::now() >= deadline || events_published + publish_errors < args.events {
         extra.deadline_hit = true;
     }
@@ -976,6 +1250,17 @@ async fn run(
             .map(|c| round3(c * 1000.0 / n as f64))
     };
     let all_connected = connected + idle_connected;
+    let storm_count = |field: fn(&Storm) -> &AtomicU64| {
+        storm
+            .as_deref()
+            .map_or(0, |s| field(s).load(Ordering::Relaxed))
+    };
+    let storm_ms = |q| {
+        storm
+            .as_ref()
+            .and_then(|s| s.head_us.quantile(q))
+            .map(|u| round3(u as f64 / 1000.0))
+    };
     let report = Report {
         subscribers: n,
         connected,
@@ -1012,6 +1297,27 @@ async fn run(
         server_cpu_ms: cpu_ms.map(round3),
         server_cpu_us_per_delivery: per(cpu_ms, deliveries),
         server_cpu_us_per_publish: per(cpu_ms, events_published),
+        publish_rtt_us_p50: cfg.rtt.quantile(0.5),
+        publish_rtt_us_p99: cfg.rtt.quantile(0.99),
+        publish_rtt_us_max: cfg.rtt.max(),
+        prefilled,
+        storm_subscribers: args.storm_subscribers,
+        storm_connects: storm_count(|s| &s.completed),
+        storm_incomplete: storm_count(|s| &s.incomplete),
+        storm_failures: storm_count(|s| &s.failures),
+        storm_connects_per_s: if storm.is_some() && !storm_span.is_zero() {
+            round3(storm_count(|s| &s.completed) as f64 / storm_span.as_secs_f64())
+        } else {
+            0.0
+        },
+        storm_events: storm_count(|s| &s.events),
+        storm_head_ms_p50: storm_ms(0.5),
+        storm_head_ms_p99: storm_ms(0.99),
+        storm_duration_s: if storm.is_some() {
+            round3(storm_span.as_secs_f64())
+        } else {
+            0.0
+        },
     };
     (report, extra)
 }
@@ -1059,6 +1365,33 @@ fn print_summary(args: &Args, r: &Report, x: &Extra) {
         args.data_size,
         args.publishers,
     );
+    println!(
+        "  publish rtt  p50 {}  p99 {}  max {}",
+        fmt_opt(r.publish_rtt_us_p50, " µs"),
+        fmt_opt(r.publish_rtt_us_p99, " µs"),
+        fmt_opt(r.publish_rtt_us_max, " µs"),
+    );
+    if args.prefill > 0 {
+        println!(
+            "  prefill      {} of {} updates on {}, {} errors",
+            r.prefilled, args.prefill, args.prefill_topic, x.prefill_errors
+        );
+    }
+    if args.storm_subscribers > 0 {
+        println!(
+            "  storm        {} subscribers: {} reconnects done ({:.0}/s over {:.3} s), {} incomplete, {} failed{}; head p50 {} p99 {}; {} events received",
+            r.storm_subscribers,
+            r.storm_connects,
+            r.storm_connects_per_s,
+            r.storm_duration_s,
+            r.storm_incomplete,
+            r.storm_failures,
+            if x.storm_reasons.is_empty() { String::new() } else { format!(" [{}]", fmt_map(&x.storm_reasons)) },
+            fmt_opt(r.storm_head_ms_p50, " ms"),
+            fmt_opt(r.storm_head_ms_p99, " ms"),
+            r.storm_events,
+        );
+    }
     println!(
         "  deliveries   {} ({:.0}/s)",
         r.deliveries, r.deliveries_per_s
@@ -1123,13 +1456,17 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let targets = (|| -> Result<_, String> {
         let idle = args.idle_url.as_deref().map(proto::parse_url).transpose()?;
+        let storm = (args.storm_subscribers > 0)
+            .then(|| proto::parse_url(args.storm_url.as_deref().unwrap_or(&args.sub_url)))
+            .transpose()?;
         Ok((
             proto::parse_url(&args.sub_url)?,
             proto::parse_url(&args.pub_url)?,
             idle,
+            storm,
         ))
     })();
-    let (sub_target, pub_target, idle_target) = match targets {
+    let (sub_target, pub_target, idle_target, storm_target) = match targets {
         Ok(t) => t,
         Err(e) => {
             eprintln!("loadgen: {e}");
@@ -1160,7 +1497,7 @@ fn main() -> ExitCode {
     };
     let json_only = args.json;
     let (report, extra, args) = rt.block_on(async move {
-        let (r, x) = run(&args, sub_target, pub_target, idle_target).await;
+        let (r, x) = run(&args, sub_target, pub_target, idle_target, storm_target).await;
         (r, x, args)
     });
     rt.shutdown_timeout(Duration::from_secs(1));
