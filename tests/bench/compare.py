@@ -8,6 +8,8 @@ table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run i
     python3 tests/bench/compare.py              # every scenario
     python3 tests/bench/compare.py --quick      # smaller counts, for a smoke run
     python3 tests/bench/compare.py --durability # the hub alone: durable history vs memory only
+    python3 tests/bench/compare.py --hub-only --old-hub OLD/target/release/sse-hub
+                                                # storm and template scenarios, old vs new
 """
 
 import argparse
@@ -45,10 +47,10 @@ def wait_port(port, timeout=15):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def setup():
+def setup(nchan=True):
     subprocess.run(["cargo", "build", "--release", "--bin", "sse-hub", "--bin", "loadgen"],
                    cwd=REPO, check=True)
-    if not os.path.exists(NCHAN_MODULE) or shutil.which("nginx") is None and not os.path.exists(NGINX):
+    if nchan and not os.path.exists(NCHAN_MODULE) or shutil.which("nginx") is None and not os.path.exists(NGINX):
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "nginx", "libnginx-mod-nchan"], check=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
@@ -57,21 +59,25 @@ def setup():
 class Hub:
     name = "sse-hub"
 
-    def __init__(self, transport="local", store=("--fsync", "batch")):
-        """`store`: extra flags for the history (`("--data-dir", "none")` for memory only); the
-        durable history goes to a fresh temporary directory, gone after the run."""
+    def __init__(self, transport="local", binary=HUB, args=(), store=("--fsync", "batch")):
+        """`store`: flags for the history (`("--data-dir", "none")` for memory only); the durable
+        history goes to a fresh temporary directory, gone after the run. A binary other than
+        this checkout's (`--old-hub`) gets none: it may predate `--data-dir`."""
         self.transport = transport
-        self.store = list(store)
+        self.binary = binary
+        self.args = [str(a) for a in args]
+        self.store = list(store) if binary == HUB else []
 
     def __enter__(self):
         self.port = free_port()
         self.data = tempfile.TemporaryDirectory(prefix="sse-hub-bench-")
         self.proc = subprocess.Popen(
-            [str(HUB), "--bind", f"127.0.0.1:{self.port}", "--jwt-key", KEY, "--allow-anonymous",
-             "--transport", self.transport, "--data-dir", self.data.name, *self.store,
+            [str(self.binary), "--bind", f"127.0.0.1:{self.port}", "--jwt-key", KEY, "--allow-anonymous",
+             "--transport", self.transport, *self.store,
+             *(["--data-dir", self.data.name] if self.store and self.store[0] != "--data-dir" else []),
              "--tick-interval", "0", "--max-subscribers", "30000", "--max-subscribers-per-ip", "30000",
              "--publish-rate", "1000000", "--publish-burst", "1000000", "--history-size", "10000",
-             "--workers", "2"],
+             "--workers", "2", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
         wait_port(self.port)
         self.token = subprocess.run([str(HUB), "--jwt-key", KEY, "token", "--publish", "*"],
@@ -85,6 +91,10 @@ class Hub:
         base = f"http://127.0.0.1:{self.port}/.well-known/mercure"
         return f"{base}?topic=%2F{topic}", base, ["--pub-mode", "mercure", "--token", self.token,
                                                    "--topic", f"/{topic}"]
+
+    def sub_url(self, selector):
+        """Subscribe URL for one percent-encoded topic selector (hub only)."""
+        return f"http://127.0.0.1:{self.port}/.well-known/mercure?topic={selector}"
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -224,12 +234,18 @@ class ScaleOut:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
-def loadgen(server, args, idle=0):
-    sub, pub, extra = server.urls("bench")
-    cmd = [str(LOADGEN), "--sub-url", sub, "--pub-url", pub, *extra, "--json", "--max-duration", "240s"]
+def loadgen(server, args, idle=0, sub=None, idle_sub=None, storm_sub=None):
+    """Runs loadgen on /bench; `sub`, `idle_sub` and `storm_sub` are percent-encoded selectors
+    for the measured, idle and storm subscribers (hub only)."""
+    sub_url, pub, extra = server.urls("bench")
+    if sub:
+        sub_url = server.sub_url(sub)
+    cmd = [str(LOADGEN), "--sub-url", sub_url, "--pub-url", pub, *extra, "--json", "--max-duration", "240s"]
     if idle:
-        idle_sub, _, _ = server.urls("other")
-        cmd += ["--idle-subscribers", str(idle), "--idle-url", idle_sub]
+        idle_url = server.sub_url(idle_sub) if idle_sub else server.urls("other")[0]
+        cmd += ["--idle-subscribers", str(idle), "--idle-url", idle_url]
+    if storm_sub:
+        cmd += ["--storm-url", server.sub_url(storm_sub)]
     for pid in server.pids():
         cmd += ["--server-pid", str(pid)]
     cmd += [str(a) for a in args]
@@ -253,6 +269,81 @@ def scenarios(quick):
         ("1 subscriber, 1,000 others on another topic", dict(args=["--subscribers", 1, "--events", 2000 // k, "--rate", 500], idle=1000 // k)),
         ("1 subscriber, 10,000 others on another topic", dict(args=["--subscribers", 1, "--events", 2000 // k, "--rate", 500], idle=10000 // k)),
     ]
+
+
+def hub_scenarios(quick):
+    """Scenarios for the hub alone (Nchan has no equivalent), run old vs new with --old-hub."""
+    k = 10 if quick else 1
+    storm = 10000 // k
+    # 10,000 updates on /fill fill the history first; the storm subscribers subscribe to /storm,
+    # where nothing is published, so each reconnect filters the whole history and gets nothing.
+    # 32 publisher connections keep 100 events/s going while a publish takes up to 320 ms.
+    # A 100 ms heartbeat: the old hub notices a departed subscriber only at its next write, so
+    # with the default 15 s its departed storm connections pile up past the open-files limit.
+    base = ["--subscribers", 100, "--events", 2000 // k, "--rate", 100, "--prefill", 10000,
+            "--publishers", 32, "--settle-ms", 5000]
+    storm_hub = ["--keep-alive", "100ms"]
+    big = ["--subscribers", 10000 // k, "--events", 50, "--rate", 5, "--connect-concurrency", 512]
+    few = ["--subscribers", 1, "--events", 2000 // k, "--rate", 500]
+    return [
+        ("100 subscribers, 100 events/s, 10,000 updates in history, no storm",
+         dict(args=base, hub=storm_hub)),
+        (f"same + reconnect storm: {storm:,} subscribers x 3 (Last-Event-ID: earliest)",
+         dict(args=base + ["--storm-subscribers", storm, "--storm-rounds", 3,
+                           "--storm-last-event-id", "earliest"], storm_sub="%2Fstorm", hub=storm_hub)),
+        (f"{10000 // k:,} subscribers on /bench, 5 events/s", dict(args=big, sub="%2Fbench")),
+        (f"{10000 // k:,} subscribers on /{{name}}, 5 events/s", dict(args=big, sub="%2F%7Bname%7D")),
+        (f"1 subscriber, {10000 // k:,} others on /other", dict(args=few, idle=10000 // k, idle_sub="%2Fother")),
+        (f"1 subscriber, {10000 // k:,} others on /other/{{name}}",
+         dict(args=few, idle=10000 // k, idle_sub="%2Fother%2F%7Bname%7D")),
+    ]
+
+
+HUB_COLUMNS = [
+    ("p50 µs", "latency_us_p50", "{:.0f}"),
+    ("p99 µs", "latency_us_p99", "{:.0f}"),
+    ("publish RTT p99 µs", "publish_rtt_us_p99", "{:.0f}"),
+    ("storm reconnects/s", "storm_connects_per_s", "{:.0f}"),
+    ("storm s", "storm_duration_s", "{:.1f}"),
+    ("storm incomplete/failed", None, None),
+    ("CPU µs/delivery", "server_cpu_us_per_delivery", "{:.2f}"),
+    ("CPU µs/publish", "server_cpu_us_per_publish", "{:.1f}"),
+    ("bytes/subscriber", "server_bytes_per_subscriber", "{:.0f}"),
+    ("missing", "missing", "{}"),
+    ("dup", "duplicates", "{}"),
+]
+
+
+def run_hub_only(opts):
+    """Every hub-only scenario, `--runs` times; with --old-hub, old then new for each."""
+    binaries = ([("old", Path(opts.old_hub))] if opts.old_hub else []) + [("new", HUB)]
+    rows = []
+    for run in range(1, opts.runs + 1):
+        for name, spec in hub_scenarios(opts.quick):
+            if opts.only and opts.only not in name:
+                continue
+            for label, binary in binaries:
+                with Hub(binary=binary, args=spec.get("hub", ())) as server:
+                    time.sleep(0.5)
+                    r = loadgen(server, spec["args"], spec.get("idle", 0), spec.get("sub"),
+                                spec.get("idle_sub"), spec.get("storm_sub"))
+                print(f"run {run} / {name} / {label}: {json.dumps(r)}", file=sys.stderr)
+                rows.append({"run": run, "scenario": name, "binary": label, "result": r})
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(rows, indent=1))
+    print("| run | scenario | binary | " + " | ".join(c[0] for c in HUB_COLUMNS) + " |")
+    print("|" + " --- |" * (len(HUB_COLUMNS) + 3))
+    for row in rows:
+        r, cells = row["result"], []
+        for _, key, fmt in HUB_COLUMNS:
+            if key is None:
+                cells.append(f"{r.get('storm_incomplete', 0)}/{r.get('storm_failures', 0)}"
+                             if r.get("storm_subscribers") else "")
+            elif r.get(key) is None or (key.startswith("storm") and not r.get("storm_subscribers")):
+                cells.append("")
+            else:
+                cells.append(fmt.format(r[key]))
+        print(f"| {row['run']} | {row['scenario']} | {row['binary']} | " + " | ".join(cells) + " |")
 
 
 COLUMNS = [
@@ -314,12 +405,20 @@ def main():
     parser.add_argument("--durability", action="store_true",
                         help="only compare the hub's history modes: memory only, and durable with each --fsync")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each case (--durability)")
+    parser.add_argument("--hub-only", action="store_true",
+                        help="only the hub's reconnect-storm and template scenarios (no Nchan)")
+    parser.add_argument("--old-hub", metavar="PATH",
+                        help="with --hub-only: also run this sse-hub binary, before the new one")
+    parser.add_argument("--runs", type=int, default=1, help="with --hub-only: repeat everything")
     opts = parser.parse_args()
-    setup()
+    setup(nchan=not (opts.hub_only or opts.durability))
     if opts.durability:
         durability(opts.quick, opts.rounds)
         return
     results = []
+    if opts.hub_only:
+        run_hub_only(opts)
+        return
     if opts.scaleout:
         n = 100 if opts.quick else 1000
         args = ["--subscribers", n, "--events", 1000, "--rate", 100]
