@@ -284,6 +284,8 @@ impl Handler<Subscribe> for Broadcaster {
             receiver,
             backlog: Backlog {
                 updates,
+                next: 0,
+                found: VecDeque::new(),
                 subscription,
                 stats: Arc::clone(&self.stats),
             },
@@ -296,24 +298,73 @@ impl Handler<Subscribe> for Broadcaster {
     }
 }
 
-/// The part of history a subscriber missed, sent before its live updates.
+/// History updates a subscriber's stream looks at per poll before it lets other tasks of its
+/// worker run (a reconnect storm must not starve publishes and live streams).
+const BACKLOG_SCAN: usize = 1024;
+
+/// The part of history a subscriber missed, sent before its live updates. It is a snapshot
+/// (sharing the history's storage), read in place by position: filtering it by the
+/// subscription happens here, on the subscriber's worker, a bounded slice per poll.
 #[derive(Debug)]
 pub struct Backlog {
     updates: imbl::Vector<Arc<Update>>,
+    /// Position of the next update to look at.
+    next: usize,
+    /// Matching updates found by the last scan, not yet sent.
+    found: VecDeque<Bytes>,
     subscription: Arc<Subscription>,
     stats: Arc<Stats>,
 }
 
+/// What the backlog has for the stream now.
+#[derive(Debug)]
+pub enum BacklogStep {
+    /// The next missed update this subscriber wants.
+    Send(Bytes),
+    /// A slice was scanned with nothing to send: poll again after other tasks ran.
+    Yield,
+    /// Nothing more: go on with live updates.
+    Done,
+}
+
 impl Backlog {
-    /// The next missed update this subscriber wants, oldest first.
-    pub fn next_bytes(&mut self) -> Option<Bytes> {
-        while let Some(update) = self.updates.pop_front() {
-            if self.subscription.wants(&update) {
-                self.stats.delivered(1);
-                return Some(update.encoded().clone());
-            }
+    pub fn step(&mut self) -> BacklogStep {
+        if let Some(bytes) = self.found.pop_front() {
+            return BacklogStep::Send(bytes);
         }
-        None
+        let len = self.updates.len();
+        if self.next >= len {
+            // Let go of the snapshot: it may hold updates history has since evicted.
+            self.updates = imbl::Vector::new();
+            return BacklogStep::Done;
+        }
+        let Self {
+            updates,
+            next,
+            found,
+            subscription,
+            ..
+        } = self;
+        let end = (*next + BACKLOG_SCAN).min(len);
+        let mut focus = updates.focus();
+        while *next < end {
+            // Whole leaves at a time: a slice walk, no lookup or reference count per update.
+            let (range, leaf) = focus.chunk_at(*next);
+            let upto = range.end.min(end);
+            for update in &leaf[*next - range.start..upto - range.start] {
+                if subscription.wants(update) {
+                    found.push_back(update.encoded().clone());
+                }
+            }
+            *next = upto;
+        }
+        match self.found.pop_front() {
+            Some(bytes) => {
+                self.stats.delivered(1 + self.found.len() as u64);
+                BacklogStep::Send(bytes)
+            }
+            None => BacklogStep::Yield,
+        }
     }
 }
 
@@ -524,5 +575,54 @@ impl Handler<Remember> for Broadcaster {
             self.history.push(key, Arc::new(update));
             self.count_history();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{Topic, TopicSelector};
+
+    #[test]
+    fn a_backlog_sends_what_matches_in_order_and_yields_between_slices() {
+        let updates: imbl::Vector<Arc<Update>> = (0..3000)
+            .map(|i| {
+                let topic = if i == 999 || i == 2999 {
+                    "/want"
+                } else {
+                    "/other"
+                };
+                let id = EventId::parse(&i.to_string()).unwrap();
+                Arc::new(Update::new(
+                    id,
+                    vec![Topic::parse(topic).unwrap()],
+                    "x",
+                    false,
+                    None,
+                    None,
+                ))
+            })
+            .collect();
+        let selector = TopicSelector::parse("/want").unwrap();
+        let mut backlog = Backlog {
+            updates,
+            next: 0,
+            found: VecDeque::new(),
+            subscription: Arc::new(Subscription::new(vec![selector], Vec::new(), None)),
+            stats: Arc::new(Stats::default()),
+        };
+        let mut steps = Vec::new();
+        loop {
+            match backlog.step() {
+                BacklogStep::Send(bytes) => {
+                    steps.push(String::from_utf8_lossy(&bytes)[4..7].to_owned())
+                }
+                BacklogStep::Yield => steps.push("yield".to_owned()),
+                BacklogStep::Done => break,
+            }
+        }
+        // Slices of 1,024: the first holds 999, the second nothing, the third 2999.
+        assert_eq!(steps, ["999", "yield", "299"]);
+        assert!(backlog.updates.is_empty(), "the snapshot is let go");
     }
 }

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    broadcaster::{Backlog, Subscribed},
+    broadcaster::{Backlog, BacklogStep, Subscribed},
     sse,
 };
 
@@ -77,8 +77,16 @@ impl Stream for SubscriberStream {
                 return Poll::Ready(None);
             }
         }
-        if let Some(bytes) = self.opening.take().or_else(|| self.backlog.next_bytes()) {
+        if let Some(bytes) = self.opening.take() {
             return self.wrote(bytes);
+        }
+        match self.backlog.step() {
+            BacklogStep::Send(bytes) => return self.wrote(bytes),
+            BacklogStep::Yield => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            BacklogStep::Done => {}
         }
         match self.receiver.poll_recv(cx) {
             Poll::Ready(Some(bytes)) => return self.wrote(bytes),
