@@ -68,7 +68,6 @@ impl Application {
         }
         let stats = Arc::new(Stats::default());
         let limits = broadcaster::Limits {
-            queue_capacity: config.queue_capacity,
             max_subscribers: config.max_subscribers,
             max_subscribers_per_ip: config.max_subscribers_per_ip,
             retention: config.retention(),

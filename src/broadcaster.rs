@@ -1,17 +1,15 @@
-//! The broadcaster actor: owns the registry of subscribers and the history, and fans each
-//! update out.
+//! The broadcaster actor: the one place where subscribing, replay and publishing are ordered.
+//! It owns the history and the subscriber counts and limits, and sends each update once to
+//! every worker's [`crate::shard`], which fans it out to the worker's own subscribers.
 //!
 //! # Slow-consumer policy
-//! The actor never awaits a subscriber. Each subscriber has a bounded queue
-//! (`--queue-capacity` events) and every delivery is a `try_send` of the update's shared bytes:
-//! - a subscriber whose queue is full is **disconnected**: its sender is dropped, so its stream
+//! Nothing awaits a subscriber. Each subscriber has a bounded queue (`--queue-capacity`
+//! events) in its worker's shard, and a delivery appends the update's shared bytes to it:
+//! - a subscriber whose queue is full is **disconnected**: its queue is closed, so its stream
 //!   ends after the bytes already queued and its `EventSource` reconnects (with `Last-Event-ID`,
 //!   so it loses nothing still in history); it is counted in `subscribers_dropped_slow`;
-//! - a subscriber whose receiver is gone (the client left) is removed where it is seen; in the
-//!   normal case sooner, by the [`SubscriberGuard`] its stream drops.
-//!
-//! The fan-out itself, and the topic index that keeps it proportional to the subscribers an
-//! update may reach, is in [`crate::registry`].
+//! - a subscriber whose client left is removed at once, by its stream's [`crate::shard::LocalQueue`] when
+//!   actix drops the stream.
 //!
 //! Subscribing, resuming from history and publishing are all handled by this one actor, so a
 //! subscriber is registered and its replay computed in one step: nothing published after its
@@ -25,20 +23,20 @@
 //! history (or pending) is acknowledged again and not stored or delivered twice.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
     sync::Arc,
     time::Duration,
 };
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use crate::registry::SubscriberId;
+use crate::shard::{ShardId, ShardMsg, ShardSender};
 use crate::{
     history::{Cursor, History, Retention},
-    registry::Registry,
     stats::{DropReason, Stats},
     store::{Commit, Loaded, Store, StoreError, StoreHandle},
     subscription::Subscription,
@@ -54,14 +52,19 @@ const MAILBOX_CAPACITY: usize = 4096;
 /// Limits of the broadcaster, from the config.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Events queued for one subscriber before it counts as slow and is disconnected.
-    pub queue_capacity: usize,
     /// Subscribers connected at once, beyond which subscribing is refused.
     pub max_subscribers: usize,
     /// Subscribers connected at once from one client address.
     pub max_subscribers_per_ip: usize,
     /// How much history is kept, in memory and in the store alike.
     pub retention: Retention,
+}
+
+/// What the broadcaster keeps of a registered subscriber: what its counts need.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    ip: Option<IpAddr>,
+    selectors: usize,
 }
 
 /// An update handed to the store, waiting for its commit.
@@ -85,8 +88,12 @@ enum Durable {
 /// then `.start()`.
 #[derive(Debug)]
 pub struct Broadcaster {
-    registry: Registry,
-    next_id: u64,
+    /// Every registered subscriber, by its shard and its id there.
+    members: HashMap<(ShardId, SubscriberId), Member>,
+    per_ip: HashMap<IpAddr, usize>,
+    selectors: usize,
+    /// Each worker's shard, told of every update.
+    shards: Vec<(ShardId, ShardSender)>,
     history: History,
     stats: Arc<Stats>,
     limits: Limits,
@@ -104,8 +111,10 @@ impl Broadcaster {
     #[must_use]
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
-            registry: Registry::default(),
-            next_id: 0,
+            members: HashMap::new(),
+            per_ip: HashMap::new(),
+            selectors: 0,
+            shards: Vec::new(),
             history: History::new(limits.retention),
             stats,
             limits,
@@ -134,7 +143,12 @@ impl Broadcaster {
 
     fn count_subscribers(&self) {
         self.stats
-            .set_subscribers(self.registry.len(), self.registry.selectors());
+            .set_subscribers(self.members.len(), self.selectors);
+    }
+
+    /// Sends `msg` (made once per shard) to every shard; forgets shards whose worker is gone.
+    fn tell_shards(&mut self, msg: impl Fn() -> ShardMsg) {
+        self.shards.retain(|(_, shard)| shard.send(msg()).is_ok());
     }
 
     fn count_history(&self) {
@@ -144,13 +158,9 @@ impl Broadcaster {
 
     /// Fans `update` out and adds it to history under `key`.
     fn deliver(&mut self, key: u64, update: Arc<Update>) {
-        let out = self.registry.fan_out(&update);
-        if out.slow + out.left > 0 {
-            self.stats.dropped(DropReason::Slow, out.slow);
-            self.stats.dropped(DropReason::Left, out.left);
-            self.count_subscribers();
-        }
-        self.stats.published(out.delivered);
+        self.tell_shards(|| ShardMsg::Update(Arc::clone(&update)));
+        // Deliveries are counted by the shards.
+        self.stats.published(0);
         self.history.push(key, update);
         self.count_history();
         self.trim_store();
@@ -201,24 +211,13 @@ impl Actor for Broadcaster {
     }
 }
 
-/// Unregisters its subscriber when dropped: held by the subscriber's stream, so a client that
-/// goes away is removed at once, whether or not anything is published.
-#[derive(Debug)]
-pub struct SubscriberGuard {
-    id: SubscriberId,
-    broadcaster: Addr<Broadcaster>,
-}
-
-impl Drop for SubscriberGuard {
-    fn drop(&mut self) {
-        self.broadcaster.do_send(Unsubscribe(self.id));
-    }
-}
-
 /// Registers a subscriber and computes its replay.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Subscribed, SubscribeRefused>")]
 pub struct Subscribe {
+    /// Where its stream receives: a queue in its worker's shard.
+    pub shard: ShardId,
+    pub id: SubscriberId,
     pub subscription: Subscription,
     /// Where to resume from (`Last-Event-ID`), if the client asked.
     pub cursor: Option<Cursor>,
@@ -229,15 +228,11 @@ pub struct Subscribe {
 /// A registered subscriber's end of the fan-out.
 #[derive(Debug)]
 pub struct Subscribed {
-    /// Live updates, in publish order, after those in `backlog`.
-    pub receiver: mpsc::Receiver<Bytes>,
     /// The history this subscriber missed, oldest first, not yet filtered: its stream picks
     /// what the subscription wants as it sends, off the broadcaster's thread.
     pub backlog: Backlog,
     /// The `Last-Event-ID` response value, when the request carried a cursor.
     pub resumed_after: Option<String>,
-    /// Unregisters the subscriber when dropped.
-    pub guard: SubscriberGuard,
 }
 
 /// Why a subscriber was not registered.
@@ -249,19 +244,23 @@ pub enum SubscribeRefused {
     TooManyFromAddress,
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("the subscriber's worker is not known")]
+    NoShard,
 }
 
 impl Handler<Subscribe> for Broadcaster {
     type Result = Result<Subscribed, SubscribeRefused>;
 
-    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
         if self.closing {
             return Err(SubscribeRefused::ShuttingDown);
         }
-        if self.registry.len() >= self.limits.max_subscribers {
+        if self.members.len() >= self.limits.max_subscribers {
             return Err(SubscribeRefused::TooMany);
         }
-        let from_ip = msg.ip.map_or(0, |ip| self.registry.from_ip(ip));
+        let from_ip = msg
+            .ip
+            .map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
         if from_ip >= self.limits.max_subscribers_per_ip {
             return Err(SubscribeRefused::TooManyFromAddress);
         }
@@ -274,14 +273,30 @@ impl Handler<Subscribe> for Broadcaster {
             None => (Default::default(), None),
         };
         let subscription = Arc::new(msg.subscription);
-        let id = SubscriberId(self.next_id);
-        self.next_id += 1;
-        let (tx, receiver) = mpsc::channel(self.limits.queue_capacity.max(1));
-        self.registry
-            .insert(id, tx, Arc::clone(&subscription), msg.ip);
+        // From this message on, in the shard's channel, updates reach the subscriber's queue;
+        // everything before is in its replay.
+        let register = ShardMsg::Register {
+            id: msg.id,
+            subscription: Arc::clone(&subscription),
+        };
+        let shard = self.shards.iter().find(|(id, _)| *id == msg.shard);
+        if shard.is_none_or(|(_, sender)| sender.send(register).is_err()) {
+            return Err(SubscribeRefused::NoShard);
+        }
+        let selectors = subscription.selectors().len();
+        self.members.insert(
+            (msg.shard, msg.id),
+            Member {
+                ip: msg.ip,
+                selectors,
+            },
+        );
+        if let Some(ip) = msg.ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+        self.selectors += selectors;
         self.count_subscribers();
         Ok(Subscribed {
-            receiver,
             backlog: Backlog {
                 updates,
                 next: 0,
@@ -290,10 +305,6 @@ impl Handler<Subscribe> for Broadcaster {
                 stats: Arc::clone(&self.stats),
             },
             resumed_after,
-            guard: SubscriberGuard {
-                id,
-                broadcaster: ctx.address(),
-            },
         })
     }
 }
@@ -334,8 +345,11 @@ impl Backlog {
         }
         let len = self.updates.len();
         if self.next >= len {
-            // Let go of the snapshot: it may hold updates history has since evicted.
-            self.updates = imbl::Vector::new();
+            if len > 0 {
+                // Let go of the snapshot: it may hold updates history has since evicted.
+                self.updates = imbl::Vector::new();
+                self.next = 0;
+            }
             return BacklogStep::Done;
         }
         let Self {
@@ -489,29 +503,61 @@ impl Handler<Broadcast> for Broadcaster {
         if self.closing {
             return;
         }
-        let out = self.registry.fan_out(&update);
-        if out.slow + out.left > 0 {
-            self.stats.dropped(DropReason::Slow, out.slow);
-            self.stats.dropped(DropReason::Left, out.left);
-            self.count_subscribers();
-        }
-        self.stats.published(out.delivered);
+        let update = Arc::new(update);
+        self.tell_shards(|| ShardMsg::Update(Arc::clone(&update)));
+        self.stats.published(0);
     }
 }
 
-/// Removes a subscriber (sent by its [`SubscriberGuard`]).
+/// Removes a subscriber (sent by its stream's [`crate::shard::LocalQueue`] when the stream goes).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Unsubscribe(pub SubscriberId);
+pub struct Unsubscribe {
+    pub shard: ShardId,
+    pub id: SubscriberId,
+    /// It was dropped as slow (counted as such by its shard), rather than it left.
+    pub slow: bool,
+}
 
 impl Handler<Unsubscribe> for Broadcaster {
     type Result = ();
 
-    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Self::Context) {
-        if self.registry.remove(id) {
-            self.stats.dropped(DropReason::Left, 1);
-            self.count_subscribers();
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+        let Some(member) = self.members.remove(&(msg.shard, msg.id)) else {
+            return;
+        };
+        if let Some(ip) = member.ip {
+            if let Some(count) = self.per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
         }
+        self.selectors -= member.selectors;
+        if !msg.slow {
+            self.stats.dropped(DropReason::Left, 1);
+        }
+        self.count_subscribers();
+    }
+}
+
+/// A worker's shard announces itself (before its worker's first subscriber).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AddShard {
+    pub id: ShardId,
+    pub sender: ShardSender,
+}
+
+impl Handler<AddShard> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, AddShard { id, sender }: AddShard, _: &mut Self::Context) {
+        if self.closing {
+            let _ = sender.send(ShardMsg::CloseAll);
+        }
+        self.shards.push((id, sender));
     }
 }
 
@@ -526,7 +572,10 @@ impl Handler<Shutdown> for Broadcaster {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         self.closing = true;
-        self.registry.clear();
+        self.tell_shards(|| ShardMsg::CloseAll);
+        self.members.clear();
+        self.per_ip.clear();
+        self.selectors = 0;
         self.count_subscribers();
         match std::mem::replace(&mut self.store, Durable::Off) {
             Durable::On(store) => Some(store.close()),

@@ -149,10 +149,11 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_DATA_DIR", default_value = "sse-hub-data")]
     pub data_dir: DataDir,
 
-    /// When the durable history is synced to disk: `always` (each commit, at once), `batch`
-    /// (commits gather updates for up to 2 ms), both before answering 200; or `never` (synced
-    /// within a second; a crash may lose the last second).
-    #[arg(long, env = "SSE_HUB_FSYNC", value_enum, default_value = "batch")]
+    /// When the durable history is synced to disk: `always` (each commit at once: a commit
+    /// takes every update queued while the previous one synced), `batch` (a commit first
+    /// gathers updates while they keep coming, up to 2 ms), both before answering 200; or
+    /// `never` (synced within a second; a crash may lose the last second).
+    #[arg(long, env = "SSE_HUB_FSYNC", value_enum, default_value = "always")]
     pub fsync: crate::store::Fsync,
 
     /// Updates kept for replay (`Last-Event-ID`), in memory and on disk alike; 0 keeps none.

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod publication;
 pub mod registry;
 pub mod routes;
+pub mod shard;
 pub mod sse;
 pub mod stats;
 pub mod store;

@@ -9,9 +9,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use bytes::Bytes;
 use indexmap::IndexSet;
-use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
     subscription::Subscription,
@@ -25,12 +23,21 @@ pub struct SubscriberId(pub(crate) u64);
 
 #[derive(Debug)]
 struct Entry {
-    tx: mpsc::Sender<Bytes>,
     subscription: Arc<Subscription>,
     ip: Option<IpAddr>,
     /// The fan-out round that last visited this entry, so one reached through several
     /// selectors gets an update once.
     visited: u64,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// The subscriber's queue is full: it is not keeping up.
+    Full,
+    /// The subscriber is gone.
+    Closed,
 }
 
 /// What one fan-out did.
@@ -97,7 +104,6 @@ impl Registry {
     pub fn insert(
         &mut self,
         id: SubscriberId,
-        tx: mpsc::Sender<Bytes>,
         subscription: Arc<Subscription>,
         ip: Option<IpAddr>,
     ) {
@@ -109,7 +115,6 @@ impl Registry {
         }
         self.selectors += subscription.selectors().len();
         let entry = Entry {
-            tx,
             subscription,
             ip,
             visited: 0,
@@ -179,12 +184,16 @@ impl Registry {
         *self = Self::default();
     }
 
-    /// Queues `update`'s bytes to every subscriber that wants it.
+    /// Hands `update` to `deliver` for every subscriber that wants it, once each.
     ///
     /// Policy: never wait. A full queue means the subscriber is not keeping up: it is removed,
     /// which ends its stream, so it reconnects and resumes from history. A closed queue means
     /// the client left: it is removed too.
-    pub fn fan_out(&mut self, update: &Update) -> FanOut {
+    pub fn fan_out(
+        &mut self,
+        update: &Update,
+        mut deliver: impl FnMut(SubscriberId) -> Delivery,
+    ) -> FanOut {
         self.round += 1;
         let round = self.round;
         let Self {
@@ -220,10 +229,10 @@ impl Registry {
                 continue;
             }
             entry.visited = round;
-            match entry.tx.try_send(update.encoded().clone()) {
-                Ok(()) => out.delivered += 1,
-                Err(TrySendError::Full(_)) => failed.push((*id, true)),
-                Err(TrySendError::Closed(_)) => failed.push((*id, false)),
+            match deliver(*id) {
+                Delivery::Sent => out.delivered += 1,
+                Delivery::Full => failed.push((*id, true)),
+                Delivery::Closed => failed.push((*id, false)),
             }
         }
         let failed = std::mem::take(&mut self.failed);
@@ -263,38 +272,32 @@ mod tests {
         Update::new(EventId::generate(), topics, "x", false, None, None)
     }
 
+    /// Fans out and returns who got the update, in id order.
+    fn reached(registry: &mut Registry, topics: &[&str]) -> Vec<u64> {
+        let mut got = Vec::new();
+        registry.fan_out(&update(topics), |id| {
+            got.push(id.0);
+            Delivery::Sent
+        });
+        got.sort_unstable();
+        got
+    }
+
     #[test]
     fn each_subscriber_gets_an_update_once_whatever_matches_it() {
         let mut registry = Registry::default();
-        let (tx_exact, mut rx_exact) = mpsc::channel(8);
-        let (tx_general, mut rx_general) = mpsc::channel(8);
-        let (tx_other, mut rx_other) = mpsc::channel(8);
-        registry.insert(
-            SubscriberId(1),
-            tx_exact,
-            subscription(&["/a", "/b", "/a"]),
-            None,
-        );
-        registry.insert(
-            SubscriberId(2),
-            tx_general,
-            subscription(&["/{x}", "/b"]),
-            None,
-        );
-        registry.insert(SubscriberId(3), tx_other, subscription(&["/c"]), None);
-        let out = registry.fan_out(&update(&["/a", "/b"]));
-        assert_eq!(out.delivered, 2);
-        assert!(rx_exact.try_recv().is_ok() && rx_exact.try_recv().is_err());
-        assert!(rx_general.try_recv().is_ok() && rx_general.try_recv().is_err());
-        assert!(rx_other.try_recv().is_err());
+        registry.insert(SubscriberId(1), subscription(&["/a", "/b", "/a"]), None);
+        registry.insert(SubscriberId(2), subscription(&["/{x}", "/b"]), None);
+        registry.insert(SubscriberId(3), subscription(&["/c"]), None);
+        registry.insert(SubscriberId(4), subscription(&["*"]), None);
+        assert_eq!(reached(&mut registry, &["/a", "/b"]), [1, 2, 4]);
     }
 
     #[test]
     fn removal_cleans_the_index_and_counts() {
         let mut registry = Registry::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let (tx, _rx) = mpsc::channel(8);
-        registry.insert(SubscriberId(1), tx, subscription(&["/a", "/b"]), Some(ip));
+        registry.insert(SubscriberId(1), subscription(&["/a", "/b"]), Some(ip));
         assert_eq!(
             (registry.len(), registry.selectors(), registry.from_ip(ip)),
             (1, 2, 1)
@@ -312,18 +315,15 @@ mod tests {
     fn subscribers_of_one_template_share_one_evaluation() {
         let templates = crate::topic::Templates::new(1 << 20);
         let mut registry = Registry::default();
-        let mut receivers = Vec::new();
         for i in 0..100 {
             let mut budget = crate::topic::Budget::default();
             let selector = templates.selector("/books/{id}", &mut budget).unwrap();
-            let (tx, rx) = mpsc::channel(8);
-            receivers.push(rx);
             let subscription = Arc::new(Subscription::new(vec![selector], Vec::new(), None));
-            registry.insert(SubscriberId(i), tx, subscription, None);
+            registry.insert(SubscriberId(i), subscription, None);
         }
         assert_eq!(registry.templates(), 1);
-        assert_eq!(registry.fan_out(&update(&["/books/1"])).delivered, 100);
-        assert_eq!(registry.fan_out(&update(&["/authors/1"])).delivered, 0);
+        assert_eq!(reached(&mut registry, &["/books/1"]).len(), 100);
+        assert!(reached(&mut registry, &["/authors/1"]).is_empty());
         for i in 0..100 {
             assert!(registry.remove(SubscriberId(i)));
         }
@@ -339,14 +339,16 @@ mod tests {
     #[test]
     fn full_and_closed_queues_are_removed() {
         let mut registry = Registry::default();
-        let (tx_full, _rx_full) = mpsc::channel(1);
-        let (tx_closed, rx_closed) = mpsc::channel(1);
-        drop(rx_closed);
-        registry.insert(SubscriberId(1), tx_full, subscription(&["/a"]), None);
-        registry.insert(SubscriberId(2), tx_closed, subscription(&["*"]), None);
-        assert_eq!(registry.fan_out(&update(&["/a"])).delivered, 1);
-        let out = registry.fan_out(&update(&["/a"]));
-        assert_eq!((out.slow, out.left), (1, 0));
+        registry.insert(SubscriberId(1), subscription(&["/a"]), None);
+        registry.insert(SubscriberId(2), subscription(&["*"]), None);
+        let out = registry.fan_out(&update(&["/a"]), |id| {
+            if id.0 == 1 {
+                Delivery::Full
+            } else {
+                Delivery::Closed
+            }
+        });
+        assert_eq!((out.delivered, out.slow, out.left), (0, 1, 1));
         assert!(registry.is_empty());
     }
 }

@@ -11,13 +11,11 @@ use std::{
 
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::{
-    sync::mpsc,
-    time::{Instant, Sleep},
-};
+use tokio::time::{Instant, Sleep};
 
 use crate::{
     broadcaster::{Backlog, BacklogStep, Subscribed},
+    shard::LocalQueue,
     sse,
 };
 
@@ -28,15 +26,16 @@ pub struct SubscriberStream {
     opening: Option<Bytes>,
     /// Missed updates, sent after the opening bytes and before anything live.
     backlog: Backlog,
-    receiver: mpsc::Receiver<Bytes>,
+    /// Live updates, from this worker's shard; dropping it unregisters the subscriber.
+    queue: LocalQueue,
     keep_alive: Duration,
-    /// Fires `keep_alive` after the last write; re-armed lazily so a busy stream never touches
-    /// the timer per event. `None` when heartbeats are off (`--keep-alive 0`).
+    /// Fires every `keep_alive`; a heartbeat goes out when nothing was written since the last
+    /// firing (so after `keep_alive` to twice that of silence). A write only sets a flag: no
+    /// clock read or timer reset per event. `None` when heartbeats are off (`--keep-alive 0`).
     heartbeat: Option<Pin<Box<Sleep>>>,
-    last_write: Instant,
+    wrote_since_beat: bool,
     /// The subscriber's token expiry: the stream ends then.
     expires: Option<Pin<Box<Sleep>>>,
-    _guard: crate::broadcaster::SubscriberGuard,
 }
 
 impl SubscriberStream {
@@ -44,26 +43,24 @@ impl SubscriberStream {
     #[must_use]
     pub fn new(
         subscribed: Subscribed,
+        queue: LocalQueue,
         retry_ms: u64,
         keep_alive: Duration,
         expires: Option<Instant>,
     ) -> Self {
-        let now = Instant::now();
         Self {
             opening: Some(sse::opening(retry_ms)),
             backlog: subscribed.backlog,
-            receiver: subscribed.receiver,
+            queue,
             keep_alive,
-            heartbeat: (!keep_alive.is_zero())
-                .then(|| Box::pin(tokio::time::sleep_until(now + keep_alive))),
-            last_write: now,
+            heartbeat: (!keep_alive.is_zero()).then(|| Box::pin(tokio::time::sleep(keep_alive))),
+            wrote_since_beat: true,
             expires: expires.map(|at| Box::pin(tokio::time::sleep_until(at))),
-            _guard: subscribed.guard,
         }
     }
 
     fn wrote(&mut self, bytes: Bytes) -> Poll<Option<Result<Bytes, Infallible>>> {
-        self.last_write = Instant::now();
+        self.wrote_since_beat = true;
         Poll::Ready(Some(Ok(bytes)))
     }
 }
@@ -88,23 +85,23 @@ impl Stream for SubscriberStream {
             }
             BacklogStep::Done => {}
         }
-        match self.receiver.poll_recv(cx) {
+        match self.queue.poll_next(cx) {
             Poll::Ready(Some(bytes)) => return self.wrote(bytes),
             // The broadcaster let go: shutdown, or this subscriber was too slow.
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        let (keep_alive, last_write) = (self.keep_alive, self.last_write);
-        let Some(heartbeat) = self.heartbeat.as_mut() else {
+        let keep_alive = self.keep_alive;
+        let this = &mut *self;
+        let Some(heartbeat) = this.heartbeat.as_mut() else {
             return Poll::Pending;
         };
         while heartbeat.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            if now >= last_write + keep_alive {
-                heartbeat.as_mut().reset(now + keep_alive);
-                return self.wrote(sse::HEARTBEAT);
+            heartbeat.as_mut().reset(Instant::now() + keep_alive);
+            if !std::mem::take(&mut this.wrote_since_beat) {
+                // Nothing since the last firing: the heartbeat is the write.
+                return Poll::Ready(Some(Ok(sse::HEARTBEAT)));
             }
-            heartbeat.as_mut().reset(last_write + keep_alive);
         }
         Poll::Pending
     }

@@ -115,6 +115,7 @@ impl From<SubscribeRefused> for ApiError {
             SubscribeRefused::TooMany => Self::TooManySubscribers,
             SubscribeRefused::TooManyFromAddress => Self::TooManyFromAddress,
             SubscribeRefused::ShuttingDown => Self::ShuttingDown,
+            SubscribeRefused::NoShard => Self::Unavailable,
         }
     }
 }

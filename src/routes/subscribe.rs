@@ -8,8 +8,8 @@ use actix_web::{
 
 use super::{error::ApiError, AppState};
 use crate::{
-    broadcaster::Subscribe, history::Cursor, stream::SubscriberStream, subscription::Subscription,
-    update::check_field,
+    broadcaster::Subscribe, history::Cursor, shard::LocalQueue, stream::SubscriberStream,
+    subscription::Subscription, update::check_field,
 };
 
 /// Sets the headers every SSE response carries.
@@ -62,9 +62,16 @@ pub(crate) async fn open_stream(
         .transport
         .catch_up(cursor.as_ref(), &state.broadcaster)
         .await;
+    let queue = LocalQueue::open(
+        &state.broadcaster,
+        state.config.queue_capacity,
+        &state.stats,
+    );
     let subscribed = state
         .broadcaster
         .send(Subscribe {
+            shard: queue.shard(),
+            id: queue.id(),
             subscription,
             cursor,
             ip: crate::limits::client_ip(req, &state.config.trusted_proxies),
@@ -72,7 +79,13 @@ pub(crate) async fn open_stream(
         .await??;
     let resumed_after = subscribed.resumed_after.clone();
     let retry_ms = u64::try_from(state.config.retry.as_millis()).unwrap_or(u64::MAX);
-    let stream = SubscriberStream::new(subscribed, retry_ms, state.config.keep_alive, expires);
+    let stream = SubscriberStream::new(
+        subscribed,
+        queue,
+        retry_ms,
+        state.config.keep_alive,
+        expires,
+    );
     let mut response = HttpResponse::Ok();
     sse_headers(&mut response);
     if let Some(value) = resumed_after.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {

@@ -1,0 +1,267 @@
+//! Per-worker fan-out shards.
+//!
+//! Each HTTP worker thread has one shard: the registry of the subscribers whose streams run on
+//! that thread, and their queues. The broadcaster sends an update once per shard (one
+//! cross-thread message per worker, not per subscriber); the shard's task, on its worker,
+//! matches it against its registry, appends the shared bytes to each matching queue and wakes
+//! those streams, which live on the same thread: no lock, no atomic and no cross-thread wake
+//! per delivery.
+//!
+//! Ordering stays the broadcaster's: it decides when a subscriber starts receiving by sending
+//! [`ShardMsg::Register`] through the same channel as the updates, in the same step as it takes
+//! the subscriber's replay, so nothing is missed or sent twice across the switch.
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll, Waker},
+};
+
+use actix::Addr;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{
+    broadcaster::{AddShard, Broadcaster, Unsubscribe},
+    registry::{Delivery, Registry, SubscriberId},
+    stats::{DropReason, Stats},
+    subscription::Subscription,
+    update::Update,
+};
+
+/// Identifies one shard (one worker thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardId(pub usize);
+
+/// What the broadcaster tells a shard, in order.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to every local subscriber that wants it.
+    Update(Arc<Update>),
+    /// Start delivering to this local subscriber (registered, its replay taken).
+    Register {
+        id: SubscriberId,
+        subscription: Arc<Subscription>,
+    },
+    /// End every local stream after what it holds (shutdown).
+    CloseAll,
+}
+
+/// The broadcaster's end of a shard.
+pub type ShardSender = mpsc::UnboundedSender<ShardMsg>;
+
+/// One local subscriber's queue.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Allocates on first use; a subscriber nobody publishes to holds no buffer.
+    items: VecDeque<Bytes>,
+    waker: Option<Waker>,
+    /// No more items will come: the stream ends once `items` is drained.
+    closed: bool,
+    /// Closed because it was full.
+    slow: bool,
+}
+
+/// The shard of the current worker thread.
+#[derive(Debug)]
+struct Local {
+    id: ShardId,
+    registry: Registry,
+    queues: HashMap<SubscriberId, Queue>,
+    next_id: u64,
+    capacity: usize,
+    stats: Arc<Stats>,
+    broadcaster: Addr<Broadcaster>,
+    /// Reused between fan-outs: who was let go as slow by the last one.
+    slow: Vec<SubscriberId>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+impl Local {
+    fn handle(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Update(update) => self.fan_out(&update),
+            ShardMsg::Register { id, subscription } => {
+                // A stream that already went (its client left at once) is not registered.
+                if self.queues.contains_key(&id) {
+                    self.registry.insert(id, subscription, None);
+                }
+            }
+            ShardMsg::CloseAll => {
+                self.registry.clear();
+                for queue in self.queues.values_mut() {
+                    close(queue);
+                }
+            }
+        }
+    }
+
+    fn fan_out(&mut self, update: &Update) {
+        let Self {
+            registry,
+            queues,
+            capacity,
+            slow,
+            ..
+        } = self;
+        let out = registry.fan_out(update, |id| {
+            let Some(queue) = queues.get_mut(&id) else {
+                return Delivery::Closed;
+            };
+            if queue.items.len() >= *capacity {
+                // Never wait for a subscriber: one that can't keep up is let go (its stream
+                // ends after what it holds; it reconnects and resumes from history).
+                queue.slow = true;
+                close(queue);
+                slow.push(id);
+                return Delivery::Full;
+            }
+            queue.items.push_back(update.encoded().clone());
+            if let Some(waker) = queue.waker.take() {
+                waker.wake();
+            }
+            Delivery::Sent
+        });
+        self.stats.delivered(out.delivered);
+        if out.slow > 0 {
+            self.stats.dropped(DropReason::Slow, out.slow);
+            // It stops counting at once, though its stream may linger until its connection
+            // is written to or times out.
+            for id in self.slow.drain(..) {
+                self.broadcaster.do_send(Unsubscribe {
+                    shard: self.id,
+                    id,
+                    slow: true,
+                });
+            }
+        }
+    }
+}
+
+fn close(queue: &mut Queue) {
+    queue.closed = true;
+    if let Some(waker) = queue.waker.take() {
+        waker.wake();
+    }
+}
+
+/// A subscriber's place in its worker's shard, before and after registration. Dropped with
+/// the subscriber's stream (its client left, or the stream ended): it leaves the shard and
+/// tells the broadcaster.
+#[derive(Debug)]
+pub struct LocalQueue {
+    shard: ShardId,
+    id: SubscriberId,
+    broadcaster: Addr<Broadcaster>,
+}
+
+impl LocalQueue {
+    /// Makes a queue in the current worker's shard, starting the shard (and telling the
+    /// broadcaster about it) if this is the worker's first subscriber.
+    pub fn open(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: &Arc<Stats>) -> Self {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let local =
+                local.get_or_insert_with(|| start(broadcaster, capacity, Arc::clone(stats)));
+            let id = SubscriberId(local.next_id);
+            local.next_id += 1;
+            local.queues.insert(id, Queue::default());
+            Self {
+                shard: local.id,
+                id,
+                broadcaster: broadcaster.clone(),
+            }
+        })
+    }
+
+    #[must_use]
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    #[must_use]
+    pub fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// The next queued bytes; `Ready(None)` once the queue is closed and drained.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let Some(queue) = local.as_mut().and_then(|l| l.queues.get_mut(&self.id)) else {
+                return Poll::Ready(None);
+            };
+            if let Some(bytes) = queue.items.pop_front() {
+                return Poll::Ready(Some(bytes));
+            }
+            if queue.closed {
+                return Poll::Ready(None);
+            }
+            if !queue
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                queue.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for LocalQueue {
+    fn drop(&mut self) {
+        // The stream is dropped on the worker that polled it: its shard's thread.
+        let slow = LOCAL
+            .try_with(|local| {
+                let mut local = local.borrow_mut();
+                let local = local.as_mut()?;
+                local.registry.remove(self.id);
+                local.queues.remove(&self.id).map(|q| q.slow)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        self.broadcaster.do_send(Unsubscribe {
+            shard: self.shard,
+            id: self.id,
+            slow,
+        });
+    }
+}
+
+/// Starts this worker's shard: its state and the task that applies the broadcaster's messages.
+fn start(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: Arc<Stats>) -> Local {
+    let id = ShardId(NEXT_SHARD.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Sent before this worker's first `Subscribe`, so the broadcaster knows the shard by then.
+    broadcaster.do_send(AddShard { id, sender: tx });
+    actix_web::rt::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            LOCAL.with(|local| {
+                if let Some(local) = local.borrow_mut().as_mut() {
+                    local.handle(msg);
+                }
+            });
+        }
+    });
+    Local {
+        id,
+        registry: Registry::default(),
+        queues: HashMap::new(),
+        next_id: 0,
+        capacity: capacity.max(1),
+        stats,
+        broadcaster: broadcaster.clone(),
+        slow: Vec::new(),
+    }
+}
