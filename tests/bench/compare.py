@@ -59,14 +59,16 @@ def setup(nchan=True):
 class Hub:
     name = "sse-hub"
 
-    def __init__(self, transport="local", binary=HUB, args=(), store=("--fsync", "batch")):
-        """`store`: flags for the history (`("--data-dir", "none")` for memory only); the durable
-        history goes to a fresh temporary directory, gone after the run. A binary other than
-        this checkout's (`--old-hub`) gets none: it may predate `--data-dir`."""
+    def __init__(self, transport="local", binary=HUB, args=(), store=()):
+        """`store`: flags for the history (`("--data-dir", "none")` for memory only; by default
+        the hub's own, durable); the durable history goes to a fresh temporary directory, gone
+        after the run. A binary other than this checkout's (`--old-hub`) gets no `--data-dir`:
+        it may predate it."""
         self.transport = transport
         self.binary = binary
         self.args = [str(a) for a in args]
-        self.store = list(store) if binary == HUB else []
+        self.store = list(store)
+        self.durable = binary == HUB and "--data-dir" not in self.store
 
     def __enter__(self):
         self.port = free_port()
@@ -74,7 +76,7 @@ class Hub:
         self.proc = subprocess.Popen(
             [str(self.binary), "--bind", f"127.0.0.1:{self.port}", "--jwt-key", KEY, "--allow-anonymous",
              "--transport", self.transport, *self.store,
-             *(["--data-dir", self.data.name] if self.store and self.store[0] != "--data-dir" else []),
+             *(["--data-dir", self.data.name] if self.durable else []),
              "--tick-interval", "0", "--max-subscribers", "30000", "--max-subscribers-per-ip", "30000",
              "--publish-rate", "1000000", "--publish-burst", "1000000", "--history-size", "10000",
              "--workers", "2", *self.args],
@@ -360,8 +362,8 @@ COLUMNS = [
 
 DURABILITY = [
     ("memory only", ("--data-dir", "none")),
-    ("durable, --fsync batch", ("--fsync", "batch")),
     ("durable, --fsync always", ("--fsync", "always")),
+    ("durable, --fsync batch", ("--fsync", "batch")),
     ("durable, --fsync never", ("--fsync", "never")),
 ]
 
