@@ -17,18 +17,9 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A hub keeping its history in `dir`.
 fn hub_in(dir: &Path, extra: &[&str]) -> TestHub {
-    let dir = dir.to_str().unwrap();
-    let mut args = vec![
-        "--jwt-key",
-        KEY,
-        "--allow-anonymous",
-        "--tick-interval",
-        "0",
-        "--data-dir",
-        dir,
-    ];
+    let mut args = vec!["--data-dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
-    TestHub::spawn(&args)
+    TestHub::protocol(&args)
 }
 
 /// Subscribes to `topic` resuming after `last_event_id` and reads until `want` ids have come

@@ -195,8 +195,13 @@ impl Drop for TestRedis {
 }
 
 fn node(redis: &TestRedis) -> TestHub {
+    node_with(redis, &[])
+}
+
+/// A node on `redis`'s stream, with `extra` flags.
+fn node_with(redis: &TestRedis, extra: &[&str]) -> TestHub {
     let url = redis.url();
-    TestHub::spawn(&[
+    let mut args = vec![
         "--jwt-key",
         KEY,
         "--allow-anonymous",
@@ -206,7 +211,9 @@ fn node(redis: &TestRedis) -> TestHub {
         "500ms",
         "--transport",
         &url,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    TestHub::spawn(&args)
 }
 
 async fn ready(hub: &TestHub) -> bool {
@@ -571,22 +578,7 @@ async fn a_publish_redis_may_have_stored_gets_503_with_its_id_and_a_retry_is_del
 #[tokio::test]
 async fn a_node_that_resumes_after_entries_it_never_read_were_trimmed_logs_the_gap_once() {
     let redis = TestRedis::start();
-    let small = |redis: &TestRedis| {
-        let url = redis.url();
-        TestHub::spawn(&[
-            "--jwt-key",
-            KEY,
-            "--allow-anonymous",
-            "--tick-interval",
-            "0",
-            "--keep-alive",
-            "500ms",
-            "--transport",
-            &url,
-            "--history-size",
-            "5",
-        ])
-    };
+    let small = |redis: &TestRedis| node_with(redis, &["--history-size", "5"]);
     let (a, b) = (small(&redis), small(&redis));
     all_ready(&[&a, &b]).await;
     let mut on_b = b.subscribe(&["/g"], &[], &[]).await;
