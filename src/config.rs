@@ -61,7 +61,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a signed token (HS256, with the configured key) for publishing or subscribing.
+    /// Print a token for publishing or subscribing, signed (HS256) with the key of `--jwt-key`
+    /// (or `SSE_HUB_JWT_KEY`; `--publisher-jwt-key` / `--subscriber-jwt-key` when set), e.g.
+    /// `sse-hub token --jwt-key KEY --publish '*'`.
     Token(TokenArgs),
 }
 
@@ -214,15 +216,25 @@ pub struct Config {
     pub allow_anonymous: bool,
 
     /// Key for both publisher and subscriber tokens (overridden by the specific ones).
-    #[arg(long, env = "SSE_HUB_JWT_KEY", hide_env_values = true)]
+    #[arg(long, env = "SSE_HUB_JWT_KEY", hide_env_values = true, global = true)]
     pub jwt_key: Option<Secret>,
 
     /// Key that verifies publisher tokens: an HS256 secret, or a PEM public key (inline or @path).
-    #[arg(long, env = "SSE_HUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SSE_HUB_PUBLISHER_JWT_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub publisher_jwt_key: Option<Secret>,
 
     /// Key that verifies subscriber tokens: an HS256 secret, or a PEM public key (inline or @path).
-    #[arg(long, env = "SSE_HUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SSE_HUB_SUBSCRIBER_JWT_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub subscriber_jwt_key: Option<Secret>,
 
     /// Algorithm of the tokens.
@@ -230,7 +242,8 @@ pub struct Config {
         long,
         env = "SSE_HUB_JWT_ALGORITHM",
         value_enum,
-        default_value = "HS256"
+        default_value = "HS256",
+        global = true
     )]
     pub jwt_algorithm: JwtAlgorithm,
 
@@ -353,6 +366,13 @@ mod tests {
         assert_eq!(c.tick_interval, Duration::from_millis(500));
         assert_eq!(c.keep_alive, Duration::ZERO);
         assert!(Cli::try_parse_from(["sse-hub", "--tick-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_key_may_follow_the_token_command() {
+        let cli = parse(&["token", "--jwt-key", "k", "--publish", "*"]);
+        assert_eq!(cli.config.publisher_key().map(Secret::expose), Some("k"));
+        assert!(matches!(cli.command, Some(Command::Token(_))));
     }
 
     #[test]

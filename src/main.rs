@@ -18,12 +18,18 @@ fn token(config: &Config, args: &TokenArgs) -> Result<String, Box<dyn std::error
                 .into(),
         );
     }
+    if args.publish.is_empty() && args.subscribe.is_empty() {
+        return Err(
+            "a token without claims grants nothing: give --publish SELECTOR and/or --subscribe SELECTOR"
+                .into(),
+        );
+    }
     let key = if args.publish.is_empty() && !args.subscribe.is_empty() {
         config.subscriber_key()
     } else {
         config.publisher_key()
     }
-    .ok_or("no key: set --jwt-key (or SSE_HUB_JWT_KEY)")?;
+    .ok_or("no key: give --jwt-key KEY (or set SSE_HUB_JWT_KEY)")?;
     let claims = Claims {
         mercure: Some(MercureClaim {
             publish: (!args.publish.is_empty()).then(|| args.publish.clone()),

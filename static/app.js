@@ -273,6 +273,15 @@
     if (sub.es?.readyState === EventSource.OPEN) setSubState('open', openText());
   };
 
+  /** What to do about a refusal, for the statuses a newcomer meets first. */
+  const nextStep = (status) => {
+    if (status === 401) {
+      return ' — to subscribe without a token, start the hub with --allow-anonymous; '
+        + 'or paste a token made with: sse-hub token --jwt-key KEY --subscribe \'*\'';
+    }
+    return '';
+  };
+
   // EventSource hides the HTTP status of a refusal; ask once with fetch so the reason shows.
   const explainRefusal = async (url, session) => {
     const ctrl = new AbortController();
@@ -280,7 +289,7 @@
       const res = await fetch(url, { cache: 'no-store', signal: ctrl.signal });
       if (res.ok || session !== sub.session) return;
       const reason = firstLine(await res.text()) || res.statusText;
-      setSubState('error', `unauthorized or refused (${res.status}: ${reason})`);
+      setSubState('error', `unauthorized or refused (${res.status}: ${reason})${nextStep(res.status)}`);
     } catch { /* unreachable hub: the plain message already says enough */ } finally {
       ctrl.abort(); // if it was accepted after all, don't keep a second stream open
     }
@@ -391,7 +400,10 @@
       const res = await fetch('.well-known/mercure', { method: 'POST', headers, body: publishBody(), cache: 'no-store' });
       const text = await res.text();
       if (res.ok) setPubResult(true, `published: ${text.trim()}`);
-      else setPubResult(false, `error ${res.status}: ${firstLine(text) || res.statusText}`);
+      else if (res.status === 401) {
+        setPubResult(false, `error 401: ${firstLine(text) || res.statusText} — start the hub with a key `
+          + "(--jwt-key KEY) and paste a token made with: sse-hub token --jwt-key KEY --publish '*'");
+      } else setPubResult(false, `error ${res.status}: ${firstLine(text) || res.statusText}`);
     } catch {
       setPubResult(false, 'error: the hub could not be reached');
     } finally {

@@ -4,6 +4,7 @@ mod auth;
 mod browser;
 mod core;
 mod durability;
+mod first_run;
 mod hardening;
 mod helpers;
 mod inputs;
