@@ -435,6 +435,40 @@
     return `${rate.toFixed(1)} events/s`;
   };
 
+  // ---- activity chart: subscribers and deliveries/s over the last minutes ----
+
+  const CHART_SPAN_MS = 5 * 60 * 1000;
+  const samples = []; // { at, subscribers, rate }
+  let lastDelivered = null; // { delivered, at } of the previous successful poll
+
+  /** Scales `values` into the 300 x 100 view box, newest at the right edge. */
+  const points = (key, max, now) => samples
+    .map((p) => {
+      const x = 300 - ((now - p.at) / CHART_SPAN_MS) * 300;
+      const y = 98 - (p[key] / max) * 94;
+      return `${x.toFixed(1)},${y.toFixed(1)}`;
+    })
+    .join(' ');
+
+  const plot = (s) => {
+    const now = performance.now();
+    const prev = lastDelivered;
+    lastDelivered = { delivered: s.events_delivered, at: now };
+    // Deliveries per second since the previous poll (none yet on the first, or after a restart).
+    const rate = prev && s.events_delivered >= prev.delivered
+      ? ((s.events_delivered - prev.delivered) * 1000) / (now - prev.at) : 0;
+    samples.push({ at: now, subscribers: s.subscribers, rate });
+    while (samples.length && now - samples[0].at > CHART_SPAN_MS) samples.shift();
+    const subsMax = Math.max(1, ...samples.map((p) => p.subscribers));
+    const rateMax = Math.max(1, ...samples.map((p) => p.rate));
+    $('chart-subs-line').setAttribute('points', points('subscribers', subsMax, now));
+    $('chart-rate-line').setAttribute('points', points('rate', rateMax, now));
+    $('chart-subs').textContent = show(s.subscribers);
+    $('chart-rate').textContent = rate.toFixed(1);
+    $('chart-subs-max').textContent = show(subsMax);
+    $('chart-rate-max').textContent = rateMax.toFixed(1);
+  };
+
   const pollStats = async () => {
     // A hung request must not stall the poll loop, so abort it before the next tick.
     const ctrl = new AbortController();
@@ -448,8 +482,10 @@
         `${show(s.subscribers)} subscriber${plural} connected · ${eventRate(s.events_published)} · ` +
         `${show(s.events_published)} published · ${show(s.events_delivered)} delivered · ` +
         `${show(s.subscribers_dropped_slow)} dropped (slow)`;
+      plot(s);
     } catch {
       lastSample = null;
+      lastDelivered = null;
       els.stats.textContent = 'stats unavailable'; // quiet by design: no console noise
     } finally {
       clearTimeout(timer);

@@ -170,6 +170,24 @@ test('the dashboard opens and its clock ticks', async () => {
   await page.context().close();
 });
 
+test('the activity chart plots subscribers and deliveries/s as they change', async () => {
+  const page = await openPage();
+  await waitFor('stream open', async () => (await page.getAttribute('#conn-state', 'data-state')) === 'open');
+  // The page's own clock stream is a subscriber and gets a tick every 250 ms: after a few polls
+  // (every 2 s) both lines have points and the deliveries/s figure is above zero.
+  const pointsOf = async (id) => ((await page.getAttribute(id, 'points')) || '').trim().split(/\s+/).filter(Boolean);
+  await waitFor('three samples', async () => (await pointsOf('#chart-subs-line')).length >= 3, 15_000);
+  assert.ok((await pointsOf('#chart-rate-line')).length >= 3);
+  await waitFor('a delivery rate', async () => Number(await text(page, '#chart-rate')) > 0, 10_000);
+  assert.ok(Number((await text(page, '#chart-subs')).replace(/,/g, '')) >= 1);
+  // Every point lies inside the view box.
+  for (const point of await pointsOf('#chart-subs-line')) {
+    const [x, y] = point.split(',').map(Number);
+    assert.ok(x >= 0 && x <= 300.1 && y >= 0 && y <= 100, point);
+  }
+  await page.context().close();
+});
+
 test('the bounded test stream shows three events then [Done] and closes', async () => {
   const page = await openPage();
   let streamRequests = 0;
