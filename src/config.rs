@@ -1,5 +1,6 @@
-//! Command line and environment configuration: every flag `--x-y` can also be set as
-//! `SSE_HUB_X_Y`.
+//! Command line, environment and file configuration: every flag `--x-y` can also be set as
+//! `SSE_HUB_X_Y`, or as `x-y = …` in the TOML file of `--config` (flags win over the
+//! environment, which wins over the file).
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -87,6 +88,17 @@ pub struct TokenArgs {
 /// Everything the hub needs to run.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// A TOML file of settings, `flag-name = value` (e.g. `bind = "0.0.0.0:8080"`,
+    /// `allow-anonymous = true`, `cors-origin = ["https://app.example"]`); flags and
+    /// environment variables override it.
+    #[arg(
+        long = "config",
+        env = "SSE_HUB_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config_file: Option<PathBuf>,
+
     /// Address to listen on; port 0 picks a free port (printed in the log).
     #[arg(long, env = "SSE_HUB_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -300,6 +312,79 @@ pub struct Config {
     pub workers: usize,
 }
 
+/// Why the `--config` file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: `{key}` must be a string, number, boolean or a list of them")]
+    Value { path: PathBuf, key: String },
+}
+
+/// The `--config FILE` (or `SSE_HUB_CONFIG`) among `args`, before they are parsed.
+#[must_use]
+pub fn config_file_arg(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            return args.next().map(|v| PathBuf::from(v.as_ref()));
+        }
+        if let Some(value) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(value));
+        }
+    }
+    std::env::var_os("SSE_HUB_CONFIG").map(PathBuf::from)
+}
+
+/// The settings of a TOML file as `(SSE_HUB_NAME, value)` pairs, as the environment would
+/// give them: lists are joined by commas, which list flags split.
+pub fn config_file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigFileError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    let scalar = |value: &toml::Value| match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    table
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(scalar)
+                    .collect::<Option<Vec<_>>>()
+                    .map(|v| v.join(",")),
+                other => scalar(other),
+            };
+            let text = text.ok_or_else(|| ConfigFileError::Value {
+                path: path.to_owned(),
+                key: key.clone(),
+            })?;
+            Ok((
+                format!("SSE_HUB_{}", key.to_uppercase().replace('-', "_")),
+                text,
+            ))
+        })
+        .collect()
+}
+
 /// Where the durable history lives (`--data-dir`): a directory, or nowhere (`none`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir(pub Option<PathBuf>);
@@ -373,6 +458,38 @@ mod tests {
         let cli = parse(&["token", "--jwt-key", "k", "--publish", "*"]);
         assert_eq!(cli.config.publisher_key().map(Secret::expose), Some("k"));
         assert!(matches!(cli.command, Some(Command::Token(_))));
+    }
+
+    #[test]
+    fn a_config_file_reads_as_environment_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "bind = \"0.0.0.0:9000\"\nallow-anonymous = true\nmax-topics = 8\ncors-origin = [\"https://a\", \"https://b\"]\n",
+        )
+        .unwrap();
+        let mut env = config_file_env(&path).unwrap();
+        env.sort();
+        assert_eq!(
+            env,
+            [
+                ("SSE_HUB_ALLOW_ANONYMOUS".to_owned(), "true".to_owned()),
+                ("SSE_HUB_BIND".to_owned(), "0.0.0.0:9000".to_owned()),
+                (
+                    "SSE_HUB_CORS_ORIGIN".to_owned(),
+                    "https://a,https://b".to_owned()
+                ),
+                ("SSE_HUB_MAX_TOPICS".to_owned(), "8".to_owned()),
+            ]
+        );
+        std::fs::write(&path, "bind = { a = 1 }\n").unwrap();
+        assert!(config_file_env(&path).is_err());
+        std::fs::write(&path, "bind = \n").unwrap();
+        assert!(config_file_env(&path).is_err());
+        let args: Vec<std::ffi::OsString> =
+            ["sse-hub", "--config", "x.toml"].map(Into::into).to_vec();
+        assert_eq!(config_file_arg(&args), Some(PathBuf::from("x.toml")));
     }
 
     #[test]

@@ -53,3 +53,35 @@ async fn the_dashboard_has_a_favicon() {
     assert_eq!(icon.headers()["content-type"], "image/svg+xml");
     assert!(icon.text().await.unwrap().starts_with("<svg"));
 }
+
+#[tokio::test]
+async fn settings_come_from_a_toml_file_under_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.toml");
+    // `bind` is overridden by the flag TestHub passes; the rest applies.
+    std::fs::write(
+        &file,
+        "bind = \"127.0.0.1:1\"\nallow-anonymous = true\nmax-topics = 2\ntick-interval = \"0\"\n\
+         data-dir = \"none\"\n",
+    )
+    .unwrap();
+    let hub = TestHub::spawn(&["--config", file.to_str().unwrap()]);
+    let url = |topics: &str| hub.url(&format!("/.well-known/mercure?{topics}"));
+    let two = crate::helpers::SseClient::connect(&url("topic=%2Fa&topic=%2Fb"), &[]).await;
+    assert_eq!(two.status, 200, "anonymous subscribers allowed by the file");
+    let three = client()
+        .get(url("topic=%2Fa&topic=%2Fb&topic=%2Fc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(three.status(), 400, "max-topics from the file");
+    assert!(hub.logs().iter().any(|l| l.contains("memory only")));
+    // A file that is not TOML: one clear line, exit 1.
+    std::fs::write(&file, "bind = \n").unwrap();
+    let bad = Command::new(TestHub::binary())
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not valid TOML"));
+}
