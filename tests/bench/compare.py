@@ -10,6 +10,9 @@ table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run i
     python3 tests/bench/compare.py --durability # the hub alone: durable history vs memory only
     python3 tests/bench/compare.py --hub-only --old-hub OLD/target/release/sse-hub
                                                 # storm and template scenarios, old vs new
+    python3 tests/bench/compare.py --scaleout-50k [--runs 2]
+                                                # 50,000 subscribers on 3 nodes over Redis
+    python3 tests/bench/compare.py --bin-dir DIR ...  # use sse-hub and loadgen built in DIR (no build)
 """
 
 import argparse
@@ -20,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,9 +51,19 @@ def wait_port(port, timeout=15):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def setup(nchan=True):
-    subprocess.run(["cargo", "build", "--release", "--bin", "sse-hub", "--bin", "loadgen"],
-                   cwd=REPO, check=True)
+def use_bin_dir(path):
+    """Runs the `sse-hub` and `loadgen` already built in `path` instead of this checkout's."""
+    global HUB, LOADGEN
+    HUB, LOADGEN = Path(path).resolve() / "sse-hub", Path(path).resolve() / "loadgen"
+    for b in (HUB, LOADGEN):
+        if not os.access(b, os.X_OK):
+            raise SystemExit(f"no executable {b}")
+
+
+def setup(nchan=True, build=True):
+    if build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "sse-hub", "--bin", "loadgen"],
+                       cwd=REPO, check=True)
     if nchan and not os.path.exists(NCHAN_MODULE) or shutil.which("nginx") is None and not os.path.exists(NGINX):
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "nginx", "libnginx-mod-nchan"], check=True,
@@ -59,13 +73,13 @@ def setup(nchan=True):
 class Hub:
     name = "sse-hub"
 
-    def __init__(self, transport="local", binary=HUB, args=(), store=()):
+    def __init__(self, transport="local", binary=None, args=(), store=()):
         """`store`: flags for the history (`("--data-dir", "none")` for memory only; by default
         the hub's own, durable); the durable history goes to a fresh temporary directory, gone
         after the run. A binary other than this checkout's (`--old-hub`) gets no `--data-dir`:
         it may predate it."""
         self.transport = transport
-        self.binary = binary
+        self.binary = binary = binary or HUB
         self.args = [str(a) for a in args]
         self.store = list(store)
         self.durable = binary == HUB and "--data-dir" not in self.store
@@ -194,6 +208,28 @@ http {{
 """
 
 
+def start_redis(prefix):
+    """A memory-only redis-server on 127.0.0.1 (its log in `prefix`); returns (process, port).
+    Bound to 127.0.0.1 alone: redis's default (every address, v4 and v6) fails when a load
+    generator's socket on another 127.0.0.x holds the port, and a free port may be taken before
+    redis binds it, so it gets three tries."""
+    for _ in range(3):
+        port = free_port()
+        with open(Path(prefix) / "redis.log", "w") as log:
+            proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                     "--save", "", "--appendonly", "no", "--dir", prefix],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_port(port)
+            return proc, port
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            print("redis-server did not start:\n" + (Path(prefix) / "redis.log").read_text()[-2000:],
+                  file=sys.stderr)
+    raise RuntimeError("redis-server did not start")
+
+
 class ScaleOut:
     """Redis, three hub nodes on the Redis transport, and nginx spreading subscribers over them;
     updates are published to the first node."""
@@ -202,11 +238,7 @@ class ScaleOut:
 
     def __enter__(self):
         self.prefix = tempfile.mkdtemp(prefix="scaleout-bench-")
-        self.redis_port = free_port()
-        self.redis = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--save", "",
-                                       "--appendonly", "no", "--dir", self.prefix],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.redis_port)
+        self.redis, self.redis_port = start_redis(self.prefix)
         self.nodes = [Hub(f"redis://127.0.0.1:{self.redis_port}/0").__enter__() for _ in range(3)]
         self.port = free_port()
         servers = " ".join(f"server 127.0.0.1:{n.port};" for n in self.nodes)
@@ -234,6 +266,135 @@ class ScaleOut:
         self.redis.terminate()
         self.redis.wait(10)
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+class Nodes:
+    """Redis and three hub nodes on the Redis transport, no proxy: each load generator talks to
+    its own node directly."""
+
+    def __init__(self, count=3):
+        self.count = count
+
+    def __enter__(self):
+        self.prefix = tempfile.mkdtemp(prefix="nodes-bench-")
+        self.redis, self.redis_port = start_redis(self.prefix)
+        self.nodes = []
+        for _ in range(self.count):
+            self.nodes.append(Hub(f"redis://127.0.0.1:{self.redis_port}/0").__enter__())
+        return self
+
+    def __exit__(self, *exc):
+        for n in self.nodes:
+            n.__exit__()
+        self.redis.terminate()
+        self.redis.wait(10)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def rss_kib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def scaleout_50k(quick, runs, json_out=None):
+    """50,000 subscribers on three nodes over one Redis: three load generators at once, one per
+    node, each with a third of the subscribers on its own topic, each publishing its own events
+    through its own node, so every update goes through Redis and is fanned out by the node that
+    holds its subscribers."""
+    k = 10 if quick else 1
+    total = 50000 // k
+    counts = [total // 3 + (1 if i < total % 3 else 0) for i in range(3)]
+    events, rate = 20, 2
+    # Every loadgen waits --settle-ms after its own subscribers are connected, so its publishing
+    # (events / rate = 10 s) overlaps the others' as long as their connects end within the settle.
+    settle_ms = 10000 if quick else 45000
+    rows = []
+    for run in range(1, runs + 1):
+        with Nodes(3) as cluster:
+            time.sleep(0.5)
+            procs, logs = [], []
+            t0 = time.time()
+            for i, (node, n) in enumerate(zip(cluster.nodes, counts)):
+                sub, pub, extra = node.urls(f"scale{i}")
+                cmd = [str(LOADGEN), "--sub-url", sub, "--pub-url", pub, *extra,
+                       "--server-pid", str(node.proc.pid), "--subscribers", str(n),
+                       "--events", str(events), "--rate", str(rate), "--connect-concurrency", "256",
+                       "--settle-ms", str(settle_ms), "--max-duration", "400s", "--io-timeout", "30s"]
+                if i == 0:
+                    print("loadgen command (node 0): " + " ".join(cmd), file=sys.stderr)
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                log = []
+
+                def pump(stream=proc.stderr, log=log, i=i):
+                    for line in stream:
+                        log.append((time.time() - t0, line.rstrip()))
+                        print(f"[{time.time() - t0:6.1f} s] node {i}: {line.rstrip()}", file=sys.stderr)
+
+                out = []
+                threads = [threading.Thread(target=pump, daemon=True),
+                           threading.Thread(target=lambda proc=proc, out=out: out.append(proc.stdout.read()),
+                                            daemon=True)]
+                for t in threads:
+                    t.start()
+                procs.append((proc, threads, out))
+                logs.append(log)
+            outs = []
+            for proc, threads, out in procs:
+                proc.wait(timeout=500)
+                for t in threads:
+                    t.join(10)
+                outs.append("".join(out))
+            procs = [p for p, _, _ in procs]
+            results = []
+            redis_rss = rss_kib(cluster.redis.pid)
+            for i, (proc, out) in enumerate(zip(procs, outs)):
+                lines = [l for l in out.splitlines() if l.startswith("{")]
+                summary = "\n".join(l for l in out.splitlines() if not l.startswith("{"))
+                print(f"node {i} summary:\n{summary}", file=sys.stderr)
+                if proc.returncode != 0 or not lines:
+                    raise RuntimeError(f"loadgen {i} failed ({proc.returncode})")
+                r = json.loads(lines[-1])
+                start = next((t for t, l in logs[i] if "publishing" in l), None)
+                r["publish_start_s"] = round(start, 1) if start is not None else None
+                results.append(r)
+                rows.append({"run": run, "node": i, "topic": f"/scale{i}", "result": r,
+                             "redis_rss_kib": redis_rss})
+                print(f"run {run} / node {i}: {json.dumps(r)}", file=sys.stderr)
+            if json_out:
+                Path(json_out).write_text(json.dumps(rows, indent=1))
+        windows = [(r["publish_start_s"], r["publish_start_s"] + r["publish_duration_s"])
+                   for r in results if r["publish_start_s"] is not None]
+        overlap = (min(e for _, e in windows) - max(s for s, _ in windows)) if len(windows) == 3 else None
+        print(f"\nRun {run}: {total:,} subscribers over 3 nodes, {events} events at {rate}/s per node; "
+              f"publishing windows (s from start): "
+              + ", ".join(f"{a:.1f}–{b:.1f}" for a, b in windows)
+              + (f"; all three publish at once for {overlap:.1f} s" if overlap and overlap > 0
+                 else "; the three publishing windows do NOT all overlap")
+              + (f"; redis RSS {redis_rss / 1024:.0f} MiB" if redis_rss else "") + "\n")
+        print("| run | node | subscribers connected | connect failures | deliveries | deliveries/s | "
+              "p50 µs | p99 µs | missing | dup | hub RSS after connect MiB | RSS/subscriber bytes | "
+              "CPU µs/delivery |")
+        print("|" + " --- |" * 13)
+        for i, r in enumerate(results):
+            rss = r.get("server_rss_kib_idle")
+            print(f"| {run} | {i} (/scale{i}) | {r['connected']:,} of {r['subscribers']:,} | "
+                  f"{r['connect_failures']} | {r['deliveries']:,} | {r['deliveries_per_s']:.0f} | "
+                  f"{r['latency_us_p50']} | {r['latency_us_p99']} | {r['missing']} | {r['duplicates']} | "
+                  f"{rss / 1024:.0f} | {r.get('server_bytes_per_subscriber') or 0:.0f} | "
+                  f"{r.get('server_cpu_us_per_delivery') or float('nan'):.2f} |")
+        tot = lambda key: sum(r[key] for r in results)
+        conn = tot("connected")
+        print(f"| {run} | total | {conn:,} of {tot('subscribers'):,} | {tot('connect_failures')} | "
+              f"{tot('deliveries'):,} | {tot('deliveries_per_s'):.0f} (sum) | "
+              f"{max(r['latency_us_p50'] or 0 for r in results)} (max) | "
+              f"{max(r['latency_us_p99'] or 0 for r in results)} (max) | {tot('missing')} | "
+              f"{tot('duplicates')} | {sum(r.get('server_rss_kib_idle') or 0 for r in results) / 1024:.0f} | "
+              f"{sum((r.get('server_bytes_per_subscriber') or 0) * r['connected'] for r in results) / max(conn, 1):.0f} | |")
 
 
 def loadgen(server, args, idle=0, sub=None, idle_sub=None, storm_sub=None):
@@ -405,6 +566,11 @@ def main():
     parser.add_argument("--json-out", help="write every result here")
     parser.add_argument("--scaleout", action="store_true",
                         help="only compare 1,000 subscribers over 3 Redis-linked nodes with 1 node")
+    parser.add_argument("--scaleout-50k", action="store_true",
+                        help="only 50,000 subscribers over 3 Redis-linked nodes: 3 load generators at once, "
+                             "one per node (--quick: 5,000)")
+    parser.add_argument("--bin-dir", metavar="DIR",
+                        help="run the sse-hub and loadgen already built in DIR (skips the build)")
     parser.add_argument("--durability", action="store_true",
                         help="only compare the hub's history modes: memory only, and durable with each --fsync")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each case (--durability)")
@@ -412,9 +578,16 @@ def main():
                         help="only the hub's reconnect-storm and template scenarios (no Nchan)")
     parser.add_argument("--old-hub", metavar="PATH",
                         help="with --hub-only: also run this sse-hub binary, before the new one")
-    parser.add_argument("--runs", type=int, default=1, help="with --hub-only: repeat everything")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="with --hub-only or --scaleout-50k: repeat everything")
     opts = parser.parse_args()
-    setup(nchan=not (opts.hub_only or opts.durability))
+    if opts.bin_dir:
+        use_bin_dir(opts.bin_dir)
+    setup(nchan=not (opts.hub_only or opts.durability or opts.scaleout_50k),
+          build=not opts.bin_dir)
+    if opts.scaleout_50k:
+        scaleout_50k(opts.quick, opts.runs, opts.json_out)
+        return
     if opts.durability:
         durability(opts.quick, opts.rounds)
         return
