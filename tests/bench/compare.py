@@ -62,7 +62,7 @@ def use_bin_dir(path):
 
 def setup(nchan=True, build=True):
     if build:
-        subprocess.run(["cargo", "build", "--release", "--bin", "sse-hub", "--bin", "loadgen"],
+        subprocess.run(["cargo", "build", "--release", "-p", "sse-hub", "-p", "loadgen"],
                        cwd=REPO, check=True)
     if nchan and not os.path.exists(NCHAN_MODULE) or shutil.which("nginx") is None and not os.path.exists(NGINX):
         subprocess.run(["apt-get", "update", "-qq"], check=True)

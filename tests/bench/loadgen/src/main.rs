@@ -9,7 +9,6 @@
 //! Traffic only ever goes to 127.0.0.0/8, every run ends by itself (`--max-duration`) and
 //! every read has a timeout.
 
-#[path = "loadgen/proto.rs"]
 mod proto;
 
 use std::cell::RefCell;
