@@ -14,6 +14,7 @@ mod proto;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -28,10 +29,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
-use proto::{
-    BodyDecoder, BodyStatus, ChunkDecoder, Framing, Histogram, ProcSample, SseEvent, SseParser,
-    Target,
-};
+use proto::{BodyDecoder, BodyStatus, ChunkDecoder, Framing, Histogram, ProcSample, Target};
+use sse_parser::{Item, Parser as SseParser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PubMode {
@@ -206,12 +205,11 @@ struct Tally {
 }
 
 impl Tally {
-    /// Counts one event; returns true when the subscriber should now drop its connection.
-    fn event(&mut self, ctx: &Ctx, ev: SseEvent, now_us: u64) -> bool {
-        let (seq, sent_us) = match ev {
-            SseEvent::Payload { seq, sent_us } if !self.measured || seq < ctx.events => {
-                (seq, sent_us)
-            }
+    /// Counts one event (its payload, if it is one of loadgen's); returns true when the
+    /// subscriber should now drop its connection.
+    fn event(&mut self, ctx: &Ctx, payload: Option<(u64, u64)>, now_us: u64) -> bool {
+        let (seq, sent_us) = match payload {
+            Some((seq, sent_us)) if !self.measured || seq < ctx.events => (seq, sent_us),
             _ => {
                 self.foreign += 1;
                 return false;
@@ -278,15 +276,23 @@ fn handle_bytes(ctx: &Ctx, conn: &mut Conn, tally: &mut Tally, bytes: &[u8]) -> 
     let mut error = None;
     let Conn { body, sse } = conn;
     let status = body.feed(bytes, &mut |chunk| {
-        let r = sse.feed(chunk, &mut |ev| {
+        let r = sse.feed(chunk, |item| {
+            let Item::Event(ev) = item else {
+                return ControlFlow::Continue(());
+            };
             let now = *now_us.get_or_insert_with(unix_micros);
-            drop_now = tally.event(ctx, ev, now);
-            !drop_now
+            drop_now = tally.event(ctx, proto::parse_payload(ev.data), now);
+            if drop_now {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
         r.unwrap_or_else(|e| {
-            error = Some(e);
-            false
+            error = Some(e.to_string());
+            ControlFlow::Break(0)
         })
+        .is_continue()
     });
     if let Some(now) = now_us {
         ctx.last_delivery_us.fetch_max(now, Ordering::Relaxed);
@@ -422,7 +428,7 @@ async fn subscriber(
     };
     let mut conn = Conn {
         body,
-        sse: SseParser::default(),
+        sse: proto::sse_parser(None),
     };
     let mut flow = handle_bytes(&ctx, &mut conn, &mut tally, &leftover);
     drop(leftover);
@@ -434,7 +440,7 @@ async fn subscriber(
                 // Disconnect, and resume at once from the last id received.
                 drop(stream);
                 ctx.reconnects.fetch_add(1, Ordering::Relaxed);
-                let last_id = std::mem::take(&mut conn.sse.last_id);
+                let last_id = conn.sse.last_event_id().to_vec();
                 let mut reopened = None;
                 for attempt in 0..3 {
                     if attempt > 0 {
@@ -455,7 +461,7 @@ async fn subscriber(
                 stream = s;
                 conn = Conn {
                     body,
-                    sse: SseParser::with_last_id(last_id),
+                    sse: proto::sse_parser(Some(last_id)),
                 };
                 flow = handle_bytes(&ctx, &mut conn, &mut tally, &leftover);
                 continue;
@@ -801,11 +807,13 @@ fn storm_feed(
 ) -> bool {
     let status = body.feed(bytes, &mut |chunk| {
         got.0 += chunk.len();
-        sse.feed(chunk, &mut |_| {
-            got.1 += 1;
-            true
+        sse.feed(chunk, |item| {
+            if let Item::Event(_) = item {
+                got.1 += 1;
+            }
+            ControlFlow::Continue(())
         })
-        .unwrap_or(false)
+        .is_ok()
     });
     !matches!(status, Ok(BodyStatus::More)) || (got.0 > 0 && got.1 >= want)
 }
@@ -846,7 +854,7 @@ async fn storm_rounds(storm: &Storm, src: Ipv4Addr) {
             }
         };
         storm.head_us.record(started.elapsed().as_micros() as u64);
-        let (mut sse, mut got, want) = (SseParser::default(), (0, 0), storm.replay_events);
+        let (mut sse, mut got, want) = (proto::sse_parser(None), (0, 0), storm.replay_events);
         let mut done = storm_feed(&mut body, &mut sse, &mut got, want, &leftover);
         drop(leftover);
         let hold_until = Instant::now() + storm.hold;

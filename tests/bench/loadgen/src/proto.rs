@@ -1,6 +1,6 @@
 //! The wire and measurement pieces of `loadgen`: URL checking, a minimal HTTP/1.1 response
-//! reader, an incremental chunked-body decoder, an incremental SSE parser, the latency
-//! histogram and the `/proc` sampler. Everything here is synchronous except `read_head`.
+//! reader, an incremental chunked-body decoder, the payload format, the latency histogram and
+//! the `/proc` sampler. Everything here is synchronous except `read_head`.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,9 +91,11 @@ pub fn build_payload(out: &mut Vec<u8>, seq: u64, send_us: u64, size: usize) {
     }
 }
 
-/// Reads `<seq> <micros>` from the start of a payload.
+/// Reads `<seq> <micros>` from the start of a payload (its first line, when the data of an
+/// event has several).
 pub fn parse_payload(data: &[u8]) -> Option<(u64, u64)> {
-    let mut parts = data.split(|&b| b == b' ');
+    let first_line = data.split(|&b| b == b'\n').next()?;
+    let mut parts = first_line.split(|&b| b == b' ');
     let seq = parse_u64(parts.next()?)?;
     let sent = parse_u64(parts.next()?)?;
     Some((seq, sent))
@@ -389,112 +391,19 @@ impl BodyDecoder {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Server-Sent Events
+// Server-Sent Events (parsed by the workspace's `sse-parser`)
 
-/// What one dispatched SSE event carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SseEvent {
-    /// A loadgen payload: sequence number and send time (unix micros).
-    Payload { seq: u64, sent_us: u64 },
-    /// Data that is not a loadgen payload.
-    Foreign,
-}
+/// The most a subscriber's SSE parser buffers: one line, or one event's data.
+pub const MAX_SSE_BUFFER: usize = 4 * 1024 * 1024;
 
-const MAX_LINE: usize = 4 * 1024 * 1024;
-
-/// Minimal incremental SSE parser: splits lines, dispatches an event at each empty line, and
-/// keeps only the first `data:` line's payload and the last `id:`.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    /// A partial line carried over to the next input.
-    line: Vec<u8>,
-    has_data: bool,
-    payload: Option<(u64, u64)>,
-    /// The last event id seen (the SSE "last event ID buffer").
-    pub last_id: Vec<u8>,
-}
-
-impl SseParser {
-    /// A parser for a new connection that keeps the last event id of the previous one.
-    pub fn with_last_id(last_id: Vec<u8>) -> Self {
-        Self {
-            last_id,
-            ..Self::default()
-        }
-    }
-
-    /// Feeds body bytes. `on_event` returns false to stop at that event (the rest of `data`
-    /// is then left unparsed); `feed` returns whether to go on.
-    pub fn feed(
-        &mut self,
-        mut data: &[u8],
-        on_event: &mut impl FnMut(SseEvent) -> bool,
-    ) -> Result<bool, String> {
-        while !data.is_empty() {
-            let Some(pos) = data.iter().position(|&b| b == b'\n') else {
-                if self.line.len() + data.len() > MAX_LINE {
-                    return Err("SSE line too long".into());
-                }
-                self.line.extend_from_slice(data);
-                return Ok(true);
-            };
-            let go_on = if self.line.is_empty() {
-                self.line_done(&data[..pos], on_event)
-            } else {
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&data[..pos]);
-                let go_on = self.line_done(&line, on_event);
-                line.clear();
-                if line.capacity() <= 64 * 1024 {
-                    self.line = line;
-                }
-                go_on
-            };
-            data = &data[pos + 1..];
-            if !go_on {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent) -> bool) -> bool {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            if !std::mem::take(&mut self.has_data) {
-                return true;
-            }
-            let event = match self.payload.take() {
-                Some((seq, sent_us)) => SseEvent::Payload { seq, sent_us },
-                None => SseEvent::Foreign,
-            };
-            return on_event(event);
-        }
-        if line[0] == b':' {
-            return true;
-        }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (line, &b""[..]),
-        };
-        match name {
-            b"data" => {
-                if !self.has_data {
-                    self.payload = parse_payload(value);
-                }
-                self.has_data = true;
-            }
-            b"id" if !value.contains(&0) && !value.contains(&b'\r') => {
-                self.last_id.clear();
-                self.last_id.extend_from_slice(value);
-            }
-            _ => {}
-        }
-        true
-    }
+/// A parser for a subscriber's stream, resuming after `last_event_id` when there is one.
+pub fn sse_parser(last_event_id: Option<Vec<u8>>) -> sse_parser::Parser {
+    last_event_id
+        .map_or_else(
+            sse_parser::Parser::new,
+            sse_parser::Parser::with_last_event_id,
+        )
+        .max_buffer(MAX_SSE_BUFFER)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,33 +602,26 @@ mod tests {
         body.extend_from_slice(b"0\r\n\r\n");
         for split in 1..body.len() {
             let mut dec = ChunkDecoder::default();
-            let mut sse = SseParser::default();
-            let mut events = Vec::new();
+            let mut sse = sse_parser(None);
+            let mut payloads = Vec::new();
             let mut status = BodyStatus::More;
             for part in body.chunks(split) {
                 status = dec
                     .feed(part, &mut |d| {
-                        sse.feed(d, &mut |e| {
-                            events.push(e);
-                            true
+                        sse.feed(d, |item| {
+                            if let sse_parser::Item::Event(e) = item {
+                                payloads.push(parse_payload(e.data));
+                            }
+                            std::ops::ControlFlow::Continue(())
                         })
                         .unwrap()
+                        .is_continue()
                     })
                     .unwrap();
             }
             assert_eq!(status, BodyStatus::Complete, "split {split}");
-            assert_eq!(
-                events,
-                [
-                    SseEvent::Payload {
-                        seq: 7,
-                        sent_us: 1000
-                    },
-                    SseEvent::Foreign
-                ],
-                "split {split}"
-            );
-            assert_eq!(sse.last_id, b"b");
+            assert_eq!(payloads, [Some((7, 1000)), None], "split {split}");
+            assert_eq!(sse.last_event_id(), b"b");
         }
     }
 
@@ -764,6 +666,7 @@ mod tests {
         build_payload(&mut p, 42, 1_700_000_000_000_000, 64);
         assert_eq!(p.len(), 64);
         assert_eq!(parse_payload(&p), Some((42, 1_700_000_000_000_000)));
+        assert_eq!(parse_payload(b"42 17\nmore"), Some((42, 17)));
         let mut enc = Vec::new();
         form_encode(&mut enc, b"/bench a&b");
         assert_eq!(enc, b"%2Fbench+a%26b");
