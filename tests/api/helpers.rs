@@ -2,8 +2,10 @@
 //! deadline-bounded waits.
 
 use std::{
+    collections::VecDeque,
     io::{BufRead, BufReader},
     net::TcpListener,
+    ops::ControlFlow,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
@@ -200,10 +202,13 @@ where
     }
 }
 
-/// One event as received.
+/// One event as `EventSource` dispatches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The stream's last event ID as of this event (`lastEventId`): the latest `id` field so
+    /// far, this event's or an earlier one's; `None` while there was none.
     pub id: Option<String>,
+    /// The `event` field; `None` for the default type, `message`.
     pub event: Option<String>,
     pub data: String,
 }
@@ -226,13 +231,16 @@ impl<T: std::fmt::Debug> Next<T> {
     }
 }
 
-/// A streaming SSE response read chunk by chunk.
+/// A streaming SSE response read chunk by chunk, parsed by the workspace's `sse-parser` (the
+/// load generator's parser too).
 pub struct SseClient {
     pub response_headers: reqwest::header::HeaderMap,
     pub status: reqwest::StatusCode,
     body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-    buf: String,
-    /// Every comment line seen so far.
+    parser: sse_parser::Parser,
+    /// Events parsed but not yet taken by `next_event`.
+    ready: VecDeque<Event>,
+    /// Every comment line read so far, its text trimmed.
     pub comments: Vec<String>,
 }
 
@@ -251,7 +259,8 @@ impl SseClient {
             response_headers: response.headers().clone(),
             status: response.status(),
             body: response.bytes_stream().boxed(),
-            buf: String::new(),
+            parser: sse_parser::Parser::new(),
+            ready: VecDeque::new(),
             comments: Vec::new(),
         }
     }
@@ -265,26 +274,45 @@ impl SseClient {
         }
     }
 
-    /// Waits for the opening bytes (kept in the buffer, with whatever came along with them).
+    /// Waits for the opening bytes (parsed, with whatever came along with them).
     pub async fn opened(&mut self) {
         let first = self
             .chunk(Duration::from_secs(5))
             .await
             .expect("opening bytes");
         assert!(first.starts_with(b"retry:"), "{first:?}");
-        self.buf.push_str(&String::from_utf8_lossy(&first));
+        self.parse(&first);
+    }
+
+    /// Parses body bytes: events are queued for `next_event`, comments recorded.
+    fn parse(&mut self, bytes: &[u8]) {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let (ready, comments) = (&mut self.ready, &mut self.comments);
+        let parsed = self.parser.feed(bytes, |item| {
+            match item {
+                sse_parser::Item::Event(e) => ready.push_back(Event {
+                    id: (!e.last_event_id.is_empty()).then(|| text(e.last_event_id)),
+                    event: (!e.event_type.is_empty()).then(|| text(e.event_type)),
+                    data: text(e.data),
+                }),
+                sse_parser::Item::Comment(c) => comments.push(text(c).trim().to_owned()),
+                sse_parser::Item::Retry(_) => {}
+            }
+            ControlFlow::Continue(())
+        });
+        assert!(parsed.is_ok(), "unparsable SSE stream: {parsed:?}");
     }
 
     /// The next dispatched event (comments are recorded and skipped).
     pub async fn next_event(&mut self, timeout: Duration) -> Next<Event> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(event) = self.take_event() {
+            if let Some(event) = self.ready.pop_front() {
                 return Next::Item(event);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.chunk(left).await {
-                Next::Item(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                Next::Item(bytes) => self.parse(&bytes),
                 Next::End => return Next::End,
                 Next::TimedOut => return Next::TimedOut,
             }
@@ -298,38 +326,6 @@ impl SseClient {
             out.push(self.next_event(timeout).await.expect("an event"));
         }
         out
-    }
-
-    /// Parses one complete block out of the buffer, if there is one with data.
-    fn take_event(&mut self) -> Option<Event> {
-        while let Some(end) = self.buf.find("\n\n") {
-            let block: String = self.buf.drain(..end + 2).collect();
-            let mut event = Event {
-                id: None,
-                event: None,
-                data: String::new(),
-            };
-            let mut data_lines = Vec::new();
-            for line in block.lines() {
-                if let Some(comment) = line.strip_prefix(':') {
-                    self.comments.push(comment.trim().to_owned());
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-                match field {
-                    "id" => event.id = Some(value),
-                    "event" => event.event = Some(value),
-                    "data" => data_lines.push(value),
-                    _ => {}
-                }
-            }
-            if !data_lines.is_empty() {
-                event.data = data_lines.join("\n");
-                return Some(event);
-            }
-        }
-        None
     }
 }
 
