@@ -99,52 +99,35 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     /// One dispatched event as a spec-conformant `EventSource` parser sees it.
-    #[derive(Debug, Default, PartialEq, Eq)]
+    #[derive(Debug, PartialEq, Eq)]
     pub(crate) struct Parsed {
+        /// The last event ID as of this event (`None` while none was set).
         pub id: Option<String>,
         pub event: Option<String>,
+        /// The last `retry` sent since the previous event.
         pub retry: Option<u64>,
         pub data: String,
     }
 
-    /// Parses an SSE byte stream the way the WHATWG parser does (for tests only).
+    /// Parses an SSE byte stream the way the WHATWG parser does, with the workspace's
+    /// `sse-parser` (the one the black-box tests and the load generator read streams with).
     pub(crate) fn parse(input: &str) -> Vec<Parsed> {
-        let mut out = Vec::new();
-        let mut current = Parsed::default();
-        let mut data: Option<String> = None;
-        let normalised = input.replace("\r\n", "\n").replace('\r', "\n");
-        for line in normalised.split_terminator('\n') {
-            if line.is_empty() {
-                if let Some(mut d) = data.take() {
-                    if d.ends_with('\n') {
-                        d.pop();
-                    }
-                    current.data = d;
-                    out.push(std::mem::take(&mut current));
-                } else {
-                    current = Parsed::default();
-                }
-                continue;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let (mut out, mut retry) = (Vec::new(), None);
+        let parsed = sse_parser::Parser::new().feed(input.as_bytes(), |item| {
+            match item {
+                sse_parser::Item::Event(e) => out.push(Parsed {
+                    id: (!e.last_event_id.is_empty()).then(|| text(e.last_event_id)),
+                    event: (!e.event_type.is_empty()).then(|| text(e.event_type)),
+                    retry: retry.take(),
+                    data: text(e.data),
+                }),
+                sse_parser::Item::Retry(ms) => retry = Some(ms),
+                sse_parser::Item::Comment(_) => {}
             }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line, ""),
-            };
-            match field {
-                "data" => {
-                    let d = data.get_or_insert_with(String::new);
-                    d.push_str(value);
-                    d.push('\n');
-                }
-                "id" if !value.contains('\0') => current.id = Some(value.to_owned()),
-                "event" => current.event = Some(value.to_owned()),
-                "retry" => current.retry = value.parse().ok(),
-                _ => {}
-            }
-        }
+            std::ops::ControlFlow::Continue(())
+        });
+        assert!(parsed.is_ok(), "{parsed:?}");
         out
     }
 
@@ -158,6 +141,15 @@ pub(crate) mod tests {
         assert_eq!(
             text(&bytes),
             "id: 42\nevent: time\nretry: 3000\ndata: hello\n\n"
+        );
+        assert_eq!(
+            parse(text(&bytes)),
+            [Parsed {
+                id: Some("42".into()),
+                event: Some("time".into()),
+                retry: Some(3000),
+                data: "hello".into(),
+            }]
         );
     }
 
