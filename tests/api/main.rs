@@ -3,6 +3,7 @@
 mod auth;
 mod browser;
 mod core;
+mod deploy;
 mod durability;
 mod first_run;
 mod hardening;
