@@ -29,6 +29,8 @@ pub enum StartError {
     Transport(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("invalid --tls-cert / --tls-key: {0}")]
+    Tls(String),
     #[error("cannot open the durable history in {}: {source}", dir.display())]
     Store {
         dir: std::path::PathBuf,
@@ -40,6 +42,7 @@ pub enum StartError {
 pub struct Application {
     server: Server,
     local_addr: SocketAddr,
+    tls: bool,
     broadcaster: Addr<Broadcaster>,
     ticker: Option<Addr<Ticker>>,
 }
@@ -61,6 +64,8 @@ impl Application {
             addr: config.bind,
             source,
         };
+        // Read the certificate before anything starts: a bad one is a plain error too.
+        let tls = tls_config(&config)?;
         let listener = listen(config.bind).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         if config.publisher_key().is_none() {
@@ -132,7 +137,10 @@ impl Application {
         // A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel
         // closes its connection after the write timeout, so it can't pin buffers forever.
         .on_connect(move |conn, _| {
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let tcp = conn
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .or_else(|| conn.downcast_ref::<TlsStream>().map(|tls| tls.get_ref().0));
+            if let Some(tcp) = tcp {
                 if let Err(err) =
                     socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
                 {
@@ -153,7 +161,13 @@ impl Application {
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
-        let server = server.listen(listener).map_err(bind_error)?;
+        let serves_tls = tls.is_some();
+        let server = match tls {
+            // HTTP/2 (negotiated by ALPN) and HTTP/1.1 over TLS.
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
+        .map_err(bind_error)?;
         // The ticker publishes to this node's subscribers only: with several nodes on one
         // stream, each node's clock would otherwise tick once per node.
         let ticker = (!config.tick_interval.is_zero())
@@ -161,9 +175,18 @@ impl Application {
         Ok(Self {
             server: server.run(),
             local_addr,
+            tls: serves_tls,
             broadcaster,
             ticker,
         })
+    }
+
+    /// The base URL of the hub (`https://` with `--tls-cert`), with the real port when bound to
+    /// port 0.
+    #[must_use]
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// The address the hub listens on (with the real port when bound to port 0).
@@ -221,6 +244,34 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// A listening socket made as actix's own `bind` makes it: `SO_REUSEADDR` (a restarted hub
 /// listens again at once, whatever connections of the old one linger in `TIME_WAIT`),
 /// nonblocking, backlog [`LISTEN_BACKLOG`].
+/// A TLS connection as actix hands it to `on_connect`.
+type TlsStream = tokio_rustls::server::TlsStream<actix_web::rt::net::TcpStream>;
+
+/// The TLS configuration of `--tls-cert` and `--tls-key` (PEM files), if given.
+fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => return Err(StartError::Tls("give both, or neither".into())),
+    };
+    let tls = |what: &str, err: &dyn std::fmt::Display| StartError::Tls(format!("{what}: {err}"));
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| tls(&cert.display().to_string(), &e))?;
+    if chain.is_empty() {
+        return Err(tls(&cert.display().to_string(), &"no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(&key.display().to_string(), &e))?;
+    let server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+    .map_err(|e| tls("the certificate and key", &e))?;
+    Ok(Some(server))
+}
+
 fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

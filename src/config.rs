@@ -299,6 +299,14 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Certificate chain (PEM) to serve HTTPS, with HTTP/2, directly (with `--tls-key`).
+    #[arg(long, env = "SSE_HUB_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SSE_HUB_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
     /// Serve the dashboard from this directory instead of the files built into the binary.
     #[arg(long, env = "SSE_HUB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,

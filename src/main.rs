@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     }
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(cli.config)?;
-        log::info!("listening on http://{}", app.local_addr());
+        log::info!("listening on {}", app.url());
         app.run_until_stopped().await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     });

@@ -76,7 +76,8 @@ impl TestHub {
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = loop {
             let found = logs.lock().unwrap().iter().find_map(|l| {
-                l.split_once("listening on http://")
+                l.split_once("listening on ")
+                    .and_then(|(_, url)| url.split_once("://"))
                     .map(|(_, a)| a.trim().to_owned())
             });
             if let Some(addr) = found {

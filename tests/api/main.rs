@@ -14,3 +14,4 @@ mod metrics;
 mod nginx;
 mod replay;
 mod scaleout;
+mod tls;

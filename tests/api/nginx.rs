@@ -112,7 +112,7 @@ impl Drop for TestNginx {
 }
 
 /// Makes a self-signed certificate for `localhost` and 127.0.0.1 in `dir`; returns the paths.
-fn self_signed_certificate(dir: &Path) -> (String, String) {
+pub(crate) fn self_signed_certificate(dir: &Path) -> (String, String) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let status = Command::new("openssl")

@@ -65,7 +65,7 @@ async function startHub(port, extra = []) {
   let log = '';
   child.stderr.on('data', (d) => { log += d; });
   child.on('exit', () => children.delete(child));
-  await waitFor(`hub on ${port}`, () => log.includes('listening on http://') || child.exitCode !== null);
+  await waitFor(`hub on ${port}`, () => log.includes('listening on http') || child.exitCode !== null);
   assert.equal(child.exitCode, null, `hub exited: ${log}`);
   return child;
 }
@@ -271,6 +271,36 @@ test('after a hub restart the page resumes and lists every update exactly once',
   assert.equal((await text(page, '#sub-dupes')).trim(), '0');
   await page.context().close();
   await stopHub(own);
+});
+
+test('the hub itself over HTTPS and HTTP/2: ten EventSources on one page all receive events', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-tls-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+  const port = await freePort();
+  const own = await startHub(port, ['--tick-interval', '250ms',
+    '--tls-cert', join(dir, 'cert.pem'), '--tls-key', join(dir, 'key.pem')]);
+  const page = await openPage(`https://localhost:${port}/`, { ignoreHTTPSErrors: true });
+  const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+  assert.equal(protocol, 'h2', 'no nginx in front: the hub negotiates HTTP/2 itself');
+  const received = await page.evaluate(() => new Promise((resolve) => {
+    const got = new Set();
+    const sources = [];
+    for (let i = 0; i < 10; i += 1) {
+      const es = new EventSource('events');
+      es.addEventListener('time', () => {
+        got.add(i);
+        if (got.size === 10) { sources.forEach((s) => s.close()); resolve(got.size); }
+      });
+      sources.push(es);
+    }
+    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 8000);
+  }));
+  assert.equal(received, 10);
+  await page.context().close();
+  await stopHub(own);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('through nginx over HTTPS and HTTP/2, ten EventSources on one page all receive events', async () => {
