@@ -7,7 +7,7 @@
 //! every subscriber that uses it, so each template is evaluated once per update), `*` in
 //! `any`. Sets are `IndexSet`s: iteration as fast as a `Vec`, removal in O(1).
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use indexmap::IndexSet;
 
@@ -24,7 +24,6 @@ pub struct SubscriberId(pub(crate) u64);
 #[derive(Debug)]
 struct Entry {
     subscription: Arc<Subscription>,
-    ip: Option<IpAddr>,
     /// The fan-out round that last visited this entry, so one reached through several
     /// selectors gets an update once.
     visited: u64,
@@ -57,14 +56,13 @@ struct TemplateSubscribers {
     ids: IndexSet<SubscriberId>,
 }
 
-/// Subscribers, their selector indexes and their count per client address.
+/// Subscribers and their selector indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: HashMap<SubscriberId, Entry>,
     by_topic: HashMap<Box<str>, IndexSet<SubscriberId>>,
     by_template: HashMap<Box<str>, TemplateSubscribers>,
     any: IndexSet<SubscriberId>,
-    per_ip: HashMap<IpAddr, usize>,
     selectors: usize,
     round: u64,
     /// Reused between fan-outs so a publish allocates nothing here.
@@ -95,28 +93,13 @@ impl Registry {
         self.by_template.len()
     }
 
-    /// Subscribers registered from `ip`.
-    #[must_use]
-    pub fn from_ip(&self, ip: IpAddr) -> usize {
-        self.per_ip.get(&ip).copied().unwrap_or(0)
-    }
-
-    pub fn insert(
-        &mut self,
-        id: SubscriberId,
-        subscription: Arc<Subscription>,
-        ip: Option<IpAddr>,
-    ) {
+    pub fn insert(&mut self, id: SubscriberId, subscription: Arc<Subscription>) {
         for selector in subscription.selectors() {
             self.index(selector, id);
-        }
-        if let Some(ip) = ip {
-            *self.per_ip.entry(ip).or_default() += 1;
         }
         self.selectors += subscription.selectors().len();
         let entry = Entry {
             subscription,
-            ip,
             visited: 0,
         };
         self.entries.insert(id, entry);
@@ -166,14 +149,6 @@ impl Registry {
         };
         for selector in entry.subscription.selectors() {
             self.unindex(selector, id);
-        }
-        if let Some(ip) = entry.ip {
-            if let Some(count) = self.per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
         }
         self.selectors -= entry.subscription.selectors().len();
         true
@@ -286,29 +261,22 @@ mod tests {
     #[test]
     fn each_subscriber_gets_an_update_once_whatever_matches_it() {
         let mut registry = Registry::default();
-        registry.insert(SubscriberId(1), subscription(&["/a", "/b", "/a"]), None);
-        registry.insert(SubscriberId(2), subscription(&["/{x}", "/b"]), None);
-        registry.insert(SubscriberId(3), subscription(&["/c"]), None);
-        registry.insert(SubscriberId(4), subscription(&["*"]), None);
+        registry.insert(SubscriberId(1), subscription(&["/a", "/b", "/a"]));
+        registry.insert(SubscriberId(2), subscription(&["/{x}", "/b"]));
+        registry.insert(SubscriberId(3), subscription(&["/c"]));
+        registry.insert(SubscriberId(4), subscription(&["*"]));
         assert_eq!(reached(&mut registry, &["/a", "/b"]), [1, 2, 4]);
     }
 
     #[test]
     fn removal_cleans_the_index_and_counts() {
         let mut registry = Registry::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        registry.insert(SubscriberId(1), subscription(&["/a", "/b"]), Some(ip));
-        assert_eq!(
-            (registry.len(), registry.selectors(), registry.from_ip(ip)),
-            (1, 2, 1)
-        );
+        registry.insert(SubscriberId(1), subscription(&["/a", "/b"]));
+        assert_eq!((registry.len(), registry.selectors()), (1, 2));
         assert!(registry.remove(SubscriberId(1)));
         assert!(!registry.remove(SubscriberId(1)));
-        assert_eq!(
-            (registry.len(), registry.selectors(), registry.from_ip(ip)),
-            (0, 0, 0)
-        );
-        assert!(registry.by_topic.is_empty() && registry.per_ip.is_empty());
+        assert_eq!((registry.len(), registry.selectors()), (0, 0));
+        assert!(registry.by_topic.is_empty());
     }
 
     #[test]
@@ -319,7 +287,7 @@ mod tests {
             let mut budget = crate::topic::Budget::default();
             let selector = templates.selector("/books/{id}", &mut budget).unwrap();
             let subscription = Arc::new(Subscription::new(vec![selector], Vec::new(), None));
-            registry.insert(SubscriberId(i), subscription, None);
+            registry.insert(SubscriberId(i), subscription);
         }
         assert_eq!(registry.templates(), 1);
         assert_eq!(reached(&mut registry, &["/books/1"]).len(), 100);
@@ -339,8 +307,8 @@ mod tests {
     #[test]
     fn full_and_closed_queues_are_removed() {
         let mut registry = Registry::default();
-        registry.insert(SubscriberId(1), subscription(&["/a"]), None);
-        registry.insert(SubscriberId(2), subscription(&["*"]), None);
+        registry.insert(SubscriberId(1), subscription(&["/a"]));
+        registry.insert(SubscriberId(2), subscription(&["*"]));
         let out = registry.fan_out(&update(&["/a"]), |id| {
             if id.0 == 1 {
                 Delivery::Full

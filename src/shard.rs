@@ -93,7 +93,7 @@ impl Local {
             ShardMsg::Register { id, subscription } => {
                 // A stream that already went (its client left at once) is not registered.
                 if self.queues.contains_key(&id) {
-                    self.registry.insert(id, subscription, None);
+                    self.registry.insert(id, subscription);
                 }
             }
             ShardMsg::CloseAll => {
