@@ -97,7 +97,9 @@ async fn every_acknowledged_update_survives_kill_9_during_a_publish_flood() {
         acknowledged.push(task.await.unwrap());
     }
     let total: usize = acknowledged.iter().map(Vec::len).sum();
-    assert!(total > 400, "only {total} acknowledged");
+    // The hub counted over 400 (the start update included); answers in flight when it died
+    // (at most one per publisher) never reached their publishers.
+    assert!(total >= 396, "only {total} acknowledged");
 
     let hub = hub_in(dir.path(), &[]);
     let replayed = resume(&hub, "/flood", &start, total + 8).await;
