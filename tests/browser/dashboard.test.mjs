@@ -273,6 +273,21 @@ test('after a hub restart the page resumes and lists every update exactly once',
   await stopHub(own);
 });
 
+/** Opens ten EventSources on `page` and answers how many got a time event within 8 s. */
+const tenStreams = (page) => page.evaluate(() => new Promise((resolve) => {
+  const got = new Set();
+  const sources = [];
+  for (let i = 0; i < 10; i += 1) {
+    const es = new EventSource('events');
+    es.addEventListener('time', () => {
+      got.add(i);
+      if (got.size === 10) { sources.forEach((s) => s.close()); resolve(got.size); }
+    });
+    sources.push(es);
+  }
+  setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 8000);
+}));
+
 test('the hub itself over HTTPS and HTTP/2: ten EventSources on one page all receive events', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sse-hub-tls-'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
@@ -284,20 +299,7 @@ test('the hub itself over HTTPS and HTTP/2: ten EventSources on one page all rec
   const page = await openPage(`https://localhost:${port}/`, { ignoreHTTPSErrors: true });
   const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
   assert.equal(protocol, 'h2', 'no nginx in front: the hub negotiates HTTP/2 itself');
-  const received = await page.evaluate(() => new Promise((resolve) => {
-    const got = new Set();
-    const sources = [];
-    for (let i = 0; i < 10; i += 1) {
-      const es = new EventSource('events');
-      es.addEventListener('time', () => {
-        got.add(i);
-        if (got.size === 10) { sources.forEach((s) => s.close()); resolve(got.size); }
-      });
-      sources.push(es);
-    }
-    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 8000);
-  }));
-  assert.equal(received, 10);
+  assert.equal(await tenStreams(page), 10);
   await page.context().close();
   await stopHub(own);
   rmSync(dir, { recursive: true, force: true });
@@ -308,20 +310,7 @@ test('through nginx over HTTPS and HTTP/2, ten EventSources on one page all rece
   const page = await openPage(`https://localhost:${nginx.tlsPort}/`, { ignoreHTTPSErrors: true });
   const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
   assert.equal(protocol, 'h2');
-  const received = await page.evaluate(() => new Promise((resolve) => {
-    const got = new Set();
-    const sources = [];
-    for (let i = 0; i < 10; i += 1) {
-      const es = new EventSource('events');
-      es.addEventListener('time', () => {
-        got.add(i);
-        if (got.size === 10) { sources.forEach((s) => s.close()); resolve(got.size); }
-      });
-      sources.push(es);
-    }
-    setTimeout(() => { sources.forEach((s) => s.close()); resolve(got.size); }, 8000);
-  }));
-  assert.equal(received, 10);
+  assert.equal(await tenStreams(page), 10);
 
   // The same over plain HTTP/1.1: the browser's six connections per origin leave the rest waiting.
   const plain = await openPage(`http://127.0.0.1:${nginx.port}/healthz`);
