@@ -45,6 +45,8 @@ pub struct Application {
     tls: bool,
     broadcaster: Addr<Broadcaster>,
     ticker: Option<Addr<Ticker>>,
+    /// The tasks keeping JWK sets fresh.
+    jwks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -68,8 +70,10 @@ impl Application {
         let tls = tls_config(&config)?;
         let listener = listen(config.bind).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        if config.publisher_key().is_none() {
-            log::warn!("no publisher key (--jwt-key or --publisher-jwt-key): publishing is off");
+        if config.publisher_key().is_none() && config.publisher_jwks_url.is_none() {
+            log::warn!(
+                "no publisher key (--jwt-key, --publisher-jwt-key or --publisher-jwks-url): publishing is off"
+            );
         }
         let stats = Arc::new(Stats::default());
         let limits = broadcaster::Limits {
@@ -115,7 +119,7 @@ impl Application {
             broadcaster: broadcaster.clone(),
             stats,
             config: Arc::new(config.clone()),
-            auth,
+            auth: Arc::clone(&auth),
             transport,
             publish_limiter: Arc::new(crate::limits::PublishLimiter::new(
                 config.publish_rate,
@@ -170,6 +174,7 @@ impl Application {
         .map_err(bind_error)?;
         // The ticker publishes to this node's subscribers only: with several nodes on one
         // stream, each node's clock would otherwise tick once per node.
+        let jwks = auth.start_jwks(config.jwks_refresh_interval);
         let ticker = (!config.tick_interval.is_zero())
             .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
         Ok(Self {
@@ -178,6 +183,7 @@ impl Application {
             tls: serves_tls,
             broadcaster,
             ticker,
+            jwks,
         })
     }
 
@@ -205,6 +211,9 @@ impl Application {
         log::info!("shutting down");
         if let Some(ticker) = &self.ticker {
             ticker.do_send(ticker::Stop);
+        }
+        for task in &self.jwks {
+            task.abort();
         }
         let writer = match self.broadcaster.send(broadcaster::Shutdown).await {
             Ok(writer) => writer,

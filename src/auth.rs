@@ -2,9 +2,13 @@
 //!
 //! A token is read from the `Authorization: Bearer` header, else the `authorization` query
 //! parameter, else the cookie (`mercureAuthorization` by default), and only from the first of
-//! those present. Publisher and subscriber tokens are verified with separate keys.
+//! those present. Publisher and subscriber tokens are verified with separate keys: a configured
+//! key (`--jwt-key`, …) or the keys of a JWK set ([`crate::jwks`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use actix_web::{http::header, HttpRequest};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -12,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, JwtAlgorithm, Secret},
+    jwks::{Jwks, JwksUrl},
     topic::{Budget, SelectorError, Templates, TopicSelector},
 };
 
@@ -24,6 +29,8 @@ pub enum AuthError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("no key is configured for these tokens")]
     NoKey,
+    #[error("no key of the JWK set matches the token's kid")]
+    UnknownKey,
     #[error("a cookie token from an origin not allowed to publish")]
     Origin,
 }
@@ -40,6 +47,13 @@ pub enum KeyError {
     Parse {
         algorithm: JwtAlgorithm,
         source: jsonwebtoken::errors::Error,
+    },
+    #[error("--{role}-jwt-key and --{role}-jwks-url are both given: choose one")]
+    Conflict { role: &'static str },
+    #[error("cannot make an HTTP client for {url}: {source}")]
+    Client {
+        url: JwksUrl,
+        source: reqwest::Error,
     },
 }
 
@@ -104,11 +118,18 @@ impl Claims {
     }
 }
 
-/// Verifies tokens with one key.
+/// Verifies tokens with one configured key, or with the key of a JWK set their `kid` names.
 #[derive(Clone)]
-struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
+enum Verifier {
+    Key {
+        key: DecodingKey,
+        validation: Validation,
+    },
+    Jwks {
+        jwks: Arc<Jwks>,
+        /// The claim checks; the algorithm is set per key.
+        validation: Validation,
+    },
 }
 
 fn algorithm(alg: JwtAlgorithm) -> Algorithm {
@@ -130,6 +151,28 @@ fn key_material(secret: &Secret) -> Result<Vec<u8>, KeyError> {
     }
 }
 
+/// The checks of `config` on a token's claims, for tokens of `alg` only: `alg: none` and
+/// algorithm confusion fail.
+fn validation(alg: Algorithm, config: &Config) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.leeway = config.jwt_leeway.as_secs();
+    // A configured audience or issuer is required, not merely checked when present.
+    if !config.jwt_audiences.is_empty() {
+        validation.set_audience(&config.jwt_audiences);
+        validation.validate_aud = true;
+        validation.required_spec_claims.insert("aud".to_owned());
+    }
+    if !config.jwt_issuers.is_empty() {
+        validation.set_issuer(&config.jwt_issuers);
+        validation.required_spec_claims.insert("iss".to_owned());
+    }
+    validation
+}
+
 impl Verifier {
     fn new(secret: &Secret, config: &Config) -> Result<Self, KeyError> {
         let alg = config.jwt_algorithm;
@@ -143,28 +186,56 @@ impl Verifier {
             JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&material).map_err(parse)?,
             JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(&material).map_err(parse)?,
         };
-        // Only the configured algorithm is accepted: `alg: none` and algorithm confusion fail.
-        let mut validation = Validation::new(algorithm(alg));
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.leeway = config.jwt_leeway.as_secs();
-        // A configured audience or issuer is required, not merely checked when present.
-        if !config.jwt_audiences.is_empty() {
-            validation.set_audience(&config.jwt_audiences);
-            validation.validate_aud = true;
-            validation.required_spec_claims.insert("aud".to_owned());
-        }
-        if !config.jwt_issuers.is_empty() {
-            validation.set_issuer(&config.jwt_issuers);
-            validation.required_spec_claims.insert("iss".to_owned());
-        }
-        Ok(Self { key, validation })
+        // Only the configured algorithm is accepted.
+        Ok(Self::Key {
+            key,
+            validation: validation(algorithm(alg), config),
+        })
     }
 
-    fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims)
+    /// A verifier of a role: its JWK set, else its key; an error if it has both.
+    fn for_role(
+        role: &'static str,
+        url: Option<&JwksUrl>,
+        specific_key: Option<&Secret>,
+        key: Option<&Secret>,
+        config: &Config,
+    ) -> Result<Option<Self>, KeyError> {
+        match (url, specific_key) {
+            (Some(_), Some(_)) => Err(KeyError::Conflict { role }),
+            // The set replaces the shared `--jwt-key` for this role, as a role's own key does.
+            (Some(url), None) => {
+                let jwks = Jwks::new(url.clone()).map_err(|source| KeyError::Client {
+                    url: url.clone(),
+                    source,
+                })?;
+                Ok(Some(Self::Jwks {
+                    jwks: Arc::new(jwks),
+                    validation: validation(Algorithm::RS256, config),
+                }))
+            }
+            (None, _) => key.map(|k| Self::new(k, config)).transpose(),
+        }
+    }
+
+    /// Verifies a token. With a JWK set, the header's `kid` picks the key and the header's `alg`
+    /// must be that key's algorithm; only an unknown `kid` may wait for the set to be fetched.
+    async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        match self {
+            Self::Key { key, validation } => {
+                Ok(jsonwebtoken::decode::<Claims>(token, key, validation)?.claims)
+            }
+            Self::Jwks { jwks, validation } => {
+                let header = jsonwebtoken::decode_header(token)?;
+                let key = jwks
+                    .key(header.kid.as_deref())
+                    .await
+                    .ok_or(AuthError::UnknownKey)?;
+                let mut validation = validation.clone();
+                validation.algorithms = vec![key.algorithm];
+                Ok(jsonwebtoken::decode::<Claims>(token, &key.key, &validation)?.claims)
+            }
+        }
     }
 }
 
@@ -199,14 +270,37 @@ pub enum Subscriber {
 
 impl Auth {
     pub fn from_config(config: &Config) -> Result<Self, KeyError> {
-        let verifier = |key: Option<&Secret>| key.map(|k| Verifier::new(k, config)).transpose();
         Ok(Self {
-            publisher: verifier(config.publisher_key())?,
-            subscriber: verifier(config.subscriber_key())?,
+            publisher: Verifier::for_role(
+                "publisher",
+                config.publisher_jwks_url.as_ref(),
+                config.publisher_jwt_key.as_ref(),
+                config.publisher_key(),
+                config,
+            )?,
+            subscriber: Verifier::for_role(
+                "subscriber",
+                config.subscriber_jwks_url.as_ref(),
+                config.subscriber_jwt_key.as_ref(),
+                config.subscriber_key(),
+                config,
+            )?,
             cookie_name: config.cookie_name.clone(),
             allow_anonymous: config.allow_anonymous,
             publish_origins: config.publish_origins.clone(),
         })
+    }
+
+    /// Starts fetching the JWK sets of the roles that use one (at once, then every `every`);
+    /// abort the tasks to stop.
+    pub fn start_jwks(&self, every: Duration) -> Vec<tokio::task::JoinHandle<()>> {
+        [&self.publisher, &self.subscriber]
+            .into_iter()
+            .filter_map(|v| match v {
+                Some(Verifier::Jwks { jwks, .. }) => Some(jwks.start(every)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The token of a request: header, else query parameter, else cookie; and whether it
@@ -227,7 +321,7 @@ impl Auth {
     /// Checks a publisher: it must present a valid publisher token, and a token sent as a
     /// cookie counts only from an allowed `Origin` (else any page could make a logged-in
     /// browser publish). Returns the claims and the token's signature, which keys rate limits.
-    pub fn publisher(
+    pub async fn publisher(
         &self,
         req: &HttpRequest,
         query_token: Option<&str>,
@@ -237,7 +331,7 @@ impl Auth {
         if from_cookie {
             self.check_origin(req)?;
         }
-        let claims = verifier.verify(&token)?;
+        let claims = verifier.verify(&token).await?;
         if let Some(sub) = &claims.sub {
             log::debug!("publisher token of {sub:?} accepted");
         }
@@ -273,7 +367,7 @@ impl Auth {
 
     /// Checks a subscriber: a token, when present, must be valid; without one, the subscriber
     /// is anonymous if `--allow-anonymous` is set and refused otherwise.
-    pub fn subscriber(
+    pub async fn subscriber(
         &self,
         req: &HttpRequest,
         query_token: Option<&str>,
@@ -283,7 +377,7 @@ impl Auth {
             None => Err(AuthError::Missing),
             Some((token, _)) => {
                 let verifier = self.subscriber.as_ref().ok_or(AuthError::NoKey)?;
-                verifier.verify(&token).map(Subscriber::Token)
+                verifier.verify(&token).await.map(Subscriber::Token)
             }
         }
     }

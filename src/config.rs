@@ -249,7 +249,21 @@ pub struct Config {
     )]
     pub subscriber_jwt_key: Option<Secret>,
 
-    /// Algorithm of the tokens.
+    /// JWK set whose keys verify publisher tokens, picked by `kid` (`https://…`, `file://…`, or
+    /// `http://` to a loopback address); instead of `--publisher-jwt-key`.
+    #[arg(long, env = "SSE_HUB_PUBLISHER_JWKS_URL", value_name = "URL")]
+    pub publisher_jwks_url: Option<crate::jwks::JwksUrl>,
+
+    /// JWK set whose keys verify subscriber tokens (same forms); instead of
+    /// `--subscriber-jwt-key`.
+    #[arg(long, env = "SSE_HUB_SUBSCRIBER_JWKS_URL", value_name = "URL")]
+    pub subscriber_jwks_url: Option<crate::jwks::JwksUrl>,
+
+    /// How often JWK sets are fetched again; an unknown `kid` also fetches, at most every 10 s.
+    #[arg(long, env = "SSE_HUB_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = duration)]
+    pub jwks_refresh_interval: Duration,
+
+    /// Algorithm of the tokens (of `--*-jwt-key`; a JWK set's keys carry their own).
     #[arg(
         long,
         env = "SSE_HUB_JWT_ALGORITHM",

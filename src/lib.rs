@@ -9,8 +9,8 @@
 //!   bounded queues, once the [`store`] has it on disk;
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
-//!   [`auth`] verifies the JWS tokens of publishers and subscribers; [`limits`] keeps clients
-//!   within bounds;
+//!   [`auth`] verifies the JWS tokens of publishers and subscribers, with keys configured or
+//!   fetched as JWK sets ([`jwks`]); [`limits`] keeps clients within bounds;
 //! - [`app`]: startup and graceful shutdown; [`access_log`]: request lines, tokens redacted;
 //!   [`config`]: flags and environment variables; [`form`]: strict decoding of publish forms
 //!   and query strings; [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams
@@ -23,6 +23,7 @@ pub mod broadcaster;
 pub mod config;
 pub mod form;
 pub mod history;
+pub mod jwks;
 pub mod limits;
 pub mod publication;
 pub mod registry;

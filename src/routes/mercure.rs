@@ -53,7 +53,9 @@ fn unauthorized(err: AuthError) -> ApiError {
     match err {
         AuthError::Missing => ApiError::Unauthorized("a token is required".into()),
         AuthError::NoKey => ApiError::Unauthorized("no key is configured for these tokens".into()),
-        AuthError::Invalid(_) => ApiError::Unauthorized("invalid token".into()),
+        AuthError::Invalid(_) | AuthError::UnknownKey => {
+            ApiError::Unauthorized("invalid token".into())
+        }
         AuthError::Origin => ApiError::Forbidden(
             "publishing with a cookie needs an Origin allowed by --publish-origin".into(),
         ),
@@ -69,6 +71,7 @@ pub(super) async fn subscribe(
     let who = state
         .auth
         .subscriber(&req, single(&query, "authorization")?)
+        .await
         .map_err(unauthorized)?;
     let requested = query.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v);
     let count = requested.clone().count();
@@ -135,6 +138,7 @@ pub(super) async fn publish(
     let (claims, token_key) = state
         .auth
         .publisher(&req, single(&query, "authorization")?)
+        .await
         .map_err(unauthorized)?;
     state
         .publish_limiter
