@@ -9,6 +9,7 @@ mod first_run;
 mod hardening;
 mod helpers;
 mod inputs;
+mod jwks;
 mod mercure;
 mod metrics;
 mod nginx;

@@ -1,0 +1,344 @@
+//! JWK sets: keys fetched from a local server that rotates them, or from a file; picked by
+//! `kid`, refetched on an unknown `kid` at most every 10 s, never for HS256.
+
+use std::{
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::helpers::{free_port, token_with, wait_until, SseClient, TestHub, KEY};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `openssl` with `args`; panics unless it succeeds.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
+/// A private key made by openssl, and the public JWK of it.
+struct KeyPair {
+    encoding: EncodingKey,
+    algorithm: Algorithm,
+    jwk: Value,
+}
+
+impl KeyPair {
+    /// An Ed25519 key: the JWK's `x` is the last 32 bytes of the DER public key.
+    fn ed25519(dir: &Path, kid: &str) -> Self {
+        let private = dir.join(format!("{kid}.pem"));
+        let private = private.to_str().unwrap();
+        openssl(&["genpkey", "-algorithm", "ed25519", "-out", private]);
+        let der = openssl(&["pkey", "-in", private, "-pubout", "-outform", "DER"]);
+        let x = URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+        Self {
+            encoding: EncodingKey::from_ed_pem(&std::fs::read(private).unwrap()).unwrap(),
+            algorithm: Algorithm::EdDSA,
+            jwk: json!({ "kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "x": x }),
+        }
+    }
+
+    /// A 2048-bit RSA key for RS256: `n` from openssl's hex modulus, `e` = 65537.
+    fn rsa(dir: &Path, kid: &str) -> Self {
+        let private = dir.join(format!("{kid}.pem"));
+        let private = private.to_str().unwrap();
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            private,
+        ]);
+        let modulus =
+            String::from_utf8(openssl(&["rsa", "-in", private, "-noout", "-modulus"])).unwrap();
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let n: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        Self {
+            encoding: EncodingKey::from_rsa_pem(&std::fs::read(private).unwrap()).unwrap(),
+            algorithm: Algorithm::RS256,
+            jwk: json!({
+                "kty": "RSA", "kid": kid, "alg": "RS256",
+                "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"
+            }),
+        }
+    }
+
+    /// A token of `claims` signed with this key, its header naming `kid` (none: no `kid`).
+    fn sign(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(self.algorithm);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+}
+
+fn set(keys: &[&KeyPair]) -> String {
+    json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() }).to_string()
+}
+
+/// A JWKS server on a local port: answers every GET with the current set, counting them.
+struct JwksServer {
+    url: String,
+    body: Arc<Mutex<String>>,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> Self {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), body)
+    }
+
+    fn start_on(listener: TcpListener, body: String) -> Self {
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let body = Arc::new(Mutex::new(body));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (served, counter) = (Arc::clone(&body), Arc::clone(&requests));
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (served, counter) = (Arc::clone(&served), Arc::clone(&counter));
+                tokio::spawn(async move {
+                    // Read the request head, within a deadline; the body of a GET is empty.
+                    let mut head = Vec::new();
+                    let mut buf = [0; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tokio::time::timeout(WAIT, conn.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().unwrap().clone();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Self {
+            url,
+            body,
+            requests,
+            task,
+        }
+    }
+
+    fn serve(&self, body: String) {
+        *self.body.lock().unwrap() = body;
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn publish_claims() -> Value {
+    json!({ "mercure": { "publish": ["*"] } })
+}
+
+async fn publish_status(hub: &TestHub, token: &str) -> u16 {
+    hub.publish(token, &[("topic", "/t"), ("data", "x")])
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn keys_rotate_and_unknown_kids_refetch_at_most_every_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = KeyPair::ed25519(dir.path(), "a");
+    let b = KeyPair::ed25519(dir.path(), "b");
+    let r = KeyPair::rsa(dir.path(), "r");
+    let server = JwksServer::start(set(&[&a])).await;
+    let hub = TestHub::spawn(&["--publisher-jwks-url", &server.url, "--tick-interval", "0"]);
+    let claims = publish_claims();
+
+    // The set fetched at start verifies A's tokens, with or without a `kid` (it has one key).
+    assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
+    assert_eq!(publish_status(&hub, &a.sign(None, &claims)).await, 200);
+    assert_eq!(server.requests(), 1, "known kids are served from the cache");
+
+    // Rotation: B's token names a kid the cache lacks, so the hub fetches the set again.
+    server.serve(set(&[&b, &r]));
+    assert_eq!(publish_status(&hub, &b.sign(Some("b"), &claims)).await, 200);
+    assert_eq!(server.requests(), 2);
+    assert_eq!(publish_status(&hub, &r.sign(Some("r"), &claims)).await, 200);
+    // A left the set; with two keys, a token must name one.
+    assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 401);
+    assert_eq!(publish_status(&hub, &b.sign(None, &claims)).await, 401);
+
+    // A flood of made-up kids: each is refused, and the server sees a couple of fetches at most.
+    let before = server.requests();
+    for i in 0..50 {
+        let kid = format!("random-{i}-{}", uuid_like(i));
+        assert_eq!(
+            publish_status(&hub, &b.sign(Some(&kid), &claims)).await,
+            401
+        );
+    }
+    assert!(
+        server.requests() - before <= 2,
+        "{} fetches for 50 unknown kids",
+        server.requests() - before
+    );
+
+    // Algorithm confusion: HS256 signed with the public key's bytes, naming a kid of the set.
+    let mut confused = Header::new(Algorithm::HS256);
+    confused.kid = Some("r".into());
+    let public = r.jwk["n"].as_str().unwrap();
+    let hs = jsonwebtoken::encode(
+        &confused,
+        &claims,
+        &EncodingKey::from_secret(public.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(publish_status(&hub, &hs).await, 401);
+    // RS256 key, token claiming RS384: the key's algorithm is the only one accepted.
+    let mut other_alg = Header::new(Algorithm::RS384);
+    other_alg.kid = Some("r".into());
+    let rs384 = jsonwebtoken::encode(&other_alg, &claims, &r.encoding).unwrap();
+    assert_eq!(publish_status(&hub, &rs384).await, 401);
+    assert_eq!(hub.stats().await["events_published"], 4);
+}
+
+/// Varied kid text without a random-number dependency.
+fn uuid_like(i: u64) -> String {
+    format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+#[tokio::test]
+async fn a_file_jwks_verifies_subscriber_tokens_and_never_hs256() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = KeyPair::rsa(dir.path(), "r");
+    let path = dir.path().join("jwks.json");
+    // An HS256 key in the set is ignored: a JWK set never verifies HMAC tokens.
+    let mut keys: Value = serde_json::from_str(&set(&[&r])).unwrap();
+    keys["keys"].as_array_mut().unwrap().push(
+        json!({ "kty": "oct", "kid": "h", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(KEY) }),
+    );
+    std::fs::write(&path, keys.to_string()).unwrap();
+    let url = format!("file://{}", path.display());
+    let hub = TestHub::spawn(&[
+        "--jwt-key",
+        KEY,
+        "--subscriber-jwks-url",
+        &url,
+        "--tick-interval",
+        "0",
+    ]);
+    let subscribe = |token: String| {
+        let url = hub.url("/.well-known/mercure?topic=%2Ft");
+        async move {
+            let auth = format!("Bearer {token}");
+            SseClient::connect(&url, &[("Authorization", &auth)])
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    let claims = json!({ "mercure": { "subscribe": ["*"] } });
+    assert_eq!(subscribe(r.sign(Some("r"), &claims)).await, 200);
+    // The set has one usable key (the oct key is not one): a token without kid gets it.
+    assert_eq!(subscribe(r.sign(None, &claims)).await, 200);
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("h".into());
+    let hmac =
+        jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(KEY.as_bytes())).unwrap();
+    assert_eq!(subscribe(hmac).await, 401);
+    // `--jwt-key` still verifies publishers, whose role has no JWK set.
+    assert_eq!(
+        publish_status(&hub, &token_with(KEY, publish_claims())).await,
+        200
+    );
+    // ... but no longer subscribers: the set replaced it for them.
+    assert_eq!(subscribe(token_with(KEY, claims.clone())).await, 401);
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_at_start_refuses_tokens_until_it_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = KeyPair::ed25519(dir.path(), "a");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/jwks.json");
+    let hub = TestHub::spawn(&[
+        "--publisher-jwks-url",
+        &url,
+        "--jwks-refresh-interval",
+        "200ms",
+        "--tick-interval",
+        "0",
+    ]);
+    let token = a.sign(Some("a"), &publish_claims());
+    assert_eq!(publish_status(&hub, &token).await, 401);
+    let warned = || async {
+        hub.logs()
+            .iter()
+            .any(|l| l.contains("cannot fetch the JWK set"))
+    };
+    assert!(
+        wait_until(WAIT, warned).await,
+        "no warning: {:?}",
+        hub.logs()
+    );
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let _server = JwksServer::start_on(listener, set(&[&a]));
+    // The periodic refresh picks the set up.
+    assert!(
+        wait_until(WAIT, || async { publish_status(&hub, &token).await == 200 }).await,
+        "the set was never fetched"
+    );
+}
+
+#[test]
+fn a_key_and_a_jwks_for_one_role_or_plain_http_elsewhere_refuse_to_start() {
+    let run = |args: &[&str]| {
+        Command::new(TestHub::binary())
+            .args(["--bind", "127.0.0.1:0", "--data-dir", "none"])
+            .args(args)
+            .output()
+            .expect("run sse-hub")
+    };
+    let both = run(&[
+        "--publisher-jwt-key",
+        KEY,
+        "--publisher-jwks-url",
+        "file:///nonexistent/jwks.json",
+    ]);
+    assert!(!both.status.success());
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("choose one"), "{stderr}");
+    let plain = run(&["--subscriber-jwks-url", "http://idp.example/jwks.json"]);
+    assert!(!plain.status.success());
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
