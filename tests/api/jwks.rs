@@ -55,6 +55,31 @@ impl KeyPair {
         }
     }
 
+    /// A P-256 key for ES256: the DER public key ends with the point, `04 || x || y`.
+    fn p256(dir: &Path, kid: &str) -> Self {
+        let private = dir.join(format!("{kid}.pem"));
+        let private = private.to_str().unwrap();
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            private,
+        ]);
+        let der = openssl(&["pkey", "-in", private, "-pubout", "-outform", "DER"]);
+        let point = &der[der.len() - 64..];
+        Self {
+            encoding: EncodingKey::from_ec_pem(&std::fs::read(private).unwrap()).unwrap(),
+            algorithm: Algorithm::ES256,
+            jwk: json!({
+                "kty": "EC", "crv": "P-256", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(&point[..32]), "y": URL_SAFE_NO_PAD.encode(&point[32..])
+            }),
+        }
+    }
+
     /// A 2048-bit RSA key for RS256: `n` from openssl's hex modulus, `e` = 65537.
     fn rsa(dir: &Path, kid: &str) -> Self {
         let private = dir.join(format!("{kid}.pem"));
@@ -179,6 +204,7 @@ async fn keys_rotate_and_unknown_kids_refetch_at_most_every_ten_seconds() {
     let a = KeyPair::ed25519(dir.path(), "a");
     let b = KeyPair::ed25519(dir.path(), "b");
     let r = KeyPair::rsa(dir.path(), "r");
+    let e = KeyPair::p256(dir.path(), "e");
     let server = JwksServer::start(set(&[&a])).await;
     let hub = TestHub::spawn(&["--publisher-jwks-url", &server.url, "--tick-interval", "0"]);
     let claims = publish_claims();
@@ -189,11 +215,12 @@ async fn keys_rotate_and_unknown_kids_refetch_at_most_every_ten_seconds() {
     assert_eq!(server.requests(), 1, "known kids are served from the cache");
 
     // Rotation: B's token names a kid the cache lacks, so the hub fetches the set again.
-    server.serve(set(&[&b, &r]));
+    server.serve(set(&[&b, &r, &e]));
     assert_eq!(publish_status(&hub, &b.sign(Some("b"), &claims)).await, 200);
     assert_eq!(server.requests(), 2);
     assert_eq!(publish_status(&hub, &r.sign(Some("r"), &claims)).await, 200);
-    // A left the set; with two keys, a token must name one.
+    assert_eq!(publish_status(&hub, &e.sign(Some("e"), &claims)).await, 200);
+    // A left the set; with several keys, a token must name one.
     assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 401);
     assert_eq!(publish_status(&hub, &b.sign(None, &claims)).await, 401);
 
@@ -228,7 +255,7 @@ async fn keys_rotate_and_unknown_kids_refetch_at_most_every_ten_seconds() {
     other_alg.kid = Some("r".into());
     let rs384 = jsonwebtoken::encode(&other_alg, &claims, &r.encoding).unwrap();
     assert_eq!(publish_status(&hub, &rs384).await, 401);
-    assert_eq!(hub.stats().await["events_published"], 4);
+    assert_eq!(hub.stats().await["events_published"], 5);
 }
 
 /// Varied kid text without a random-number dependency.
@@ -341,4 +368,25 @@ fn a_key_and_a_jwks_for_one_role_or_plain_http_elsewhere_refuse_to_start() {
     assert!(!plain.status.success());
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_oversized_set_is_not_read_and_the_cached_keys_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = KeyPair::ed25519(dir.path(), "a");
+    let b = KeyPair::ed25519(dir.path(), "b");
+    let server = JwksServer::start(set(&[&a])).await;
+    let hub = TestHub::spawn(&["--publisher-jwks-url", &server.url, "--tick-interval", "0"]);
+    let claims = publish_claims();
+    assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
+    // B's key behind 2 MiB of padding: past the 1 MiB the hub reads of a set.
+    let padding = "x".repeat(2 << 20);
+    let mut huge: Value = serde_json::from_str(&set(&[&b])).unwrap();
+    huge["padding"] = json!(padding);
+    server.serve(huge.to_string());
+    assert_eq!(publish_status(&hub, &b.sign(Some("b"), &claims)).await, 401);
+    assert_eq!(server.requests(), 2, "the unknown kid made a fetch");
+    assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
+    let refused = || async { hub.logs().iter().any(|l| l.contains("larger than")) };
+    assert!(wait_until(WAIT, refused).await, "{:?}", hub.logs());
 }
