@@ -515,6 +515,21 @@ mod tests {
     }
 
     #[test]
+    fn jwks_urls_are_checked_when_parsed() {
+        let c = parse(&["--publisher-jwks-url", "https://idp.example/jwks.json"]).config;
+        assert!(c.publisher_jwks_url.is_some() && c.subscriber_jwks_url.is_none());
+        assert_eq!(c.jwks_refresh_interval, Duration::from_secs(300));
+        for bad in [
+            "http://idp.example/jwks",
+            "jwks.json",
+            "ftp://idp.example/jwks",
+        ] {
+            let args = ["sse-hub", "--subscriber-jwks-url", bad];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let c = parse(&["--jwt-key", "hunter2"]).config;
         assert!(!format!("{c:?}").contains("hunter2"));
