@@ -27,6 +27,10 @@ pub enum StartError {
     Key(#[from] crate::auth::KeyError),
     #[error("invalid --transport: {0}")]
     Transport(String),
+    /// The subscription events are made by each node's broadcaster for its own subscribers
+    /// and do not go through Redis: other nodes would neither deliver nor list them.
+    #[error("--subscriptions works with the local transport only, not with --transport redis://…")]
+    SubscriptionsNeedLocal,
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("invalid --tls-cert / --tls-key: {0}")]
@@ -59,6 +63,9 @@ impl Application {
             .ok()
             .filter(|s| s.exact().is_some())
             .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
+        if config.subscriptions && !matches!(config.transport, TransportKind::Local) {
+            return Err(StartError::SubscriptionsNeedLocal);
+        }
         let auth = Arc::new(Auth::from_config(&config)?);
         // Bind before starting anything: an address in use is then a plain error, with no actor
         // half-started to be torn down as the runtime goes (the ticker panicked doing that).

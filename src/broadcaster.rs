@@ -36,7 +36,8 @@ use tokio::sync::oneshot;
 pub use crate::registry::SubscriberId;
 use crate::shard::{ShardId, ShardMsg, ShardSender};
 use crate::{
-    history::{Cursor, History, Retention},
+    active::Announced,
+    history::{Cursor, History, Retention, EARLIEST},
     stats::{DropReason, Stats},
     store::{Commit, Loaded, Store, StoreError, StoreHandle},
     subscription::Subscription,
@@ -60,11 +61,13 @@ pub struct Limits {
     pub retention: Retention,
 }
 
-/// What the broadcaster keeps of a registered subscriber: what its counts need.
-#[derive(Debug, Clone, Copy)]
+/// What the broadcaster keeps of a registered subscriber: what its counts need and, with
+/// `--subscriptions`, what the subscriptions API lists.
+#[derive(Debug, Clone)]
 struct Member {
     ip: Option<IpAddr>,
     selectors: usize,
+    announced: Option<Arc<Announced>>,
 }
 
 /// An update handed to the store, waiting for its commit.
@@ -166,6 +169,37 @@ impl Broadcaster {
         self.trim_store();
     }
 
+    /// Publishes an update the hub makes itself (a subscription event) the way a publisher's
+    /// goes: through the store when there is one, so it is in the durable history and the
+    /// `lastEventID` of the subscriptions API resumes exactly; in key order with every other
+    /// update, so a subscriber's "ended" never comes before its "started". Nobody waits for it.
+    fn publish_own(&mut self, update: Update) {
+        let update = Arc::new(update);
+        if let Durable::On(store) = &self.store {
+            let key = self
+                .pending
+                .back()
+                .map_or(self.history.next_key(), |p| p.key + 1);
+            store.append(key, Arc::clone(&update));
+            self.pending_ids.insert(update.id().clone());
+            self.pending.push_back(Pending {
+                key,
+                update,
+                waiters: Vec::new(),
+            });
+        } else {
+            let key = self.history.next_key();
+            self.deliver(key, update);
+        }
+    }
+
+    /// Announces that `announced`'s subscriptions started or ended.
+    fn announce(&mut self, announced: &Announced, active: bool) {
+        for update in announced.updates(active) {
+            self.publish_own(update);
+        }
+    }
+
     /// Deletes from the store what history no longer holds.
     fn trim_store(&mut self) {
         if let Durable::On(store) = &self.store {
@@ -223,6 +257,8 @@ pub struct Subscribe {
     pub cursor: Option<Cursor>,
     /// The client's address, for the per-address limit.
     pub ip: Option<IpAddr>,
+    /// With `--subscriptions`, a hub-endpoint subscriber: announced now and when it goes.
+    pub announced: Option<Announced>,
 }
 
 /// A registered subscriber's end of the fan-out.
@@ -284,11 +320,18 @@ impl Handler<Subscribe> for Broadcaster {
             return Err(SubscribeRefused::NoShard);
         }
         let selectors = subscription.selectors().len();
+        let announced = msg.announced.map(Arc::new);
+        if let Some(announced) = &announced {
+            // After the registration above: a subscriber of its own subscription events sees
+            // them too.
+            self.announce(announced, true);
+        }
         self.members.insert(
             (msg.shard, msg.id),
             Member {
                 ip: msg.ip,
                 selectors,
+                announced,
             },
         );
         if let Some(ip) = msg.ip {
@@ -535,10 +578,62 @@ impl Handler<Unsubscribe> for Broadcaster {
             }
         }
         self.selectors -= member.selectors;
+        if let Some(announced) = &member.announced {
+            self.announce(announced, false);
+        }
         if !msg.slow {
             self.stats.dropped(DropReason::Left, 1);
         }
         self.count_subscribers();
+    }
+}
+
+/// Lists the active subscriptions, filtered by the API path's decoded `topic` and
+/// `subscriber` segments, with the id of the newest update in history (`earliest` when it is
+/// empty): both taken in one step, so the list is the state as of that id, and a client that
+/// subscribes to the events from it misses no change.
+///
+/// With a store, the events of the newest changes may still be pending: they are then in the
+/// list but come after the id, so a client may see a change it already has (never miss one).
+#[derive(Debug, Message)]
+#[rtype(result = "ActiveList")]
+pub struct ListActive {
+    pub topic: Option<String>,
+    pub subscriber: Option<String>,
+}
+
+/// The answer to [`ListActive`].
+#[derive(Debug)]
+pub struct ActiveList {
+    pub last_event_id: String,
+    /// The subscription objects (`active: true`), by subscriber id (so in connection order)
+    /// then selector.
+    pub subscriptions: Vec<serde_json::Value>,
+}
+
+impl Handler<ListActive> for Broadcaster {
+    type Result = actix::MessageResult<ListActive>;
+
+    fn handle(&mut self, msg: ListActive, _: &mut Self::Context) -> Self::Result {
+        let mut announced: Vec<&Announced> = self
+            .members
+            .values()
+            .filter_map(|m| m.announced.as_deref())
+            .filter(|a| msg.subscriber.as_ref().is_none_or(|s| *s == a.id))
+            .collect();
+        announced.sort_by(|a, b| a.id.cmp(&b.id));
+        let subscriptions = announced
+            .into_iter()
+            .flat_map(|a| a.listed(msg.topic.as_deref(), msg.subscriber.as_deref()))
+            .collect();
+        let last_event_id = self
+            .history
+            .last_id()
+            .map_or_else(|| EARLIEST.to_owned(), ToString::to_string);
+        actix::MessageResult(ActiveList {
+            last_event_id,
+            subscriptions,
+        })
     }
 }
 

@@ -227,6 +227,11 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
+    /// Mercure's active subscriptions: publish a private update when a subscription starts or
+    /// ends, and serve `/.well-known/mercure/subscriptions`. Local transport only.
+    #[arg(long, env = "SSE_HUB_SUBSCRIPTIONS")]
+    pub subscriptions: bool,
+
     /// Key for both publisher and subscriber tokens (overridden by the specific ones).
     #[arg(long, env = "SSE_HUB_JWT_KEY", hide_env_values = true, global = true)]
     pub jwt_key: Option<Secret>,

@@ -164,6 +164,12 @@ impl History {
         }
     }
 
+    /// The id of the newest update held, if any.
+    #[must_use]
+    pub fn last_id(&self) -> Option<&EventId> {
+        self.entries.last().map(|update| update.id())
+    }
+
     /// The updates after `cursor` and the id the replay resumes after.
     ///
     /// An id not in history replays all of it, as `earliest` does: the id was evicted, so every

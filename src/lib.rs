@@ -14,9 +14,10 @@
 //! - [`app`]: startup and graceful shutdown; [`access_log`]: request lines, tokens redacted;
 //!   [`config`]: flags and environment variables; [`form`]: strict decoding of publish forms
 //!   and query strings; [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams
-//!   between nodes.
+//!   between nodes; [`active`]: the active-subscriptions events and API (`--subscriptions`).
 
 pub mod access_log;
+pub mod active;
 pub mod app;
 pub mod auth;
 pub mod broadcaster;

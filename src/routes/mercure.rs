@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 
 use super::{error::ApiError, single, subscribe, AppState};
 use crate::{
+    active::Announced,
     auth::{AuthError, MercureClaim, Subscriber},
     config::Config,
     publication::Publication,
@@ -47,7 +48,7 @@ pub(super) fn cors(config: &Config) -> Cors {
     cors
 }
 
-fn unauthorized(err: AuthError) -> ApiError {
+pub(super) fn unauthorized(err: AuthError) -> ApiError {
     // The cause (expired, bad signature, wrong algorithm) goes to the log, never the token.
     log::info!("refused a token: {err}");
     match err {
@@ -90,8 +91,24 @@ pub(super) async fn subscribe(
         .map(|v| state.templates.selector(v, &mut budget))
         .collect::<Result<Vec<_>, _>>()?;
     let cursor = subscribe::cursor(&req, single(&query, "lastEventID")?)?;
-    let (subscription, expires) = match who {
-        Subscriber::Anonymous => (Subscription::new(selectors, Vec::new(), None), None),
+    // Only hub-endpoint subscribers are announced: `/events` is not part of the protocol.
+    let announce = |payload: Option<&serde_json::Value>| {
+        state.config.subscriptions.then(|| {
+            Announced::new(
+                selectors.iter().map(|s| s.as_str().to_owned()).collect(),
+                payload.cloned(),
+            )
+        })
+    };
+    let (subscription, expires, announced) = match who {
+        Subscriber::Anonymous => {
+            let announced = announce(None);
+            (
+                Subscription::new(selectors, Vec::new(), None),
+                None,
+                announced,
+            )
+        }
         Subscriber::Token(claims) => {
             // An expiry too far ahead to represent is no expiry at all.
             let expires = claims
@@ -100,10 +117,15 @@ pub(super) async fn subscribe(
             let authorized =
                 claims.selectors(&state.templates, &mut budget, |m| m.subscribe.as_ref())?;
             let payload = claims.mercure.and_then(|m| m.payload);
-            (Subscription::new(selectors, authorized, payload), expires)
+            let announced = announce(payload.as_ref());
+            (
+                Subscription::new(selectors, authorized, payload),
+                expires,
+                announced,
+            )
         }
     };
-    subscribe::open_stream(&state, &req, subscription, cursor, expires).await
+    subscribe::open_stream(&state, &req, subscription, cursor, expires, announced).await
 }
 
 /// Reads the body, refusing more than `limit` bytes.

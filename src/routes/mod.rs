@@ -6,6 +6,7 @@ mod health;
 pub mod http10;
 pub mod mercure;
 mod subscribe;
+mod subscriptions;
 mod test_stream;
 
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let static_dir = state.config.static_dir.clone();
     let hub_cors = mercure::cors(&state.config);
+    if state.config.subscriptions {
+        subscriptions::configure(cfg);
+    }
     cfg.app_data(web::Data::new(state))
         .service(
             resource(mercure::PATH, "GET, POST")

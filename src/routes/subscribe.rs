@@ -57,6 +57,7 @@ pub(crate) async fn open_stream(
     subscription: Subscription,
     cursor: Option<Cursor>,
     expires: Option<tokio::time::Instant>,
+    announced: Option<crate::active::Announced>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .transport
@@ -75,6 +76,7 @@ pub(crate) async fn open_stream(
             subscription,
             cursor,
             ip: crate::limits::client_ip(req, &state.config.trusted_proxies),
+            announced,
         })
         .await??;
     let resumed_after = subscribed.resumed_after.clone();
@@ -103,5 +105,5 @@ pub(crate) async fn events(
     let last_event_id = super::single(&query, "lastEventID")?;
     let cursor = cursor(&req, last_event_id)?;
     let subscription = Subscription::new(vec![state.time_selector.clone()], Vec::new(), None);
-    open_stream(&state, &req, subscription, cursor, None).await
+    open_stream(&state, &req, subscription, cursor, None, None).await
 }

@@ -1,0 +1,85 @@
+//! The subscriptions API (`--subscriptions`): `GET /.well-known/mercure/subscriptions`,
+//! `…/{topic}` and `…/{topic}/{subscriber}`, as JSON-LD.
+//!
+//! Registered only with the flag: without it these paths are unknown, `404` like any other.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use percent_encoding::percent_decode_str;
+
+use super::{error::ApiError, mercure::unauthorized, single, AppState};
+use crate::{
+    active::{self, PREFIX},
+    auth::Subscriber,
+    broadcaster::ListActive,
+    topic::Budget,
+};
+
+/// Registers the three paths (one handler reads the raw path itself).
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    for path in [
+        PREFIX,
+        "/.well-known/mercure/subscriptions/{topic}",
+        "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
+    ] {
+        cfg.service(super::resource(path, "GET").route(web::get().to(list)));
+    }
+}
+
+/// Decodes one path segment; `400` when it is not UTF-8 once decoded.
+fn decode(segment: &str) -> Result<String, ApiError> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::BadRequest("a path segment is not UTF-8 once decoded".into()))
+}
+
+async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = super::query_pairs(req.query_string())?;
+    // The path as sent (still percent-encoded): it is what the token's selectors must match,
+    // as they match the IRIs of the subscription updates, which are encoded the same way.
+    let path = req.uri().path();
+    // The spec: a subscriber token is required here, even where anonymous subscribers are let in.
+    let claims = match state
+        .auth
+        .subscriber(&req, single(&query, "authorization")?)
+        .map_err(unauthorized)?
+    {
+        Subscriber::Token(claims) => claims,
+        Subscriber::Anonymous => {
+            return Err(ApiError::Unauthorized("a token is required".into()));
+        }
+    };
+    let allowed = claims.selectors(&state.templates, &mut Budget::default(), |m| {
+        m.subscribe.as_ref()
+    })?;
+    if !allowed.iter().any(|s| s.matches(path)) {
+        return Err(ApiError::Forbidden(
+            "the token's mercure.subscribe selectors do not match this path".into(),
+        ));
+    }
+    let mut segments = path
+        .strip_prefix(PREFIX)
+        .unwrap_or_default()
+        .split('/')
+        .skip(1)
+        .map(decode);
+    let topic = segments.next().transpose()?;
+    let subscriber = segments.next().transpose()?;
+    let single_one = subscriber.is_some();
+    let list = state
+        .broadcaster
+        .send(ListActive { topic, subscriber })
+        .await
+        .map_err(|_| ApiError::ShuttingDown)?;
+    let body = if single_one {
+        list.subscriptions
+            .into_iter()
+            .next()
+            .ok_or(ApiError::NotFound("no such subscription".into()))?
+    } else {
+        active::collection(path, &list.last_event_id, list.subscriptions)
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/ld+json")
+        .body(body.to_string()))
+}
