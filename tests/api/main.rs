@@ -15,4 +15,5 @@ mod metrics;
 mod nginx;
 mod replay;
 mod scaleout;
+mod subscriptions;
 mod tls;

@@ -1,0 +1,326 @@
+//! Active subscriptions (`--subscriptions`): the private events when a subscription starts and
+//! ends, and the subscriptions API.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{client, token, Event, SseClient, TestHub};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SENTINEL: &str = "https://example.com/sentinel";
+/// The selector the specification suggests for everything about subscriptions.
+const ALL_SUBSCRIPTIONS: &str = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
+/// `/books/{id}` as one path segment.
+const BOOKS_SEGMENT: &str = "%2Fbooks%2F%7Bid%7D";
+
+fn watcher_token() -> String {
+    token(json!({ "subscribe": [ALL_SUBSCRIPTIONS] }))
+}
+
+fn reader_token() -> String {
+    token(json!({ "subscribe": ["/books/{id}"], "payload": { "user": "alice" } }))
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+/// Subscribes with `token` as bearer.
+async fn subscribe_with(
+    hub: &TestHub,
+    selectors: &[&str],
+    query: &[(&str, &str)],
+    token: &str,
+) -> SseClient {
+    let (name, value) = bearer(token);
+    hub.subscribe(selectors, query, &[(name, value.as_str())])
+        .await
+}
+
+/// The next subscription event about `topic`, parsed (events about other topics are skipped).
+async fn next_about(sse: &mut SseClient, topic: &str) -> (Event, Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = sse.next_event(left).await.expect("a subscription event");
+        let object: Value = serde_json::from_str(&event.data).expect("JSON-LD data");
+        if object["topic"] == topic {
+            return (event, object);
+        }
+    }
+}
+
+/// `GET path` with `token` (if any): status and body.
+async fn get(hub: &TestHub, path: &str, token: Option<&str>) -> (u16, String, Option<String>) {
+    let mut request = client().get(hub.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = tokio::time::timeout(WAIT, request.send())
+        .await
+        .expect("answer in time")
+        .expect("GET");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("body in time")
+        .expect("body");
+    (status, body, content_type)
+}
+
+async fn get_json(hub: &TestHub, path: &str) -> Value {
+    let (status, body, content_type) = get(hub, path, Some(&watcher_token())).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    assert_eq!(content_type.as_deref(), Some("application/ld+json"));
+    serde_json::from_str(&body).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_watcher_sees_a_subscription_start_and_end_and_others_see_nothing() {
+    let hub = TestHub::protocol(&["--subscriptions"]);
+    let mut watcher = subscribe_with(&hub, &[ALL_SUBSCRIPTIONS], &[], &watcher_token()).await;
+    // Neither an anonymous subscriber to everything nor a token for other topics may read them.
+    let mut anonymous = hub.subscribe(&["*", ALL_SUBSCRIPTIONS], &[], &[]).await;
+    let mut other_token = subscribe_with(&hub, &["*"], &[], &reader_token()).await;
+
+    let reader = subscribe_with(&hub, &["/books/{id}"], &[], &reader_token()).await;
+    let (event, started) = next_about(&mut watcher, "/books/{id}").await;
+    let subscriber = started["subscriber"]
+        .as_str()
+        .expect("subscriber id")
+        .to_owned();
+    assert!(subscriber.starts_with("urn:uuid:"), "{subscriber}");
+    let iri = format!(
+        "/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}/{}",
+        subscriber.replace(':', "%3A")
+    );
+    assert_eq!(
+        started,
+        json!({
+            "@context": "https://mercure.rocks/",
+            "id": iri,
+            "type": "Subscription",
+            "topic": "/books/{id}",
+            "subscriber": subscriber,
+            "active": true,
+            "payload": { "user": "alice" },
+        })
+    );
+    assert_eq!(event.event, None, "no event type");
+
+    drop(reader);
+    let (_, ended) = next_about(&mut watcher, "/books/{id}").await;
+    assert_eq!(ended["subscriber"], subscriber.as_str());
+    assert_eq!(ended["active"], false);
+    assert_eq!(ended["payload"]["user"], "alice");
+
+    // Published after both events: what came before it was not for these two.
+    let sentinel = hub
+        .publish_ok(&[("topic", SENTINEL), ("data", "sentinel")])
+        .await;
+    for sse in [&mut anonymous, &mut other_token] {
+        let first = sse.next_event(WAIT).await.expect("the sentinel");
+        assert_eq!(first.id.as_deref(), Some(sentinel.as_str()), "{first:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_lists_filters_and_answers_one_subscription_resumably() {
+    let hub = TestHub::protocol(&["--subscriptions"]);
+    let mut watcher = subscribe_with(&hub, &[ALL_SUBSCRIPTIONS], &[], &watcher_token()).await;
+    let reader = subscribe_with(&hub, &["/books/{id}", "/authors/1"], &[], &reader_token()).await;
+    let (_, books) = next_about(&mut watcher, "/books/{id}").await;
+    let (authors_event, _) = next_about(&mut watcher, "/authors/1").await;
+    let subscriber = books["subscriber"].as_str().expect("id").to_owned();
+    let subscriber_segment = subscriber.replace(':', "%3A");
+
+    let all = get_json(&hub, "/.well-known/mercure/subscriptions").await;
+    assert_eq!(all["@context"], "https://mercure.rocks/");
+    assert_eq!(all["type"], "Subscriptions");
+    assert_eq!(all["id"], "/.well-known/mercure/subscriptions");
+    // The watcher was delivered the newest update, so history holds it.
+    assert_eq!(all["lastEventID"].as_str(), authors_event.id.as_deref());
+    let listed = all["subscriptions"].as_array().expect("a list");
+    let mine: Vec<&Value> = listed
+        .iter()
+        .filter(|s| s["subscriber"] == subscriber.as_str())
+        .collect();
+    assert_eq!(mine.len(), 2, "{all}");
+    assert!(mine
+        .iter()
+        .all(|s| s["active"] == true && s["payload"]["user"] == "alice"));
+    // The watcher itself is listed too (anonymous payload: none).
+    assert_eq!(listed.len(), 3, "{all}");
+
+    let by_topic = get_json(
+        &hub,
+        &format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}"),
+    )
+    .await;
+    assert_eq!(by_topic["subscriptions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(by_topic["subscriptions"][0], books);
+    assert_eq!(
+        by_topic["id"],
+        format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}")
+    );
+
+    let one_path =
+        format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}/{subscriber_segment}");
+    assert_eq!(get_json(&hub, &one_path).await, books);
+    let unknown = format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}/urn%3Auuid%3Anobody");
+    assert_eq!(get(&hub, &unknown, Some(&watcher_token())).await.0, 404);
+
+    // Resuming the events from the list's lastEventID gives exactly the changes after it.
+    let last = all["lastEventID"].as_str().expect("id").to_owned();
+    let mut resumed = subscribe_with(
+        &hub,
+        &[ALL_SUBSCRIPTIONS],
+        &[("lastEventID", &last)],
+        &watcher_token(),
+    )
+    .await;
+    drop(reader);
+    let first = resumed.next_event(WAIT).await.expect("an event");
+    let object: Value = serde_json::from_str(&first.data).expect("JSON");
+    // The resumed watcher's own start comes first, then the reader's two ends.
+    assert_eq!(
+        (object["topic"].as_str(), &object["active"]),
+        (Some(ALL_SUBSCRIPTIONS), &json!(true))
+    );
+    let (_, ended) = next_about(&mut resumed, "/books/{id}").await;
+    assert_eq!(
+        (ended["subscriber"].as_str(), &ended["active"]),
+        (Some(subscriber.as_str()), &json!(false))
+    );
+
+    // Gone from the list once it left.
+    let left = crate::helpers::wait_until(WAIT, || async {
+        get_json(
+            &hub,
+            &format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}"),
+        )
+        .await["subscriptions"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(left, "the reader is still listed");
+}
+
+#[tokio::test]
+async fn the_api_needs_a_token_whose_selectors_match_the_path() {
+    let hub = TestHub::protocol(&["--subscriptions"]);
+    let path = "/.well-known/mercure/subscriptions";
+    // Anonymous subscribers are allowed on this hub, but not here.
+    assert_eq!(get(&hub, path, None).await.0, 401);
+    assert_eq!(get(&hub, path, Some("not.a.token")).await.0, 401);
+    assert_eq!(get(&hub, path, Some(&reader_token())).await.0, 403);
+    // A token for one topic's subscriptions reads that topic's, not the whole list.
+    let one_topic = token(json!({
+        "subscribe": [format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}{{/subscriber}}")]
+    }));
+    let books = format!("{path}/{BOOKS_SEGMENT}");
+    assert_eq!(get(&hub, &books, Some(&one_topic)).await.0, 200);
+    assert_eq!(get(&hub, path, Some(&one_topic)).await.0, 403);
+    // `*` may read everything; the `authorization` query parameter works as for subscribing.
+    let everything = token(json!({ "subscribe": ["*"] }));
+    assert_eq!(
+        get(&hub, &format!("{path}?authorization={everything}"), None)
+            .await
+            .0,
+        200
+    );
+    // A segment that is not UTF-8 once decoded is refused, not guessed at.
+    assert_eq!(
+        get(&hub, &format!("{path}/%FF"), Some(&everything)).await.0,
+        400
+    );
+    assert_eq!(
+        get(&hub, &format!("{path}/a/b/c"), Some(&everything))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn without_the_flag_the_paths_are_unknown_and_nothing_is_announced() {
+    let hub = TestHub::protocol(&[]);
+    let everything = token(json!({ "subscribe": ["*"] }));
+    for path in [
+        "/.well-known/mercure/subscriptions".to_owned(),
+        format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}"),
+        format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}/urn%3Auuid%3Ax"),
+    ] {
+        assert_eq!(get(&hub, &path, Some(&everything)).await.0, 404, "{path}");
+    }
+    let mut watcher = subscribe_with(&hub, &["*"], &[], &everything).await;
+    let reader = subscribe_with(&hub, &["/books/{id}"], &[], &reader_token()).await;
+    drop(reader);
+    let sentinel = hub
+        .publish_ok(&[("topic", SENTINEL), ("data", "sentinel")])
+        .await;
+    let first = watcher.next_event(WAIT).await.expect("the sentinel");
+    assert_eq!(first.id.as_deref(), Some(sentinel.as_str()), "{first:?}");
+}
+
+#[tokio::test]
+async fn with_in_memory_history_the_events_are_delivered_too() {
+    let hub = TestHub::protocol(&["--subscriptions", "--data-dir", "none"]);
+    let mut watcher = subscribe_with(&hub, &[ALL_SUBSCRIPTIONS], &[], &watcher_token()).await;
+    let reader = subscribe_with(&hub, &["/books/{id}"], &[], &reader_token()).await;
+    assert_eq!(
+        next_about(&mut watcher, "/books/{id}").await.1["active"],
+        true
+    );
+    drop(reader);
+    assert_eq!(
+        next_about(&mut watcher, "/books/{id}").await.1["active"],
+        false
+    );
+}
+
+#[test]
+fn the_flag_with_the_redis_transport_is_refused_at_start() {
+    let mut child = Command::new(TestHub::binary())
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--subscriptions",
+            "--transport",
+            "redis://127.0.0.1:1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sse-hub");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the hub started with --subscriptions and Redis");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("--subscriptions works with the local transport only"),
+        "{stderr}"
+    );
+}
