@@ -8,7 +8,10 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, token, Event, SseClient, TestHub};
+use crate::{
+    hardening::still_serving,
+    helpers::{client, token, Event, SseClient, TestHub},
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const SENTINEL: &str = "https://example.com/sentinel";
@@ -219,6 +222,7 @@ async fn the_api_lists_filters_and_answers_one_subscription_resumably() {
 #[tokio::test]
 async fn the_api_needs_a_token_whose_selectors_match_the_path() {
     let hub = TestHub::protocol(&["--subscriptions"]);
+    let mut well_behaved = hub.subscribe(&["/watch"], &[], &[]).await;
     let path = "/.well-known/mercure/subscriptions";
     // Anonymous subscribers are allowed on this hub, but not here.
     assert_eq!(get(&hub, path, None).await.0, 401);
@@ -250,6 +254,7 @@ async fn the_api_needs_a_token_whose_selectors_match_the_path() {
             .0,
         404
     );
+    still_serving(&hub, &mut well_behaved).await;
 }
 
 #[tokio::test]
