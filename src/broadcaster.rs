@@ -195,6 +195,10 @@ impl Broadcaster {
 
     /// Announces that `announced`'s subscriptions started or ended.
     fn announce(&mut self, announced: &Announced, active: bool) {
+        // A closing hub takes no updates, its own included.
+        if self.closing {
+            return;
+        }
         for update in announced.updates(active) {
             self.publish_own(update);
         }
@@ -589,12 +593,13 @@ impl Handler<Unsubscribe> for Broadcaster {
 }
 
 /// Lists the active subscriptions, filtered by the API path's decoded `topic` and
-/// `subscriber` segments, with the id of the newest update in history (`earliest` when it is
-/// empty): both taken in one step, so the list is the state as of that id, and a client that
-/// subscribes to the events from it misses no change.
+/// `subscriber` segments, with the id of the newest update: both taken in one step, so the
+/// list is the state as of that id exactly, and a client that subscribes to the events from it
+/// gets every change after it and none before.
 ///
-/// With a store, the events of the newest changes may still be pending: they are then in the
-/// list but come after the id, so a client may see a change it already has (never miss one).
+/// With a store, the newest updates may still be pending: the id is then the last pending
+/// one's, and the answer waits for its commit, so the id is in history when the client resumes
+/// from it. With nothing pending, it is the newest in history (`earliest` when it is empty).
 #[derive(Debug, Message)]
 #[rtype(result = "ActiveList")]
 pub struct ListActive {
@@ -612,7 +617,7 @@ pub struct ActiveList {
 }
 
 impl Handler<ListActive> for Broadcaster {
-    type Result = actix::MessageResult<ListActive>;
+    type Result = ResponseFuture<ActiveList>;
 
     fn handle(&mut self, msg: ListActive, _: &mut Self::Context) -> Self::Result {
         let mut announced: Vec<&Announced> = self
@@ -626,13 +631,28 @@ impl Handler<ListActive> for Broadcaster {
             .into_iter()
             .flat_map(|a| a.listed(msg.topic.as_deref(), msg.subscriber.as_deref()))
             .collect();
-        let last_event_id = self
-            .history
-            .last_id()
-            .map_or_else(|| EARLIEST.to_owned(), ToString::to_string);
-        actix::MessageResult(ActiveList {
-            last_event_id,
-            subscriptions,
+        let Some(pending) = self.pending.back_mut() else {
+            let last_event_id = self
+                .history
+                .last_id()
+                .map_or_else(|| EARLIEST.to_owned(), ToString::to_string);
+            return Box::pin(std::future::ready(ActiveList {
+                last_event_id,
+                subscriptions,
+            }));
+        };
+        let last_event_id = pending.update.id().to_string();
+        let (tx, rx) = oneshot::channel();
+        pending.waiters.push(tx);
+        Box::pin(async move {
+            // Answered once the commit is done, whatever its outcome: had it failed, the id
+            // is unknown to history and resuming from it replays all of history, which loses
+            // nothing.
+            let _ = rx.await;
+            ActiveList {
+                last_event_id,
+                subscriptions,
+            }
         })
     }
 }
