@@ -42,6 +42,7 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
     let claims = match state
         .auth
         .subscriber(&req, single(&query, "authorization")?)
+        .await
         .map_err(unauthorized)?
     {
         Subscriber::Token(claims) => claims,
