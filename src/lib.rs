@@ -4,15 +4,16 @@
 //! The parts, in the order an event flows through them:
 //! - [`ticker`]: an actor that publishes a server-time update every `--tick-interval`;
 //! - [`update`]: a validated update, encoded once into SSE bytes ([`sse`]) when it is built;
-//! - [`broadcaster`]: the actor that owns the subscribers and the [`history`], and fans each
-//!   update out to the matching [`subscription`]s (indexed in the [`registry`]) by `try_send` on
-//!   bounded queues, once the [`store`] has it on disk;
+//! - [`broadcaster`]: the actor that orders subscribing, replay and publishing; it owns the
+//!   [`history`] (durable in the [`store`]) and the subscriber counts, and sends each update,
+//!   once it is on disk, to every worker's [`shard`], which queues it to the matching
+//!   [`subscription`]s of that worker (indexed in a [`registry`]) and wakes their streams;
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers, with keys configured or
 //!   fetched as JWK sets ([`jwks`]); [`limits`] keeps clients within bounds;
 //! - [`app`]: startup and graceful shutdown; [`access_log`]: request lines, tokens redacted;
-//!   [`config`]: flags and environment variables; [`form`]: strict decoding of publish forms
+//!   [`config`]: flags, environment variables and the TOML file; [`form`]: strict decoding of publish forms
 //!   and query strings; [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams
 //!   between nodes; [`active`]: the active-subscriptions events and API (`--subscriptions`).
 
