@@ -76,8 +76,11 @@ struct Pending {
     key: u64,
     update: Arc<Update>,
     /// Every publish of this update (retries of the same id included).
-    waiters: Vec<oneshot::Sender<Result<EventId, PublishRefused>>>,
+    waiters: Vec<Waiter>,
 }
+
+/// A publish waiting for its update's outcome.
+type Waiter = oneshot::Sender<Result<EventId, PublishRefused>>;
 
 /// The store: not started until the actor is (its writer reports to the actor's address).
 #[derive(Debug)]
@@ -149,6 +152,13 @@ impl Broadcaster {
             .set_subscribers(self.members.len(), self.selectors);
     }
 
+    /// Sends `update` once to every worker's shard, which delivers it to its own subscribers.
+    fn fan_out(&mut self, update: &Arc<Update>) {
+        self.tell_shards(|| ShardMsg::Update(Arc::clone(update)));
+        // Deliveries are counted by the shards.
+        self.stats.published(0);
+    }
+
     /// Sends `msg` (made once per shard) to every shard; forgets shards whose worker is gone.
     fn tell_shards(&mut self, msg: impl Fn() -> ShardMsg) {
         self.shards.retain(|(_, shard)| shard.send(msg()).is_ok());
@@ -161,9 +171,7 @@ impl Broadcaster {
 
     /// Fans `update` out and adds it to history under `key`.
     fn deliver(&mut self, key: u64, update: Arc<Update>) {
-        self.tell_shards(|| ShardMsg::Update(Arc::clone(&update)));
-        // Deliveries are counted by the shards.
-        self.stats.published(0);
+        self.fan_out(&update);
         self.history.push(key, update);
         self.count_history();
         self.trim_store();
@@ -174,23 +182,32 @@ impl Broadcaster {
     /// `lastEventID` of the subscriptions API resumes exactly; in key order with every other
     /// update, so a subscriber's "ended" never comes before its "started". Nobody waits for it.
     fn publish_own(&mut self, update: Update) {
-        let update = Arc::new(update);
-        if let Durable::On(store) = &self.store {
-            let key = self
-                .pending
-                .back()
-                .map_or(self.history.next_key(), |p| p.key + 1);
-            store.append(key, Arc::clone(&update));
-            self.pending_ids.insert(update.id().clone());
-            self.pending.push_back(Pending {
-                key,
-                update,
-                waiters: Vec::new(),
-            });
-        } else {
+        self.accept(Arc::new(update), Vec::new());
+    }
+
+    /// Takes a new update: without a store it is delivered at once; with one it is handed to
+    /// the writer and kept pending until its commit. `waiters` hear the outcome either way.
+    fn accept(&mut self, update: Arc<Update>, waiters: Vec<Waiter>) {
+        let Durable::On(store) = &self.store else {
+            let id = update.id().clone();
             let key = self.history.next_key();
             self.deliver(key, update);
-        }
+            for waiter in waiters {
+                let _ = waiter.send(Ok(id.clone()));
+            }
+            return;
+        };
+        let key = self
+            .pending
+            .back()
+            .map_or(self.history.next_key(), |p| p.key + 1);
+        store.append(key, Arc::clone(&update));
+        self.pending_ids.insert(update.id().clone());
+        self.pending.push_back(Pending {
+            key,
+            update,
+            waiters,
+        });
     }
 
     /// Announces that `announced`'s subscriptions started or ended.
@@ -471,29 +488,15 @@ impl Handler<Publish> for Broadcaster {
         if self.closing {
             return answer(Err(PublishRefused::ShuttingDown));
         }
-        let Durable::On(store) = &self.store else {
-            let key = self.history.next_key();
-            self.deliver(key, Arc::new(update));
-            return answer(Ok(id));
-        };
         let (tx, rx) = oneshot::channel();
-        if self.pending_ids.contains(&id) {
-            if let Some(pending) = self.pending.iter_mut().find(|p| *p.update.id() == id) {
-                pending.waiters.push(tx);
-            }
-        } else {
-            let key = self
-                .pending
-                .back()
-                .map_or(self.history.next_key(), |p| p.key + 1);
-            let update = Arc::new(update);
-            store.append(key, Arc::clone(&update));
-            self.pending_ids.insert(id);
-            self.pending.push_back(Pending {
-                key,
-                update,
-                waiters: vec![tx],
-            });
+        let on_its_way = self.pending_ids.contains(&id);
+        match on_its_way
+            .then(|| self.pending.iter_mut().find(|p| *p.update.id() == id))
+            .flatten()
+        {
+            // A retry of an update on its way to disk: answered with it.
+            Some(pending) => pending.waiters.push(tx),
+            None => self.accept(Arc::new(update), vec![tx]),
         }
         Box::pin(async move { rx.await.unwrap_or(Err(PublishRefused::ShuttingDown)) })
     }
@@ -550,9 +553,7 @@ impl Handler<Broadcast> for Broadcaster {
         if self.closing {
             return;
         }
-        let update = Arc::new(update);
-        self.tell_shards(|| ShardMsg::Update(Arc::clone(&update)));
-        self.stats.published(0);
+        self.fan_out(&Arc::new(update));
     }
 }
 
