@@ -527,6 +527,36 @@ struct PubCfg {
     rtt: Histogram,
 }
 
+impl PubCfg {
+    /// Publishing `events` to `topic` at `rate` (0: as fast as possible) from now, with the
+    /// mode, token, payload size and timeouts of `args`.
+    fn new(
+        args: &Args,
+        target: Target,
+        topic: &str,
+        events: u64,
+        rate: f64,
+        deadline: Instant,
+    ) -> Arc<Self> {
+        let mut topic_enc = Vec::new();
+        proto::form_encode(&mut topic_enc, topic.as_bytes());
+        Arc::new(Self {
+            target,
+            mode: args.pub_mode,
+            topic_enc,
+            token: args.token.clone(),
+            events,
+            rate,
+            data_size: args.data_size,
+            io_timeout: args.io_timeout,
+            start: Instant::now(),
+            deadline,
+            next: AtomicU64::new(0),
+            rtt: Histogram::default(),
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct PubReport {
     ok: Vec<u64>,
@@ -737,22 +767,14 @@ async fn publisher(cfg: Arc<PubCfg>) -> PubReport {
 /// Publishes `--prefill` numbered updates on `--prefill-topic` as fast as the publishers go;
 /// returns how many were accepted and how many failed.
 async fn prefill(args: &Args, target: &Target, deadline: Instant) -> (u64, u64) {
-    let mut topic_enc = Vec::new();
-    proto::form_encode(&mut topic_enc, args.prefill_topic.as_bytes());
-    let cfg = Arc::new(PubCfg {
-        target: target.clone(),
-        mode: args.pub_mode,
-        topic_enc,
-        token: args.token.clone(),
-        events: args.prefill,
-        rate: 0.0,
-        data_size: args.data_size,
-        io_timeout: args.io_timeout,
-        start: Instant::now(),
+    let cfg = PubCfg::new(
+        args,
+        target.clone(),
+        &args.prefill_topic,
+        args.prefill,
+        0.0,
         deadline,
-        next: AtomicU64::new(0),
-        rtt: Histogram::default(),
-    });
+    );
     let pubs: Vec<_> = (0..args.publishers)
         .map(|_| tokio::spawn(publisher(cfg.clone())))
         .collect();
@@ -1140,24 +1162,10 @@ async fn run(
         _ => Vec::new(),
     };
 
-    let mut topic_enc = Vec::new();
-    proto::form_encode(&mut topic_enc, args.topic.as_bytes());
-    let pub_start = Instant::now();
     let first_publish_us = unix_micros();
-    let cfg = Arc::new(PubCfg {
-        target: pub_target,
-        mode: args.pub_mode,
-        topic_enc,
-        token: args.token.clone(),
-        events: if extra.deadline_hit { 0 } else { args.events },
-        rate: args.rate,
-        data_size: args.data_size,
-        io_timeout: args.io_timeout,
-        start: pub_start,
-        deadline,
-        next: AtomicU64::new(0),
-        rtt: Histogram::default(),
-    });
+    let events = if extra.deadline_hit { 0 } else { args.events };
+    let cfg = PubCfg::new(args, pub_target, &args.topic, events, args.rate, deadline);
+    let pub_start = cfg.start;
     let pubs: Vec<_> = (0..args.publishers)
         .map(|_| tokio::spawn(publisher(cfg.clone())))
         .collect();
