@@ -1,10 +1,7 @@
 //! Hostile and careless clients: every limit refuses with a clear status, and a well-behaved
 //! subscriber running alongside keeps receiving every update.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::{
@@ -12,7 +9,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{client, publisher, token, token_with, SseClient, TestHub, KEY};
+use crate::helpers::{
+    client, openssl, publisher, rsa_private_key, token, token_with, SseClient, TestHub, KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -388,29 +387,15 @@ async fn algorithm_confusion_and_wrong_claims_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let private = dir.path().join("private.pem");
     let public = dir.path().join("public.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-        && Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&private)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "openssl made no key pair");
+    rsa_private_key(&private);
+    openssl(&[
+        "pkey",
+        "-pubout",
+        "-in",
+        private.to_str().unwrap(),
+        "-out",
+        public.to_str().unwrap(),
+    ]);
     let key_arg = format!("@{}", public.display());
     let hub = TestHub::spawn(&[
         "--jwt-algorithm",

@@ -408,3 +408,27 @@ impl TestHub {
         sse
     }
 }
+
+/// Runs openssl with `args`, panicking unless it succeeds; its standard output.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl (apt-get install openssl; .ci/run does)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
+/// Writes a new 2048-bit RSA private key (PEM) to `path`.
+pub fn rsa_private_key(path: &Path) {
+    let path = path.to_str().expect("UTF-8 temp path");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        path,
+    ]);
+}

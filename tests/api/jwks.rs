@@ -19,19 +19,11 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::helpers::{free_port, token_with, wait_until, SseClient, TestHub, KEY};
+use crate::helpers::{
+    free_port, openssl, rsa_private_key, token_with, wait_until, SseClient, TestHub, KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Runs `openssl` with `args`; panics unless it succeeds.
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    out.stdout
-}
 
 /// A private key made by openssl, and the public JWK of it.
 struct KeyPair {
@@ -83,16 +75,8 @@ impl KeyPair {
     /// A 2048-bit RSA key for RS256: `n` from openssl's hex modulus, `e` = 65537.
     fn rsa(dir: &Path, kid: &str) -> Self {
         let private = dir.join(format!("{kid}.pem"));
+        rsa_private_key(&private);
         let private = private.to_str().unwrap();
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            private,
-        ]);
         let modulus =
             String::from_utf8(openssl(&["rsa", "-in", private, "-noout", "-modulus"])).unwrap();
         let hex = modulus.trim().trim_start_matches("Modulus=");
