@@ -11,6 +11,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use crate::{
+    publication::Publication,
     topic::Topic,
     update::{EventId, Update},
 };
@@ -74,21 +75,29 @@ impl Announced {
     /// ended, one per selector.
     #[must_use]
     pub fn updates(&self, active: bool) -> Vec<Update> {
+        self.publications(active)
+            .into_iter()
+            .map(|p| p.into_update(EventId::generate()))
+            .collect()
+    }
+
+    /// The same events as publications, without ids yet (what a transport sends on).
+    #[must_use]
+    pub fn publications(&self, active: bool) -> Vec<Publication> {
         self.selectors
             .iter()
             .filter_map(|selector| {
                 // The IRI is made of encoded segments under a fixed prefix: it is always a
                 // valid topic, short of a selector near the length limit.
                 let topic = Topic::parse(&iri(selector, &self.id)).ok()?;
-                let data = self.object(selector, active).to_string();
-                Some(Update::new(
-                    EventId::generate(),
-                    vec![topic],
-                    &data,
-                    true,
-                    None,
-                    None,
-                ))
+                Some(Publication {
+                    topics: vec![topic],
+                    data: self.object(selector, active).to_string(),
+                    id: None,
+                    event_type: None,
+                    retry: None,
+                    private: true,
+                })
             })
             .collect()
     }
@@ -112,6 +121,14 @@ impl Announced {
 #[must_use]
 pub fn iri(selector: &str, subscriber: &str) -> String {
     format!("{PREFIX}/{}/{}", segment(selector), segment(subscriber))
+}
+
+/// What the IRIs of `selector`'s subscriptions start with, whoever the subscriber: the
+/// encoded selector's segment and a `/`. It holds no `*`, `?`, `[` or `\` (all encoded), so
+/// it is a literal prefix in a Redis glob pattern too.
+#[must_use]
+pub fn iri_prefix(selector: &str) -> String {
+    format!("{PREFIX}/{}/", segment(selector))
 }
 
 /// The collection document of the API: `subscriptions` as of `last_event_id`.
@@ -145,6 +162,14 @@ mod tests {
         )
         .unwrap();
         assert!(template.matches(&iri("https://example.com/a b?c#d", "urn:uuid:x")));
+    }
+
+    #[test]
+    fn the_prefix_of_a_selector_starts_its_iris_only() {
+        let prefix = iri_prefix("/books/{id}");
+        assert!(iri("/books/{id}", "urn:uuid:1").starts_with(&prefix));
+        assert!(!iri("/books/{id}x", "urn:uuid:1").starts_with(&prefix));
+        assert!(!prefix.contains(['*', '?', '[', '\\']));
     }
 
     #[test]
