@@ -1,7 +1,7 @@
 //! Startup and shutdown: [`Application::build`] binds and starts everything, then
 //! [`Application::run_until_stopped`] serves until SIGINT/SIGTERM.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr};
 use actix_web::{dev::Server, App, HttpServer};
@@ -15,7 +15,7 @@ use crate::{
     store::Store,
     ticker::{self, Ticker},
     topic::{Topic, TopicSelector},
-    transport::TransportKind,
+    transport::{presence::Presence, TransportKind},
 };
 
 /// Why the hub could not start.
@@ -27,10 +27,6 @@ pub enum StartError {
     Key(#[from] crate::auth::KeyError),
     #[error("invalid --transport: {0}")]
     Transport(String),
-    /// The subscription events are made by each node's broadcaster for its own subscribers
-    /// and do not go through Redis: other nodes would neither deliver nor list them.
-    #[error("--subscriptions works with the local transport only, not with --transport redis://…")]
-    SubscriptionsNeedLocal,
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("invalid --tls-cert / --tls-key: {0}")]
@@ -49,6 +45,8 @@ pub struct Application {
     tls: bool,
     broadcaster: Addr<Broadcaster>,
     ticker: Option<Addr<Ticker>>,
+    /// With `--subscriptions` and Redis: this node's list in Redis, deleted on a clean stop.
+    presence: Option<Presence>,
     /// The tasks keeping JWK sets fresh.
     jwks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -63,9 +61,6 @@ impl Application {
             .ok()
             .filter(|s| s.exact().is_some())
             .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
-        if config.subscriptions && !matches!(config.transport, TransportKind::Local) {
-            return Err(StartError::SubscriptionsNeedLocal);
-        }
         let auth = Arc::new(Auth::from_config(&config)?);
         // Bind before starting anything: an address in use is then a plain error, with no actor
         // half-started to be torn down as the runtime goes (the ticker panicked doing that).
@@ -112,14 +107,24 @@ impl Application {
             }
             // Redis holds the history; each node keeps the stream's tail in memory.
             (TransportKind::Redis(_), _) => Broadcaster::new(limits, Arc::clone(&stats)),
-        }
-        .start();
+        };
+        // With Redis, subscribers coming and going go through the transport: their events
+        // reach every node, and the subscriptions API lists every node's.
+        let (presence, changes) = match (&config.transport, config.subscriptions) {
+            (TransportKind::Redis(_), true) => {
+                let (presence, changes) = Presence::channel(config.subscriptions_ttl);
+                (Some(presence), Some(changes))
+            }
+            _ => (None, None),
+        };
+        let broadcaster = broadcaster.with_presence(presence.clone()).start();
         let transport = crate::transport::Transport::start(
             &config.transport,
             &config.redis_stream,
             config.history_size,
             broadcaster.clone(),
             Arc::clone(&stats),
+            changes,
         )
         .map_err(|e| StartError::Transport(e.to_string()))?;
         let state = AppState {
@@ -190,6 +195,7 @@ impl Application {
             tls: serves_tls,
             broadcaster,
             ticker,
+            presence,
             jwks,
         })
     }
@@ -229,6 +235,19 @@ impl Application {
                 None
             }
         };
+        // The broadcaster has told the presence that every subscriber left: those events go
+        // out, then this node's list is deleted (bounded: Redis may be away).
+        if let Some(presence) = &self.presence {
+            if tokio::time::timeout(PRESENCE_STOP_TIMEOUT, presence.stop())
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "active subscriptions: Redis did not take this node's last changes in \
+                     {PRESENCE_STOP_TIMEOUT:?}; its list expires by itself"
+                );
+            }
+        }
         handle.stop(true).await;
         // Whatever the store was given is written and synced before the process ends.
         if let Some(writer) = writer {
@@ -253,6 +272,9 @@ impl std::fmt::Debug for Application {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a stopping node waits for Redis to take its last subscription changes.
+const PRESENCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Pending connections the kernel queues before the server accepts them (actix's default).
 const LISTEN_BACKLOG: i32 = 1024;

@@ -41,6 +41,7 @@ use crate::{
     stats::{DropReason, Stats},
     store::{Commit, Loaded, Store, StoreError, StoreHandle},
     subscription::Subscription,
+    transport::presence::Presence,
     update::{now_ms, EventId, Update},
 };
 
@@ -110,6 +111,9 @@ pub struct Broadcaster {
     pending_ids: HashSet<EventId>,
     /// The store holds no key below this one (what was last trimmed).
     trimmed_below: u64,
+    /// With `--subscriptions` and Redis: where subscribers coming and going are told, so the
+    /// events go through the event stream and the list is the cluster's.
+    presence: Option<Presence>,
 }
 
 impl Broadcaster {
@@ -129,7 +133,16 @@ impl Broadcaster {
             pending: VecDeque::new(),
             pending_ids: HashSet::new(),
             trimmed_below: 0,
+            presence: None,
         }
+    }
+
+    /// Tells `presence` of subscribers with announced subscriptions instead of publishing
+    /// their events here (a Redis transport writes them to the stream and to its list).
+    #[must_use]
+    pub fn with_presence(mut self, presence: Option<Presence>) -> Self {
+        self.presence = presence;
+        self
     }
 
     /// A broadcaster whose history is `store`'s: `loaded` (read from it, oldest first) is its
@@ -210,14 +223,21 @@ impl Broadcaster {
         });
     }
 
-    /// Announces that `announced`'s subscriptions started or ended.
-    fn announce(&mut self, announced: &Announced, active: bool) {
+    /// Announces that `announced`'s subscriptions started or ended: here, or through the
+    /// transport's presence (which never blocks: Redis is written by its own task).
+    fn announce(&mut self, announced: &Arc<Announced>, active: bool) {
         // A closing hub takes no updates, its own included.
         if self.closing {
             return;
         }
-        for update in announced.updates(active) {
-            self.publish_own(update);
+        match (&self.presence, active) {
+            (Some(presence), true) => presence.started(Arc::clone(announced)),
+            (Some(presence), false) => presence.ended(Arc::clone(announced)),
+            (None, _) => {
+                for update in announced.updates(active) {
+                    self.publish_own(update);
+                }
+            }
         }
     }
 
@@ -593,7 +613,8 @@ impl Handler<Unsubscribe> for Broadcaster {
     }
 }
 
-/// Lists the active subscriptions, filtered by the API path's decoded `topic` and
+/// Lists this node's active subscriptions (the local transport's list; with Redis the API reads
+/// every node's, after [`LastSeen`]), filtered by the API path's decoded `topic` and
 /// `subscriber` segments, with the id of the newest update: both taken in one step, so the
 /// list is the state as of that id exactly, and a client that subscribes to the events from it
 /// gets every change after it and none before.
@@ -658,6 +679,23 @@ impl Handler<ListActive> for Broadcaster {
     }
 }
 
+/// The id of the newest update in history (`earliest` when it is empty). With Redis it is the
+/// last this node read from the stream: the subscriptions API's `lastEventID`, taken before the
+/// cluster's list is read.
+#[derive(Debug, Message)]
+#[rtype(result = "String")]
+pub struct LastSeen;
+
+impl Handler<LastSeen> for Broadcaster {
+    type Result = String;
+
+    fn handle(&mut self, _: LastSeen, _: &mut Self::Context) -> String {
+        self.history
+            .last_id()
+            .map_or_else(|| EARLIEST.to_owned(), ToString::to_string)
+    }
+}
+
 /// A worker's shard announces itself (before its worker's first subscriber).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -687,6 +725,13 @@ impl Handler<Shutdown> for Broadcaster {
     type Result = Option<std::thread::JoinHandle<()>>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        // Other nodes' watchers hear that this node's subscribers left (their streams end
+        // now); a node alone has nobody left to tell.
+        if let Some(presence) = &self.presence {
+            for announced in self.members.values().filter_map(|m| m.announced.as_ref()) {
+                presence.ended(Arc::clone(announced));
+            }
+        }
         self.closing = true;
         self.tell_shards(|| ShardMsg::CloseAll);
         self.members.clear();

@@ -14,6 +14,15 @@ fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(value)
 }
 
+/// Parses a duration of at least a second (`15s`, `2m`).
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match duration(value) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".into()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -228,9 +237,16 @@ pub struct Config {
     pub allow_anonymous: bool,
 
     /// Mercure's active subscriptions: publish a private update when a subscription starts or
-    /// ends, and serve `/.well-known/mercure/subscriptions`. Local transport only.
+    /// ends, and serve `/.well-known/mercure/subscriptions`. With `--transport redis://…` the
+    /// events reach every node and the list is every node's.
     #[arg(long, env = "SSE_HUB_SUBSCRIPTIONS")]
     pub subscriptions: bool,
+
+    /// With `--subscriptions` and Redis: how long a node's subscriptions stay listed after it
+    /// last renewed them (every third of this), so a crashed node's leave the list within it.
+    /// At least 1s.
+    #[arg(long, env = "SSE_HUB_SUBSCRIPTIONS_TTL", default_value = "15s", value_parser = positive_duration)]
+    pub subscriptions_ttl: Duration,
 
     /// Key for both publisher and subscriber tokens (overridden by the specific ones).
     #[arg(long, env = "SSE_HUB_JWT_KEY", hide_env_values = true, global = true)]
@@ -478,6 +494,20 @@ mod tests {
         assert_eq!(c.tick_interval, Duration::from_millis(500));
         assert_eq!(c.keep_alive, Duration::ZERO);
         assert!(Cli::try_parse_from(["sse-hub", "--tick-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_subscriptions_ttl_is_at_least_a_second() {
+        assert_eq!(parse(&[]).config.subscriptions_ttl, Duration::from_secs(15));
+        assert_eq!(
+            parse(&["--subscriptions-ttl", "3s"])
+                .config
+                .subscriptions_ttl,
+            Duration::from_secs(3)
+        );
+        for short in ["0", "500ms"] {
+            assert!(Cli::try_parse_from(["sse-hub", "--subscriptions-ttl", short]).is_err());
+        }
     }
 
     #[test]

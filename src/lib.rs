@@ -15,7 +15,8 @@
 //! - [`app`]: startup and graceful shutdown; [`access_log`]: request lines, tokens redacted;
 //!   [`config`]: flags, environment variables and the TOML file; [`form`]: strict decoding of publish forms
 //!   and query strings; [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams
-//!   between nodes; [`active`]: the active-subscriptions events and API (`--subscriptions`).
+//!   between nodes; [`active`]: the active-subscriptions events and API (`--subscriptions`),
+//!   across nodes with Redis ([`transport::presence`]).
 
 pub mod access_log;
 pub mod active;

@@ -16,6 +16,7 @@
 //! or a ping) wakes the reader at once; the node is ready when both work.
 
 mod entry_id;
+pub mod presence;
 
 use std::{borrow::Cow, collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
@@ -94,13 +95,16 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Sets up the transport; for Redis, starts the reader (on the current actix runtime).
+    /// Sets up the transport; for Redis, starts the reader (on the current actix runtime), and
+    /// the writer of `presence` when given (`--subscriptions`). The local transport has no use
+    /// for `presence`: its broadcaster lists its own subscribers.
     pub fn start(
         kind: &TransportKind,
         stream: &str,
         history_size: usize,
         broadcaster: Addr<Broadcaster>,
         stats: Arc<Stats>,
+        presence: Option<presence::Changes>,
     ) -> Result<Self, redis::RedisError> {
         match kind {
             TransportKind::Local => Ok(Self::Local),
@@ -117,6 +121,9 @@ impl Transport {
                 });
                 redis.stats.set_transport_up(false);
                 actix_web::rt::spawn(Arc::clone(&redis).read(broadcaster, history_size));
+                if let Some(changes) = presence {
+                    presence::start(Arc::clone(&redis), changes);
+                }
                 Ok(Self::Redis(redis))
             }
         }
@@ -185,6 +192,32 @@ impl Transport {
     }
 }
 
+/// What [`RedisTransport::on_publisher`] runs: one command, or a pipeline (a transaction).
+trait Query {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T>;
+}
+
+impl Query for redis::Cmd {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.query_async(conn).await
+    }
+}
+
+impl Query for redis::Pipeline {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.query_async(conn).await
+    }
+}
+
 /// The Redis Streams transport.
 #[derive(Debug)]
 pub struct RedisTransport {
@@ -238,7 +271,7 @@ impl RedisTransport {
     /// woken if it is down, since Redis is evidently back.
     async fn on_publisher<T: redis::FromRedisValue>(
         &self,
-        cmd: &redis::Cmd,
+        cmd: &impl Query,
     ) -> Result<T, TransportError> {
         let mut slot = self.publisher.lock().await;
         let mut conn = match slot.as_ref() {
@@ -256,7 +289,7 @@ impl RedisTransport {
             }
         };
         drop(slot);
-        match cmd.query_async::<T>(&mut conn).await {
+        match cmd.run::<T>(&mut conn).await {
             Ok(answer) => {
                 if !*self.up.borrow() {
                     self.wake.notify_one();

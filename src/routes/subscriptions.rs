@@ -2,6 +2,8 @@
 //! `…/{topic}` and `…/{topic}/{subscriber}`, as JSON-LD.
 //!
 //! Registered only with the flag: without it these paths are unknown, `404` like any other.
+//! With the local transport the broadcaster lists its subscribers; with Redis the list is every
+//! node's, read from Redis (`503` when Redis does not answer).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
@@ -10,8 +12,9 @@ use super::{error::ApiError, mercure::unauthorized, single, AppState};
 use crate::{
     active::{self, PREFIX},
     auth::Subscriber,
-    broadcaster::ListActive,
+    broadcaster::{ActiveList, LastSeen, ListActive},
     topic::Budget,
+    transport::Transport,
 };
 
 /// Registers the three paths (one handler reads the raw path itself).
@@ -67,11 +70,29 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
     let topic = segments.next().transpose()?;
     let subscriber = segments.next().transpose()?;
     let single_one = subscriber.is_some();
-    let list = state
-        .broadcaster
-        .send(ListActive { topic, subscriber })
-        .await
-        .map_err(|_| ApiError::ShuttingDown)?;
+    let list = match &state.transport {
+        Transport::Local => state
+            .broadcaster
+            .send(ListActive { topic, subscriber })
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?,
+        Transport::Redis(redis) => {
+            // The id first: the list read after it is at least as new (see `presence`).
+            let last_event_id = state
+                .broadcaster
+                .send(LastSeen)
+                .await
+                .map_err(|_| ApiError::ShuttingDown)?;
+            let subscriptions = redis
+                .active(topic.as_deref(), subscriber.as_deref())
+                .await
+                .map_err(|_| ApiError::Unavailable)?;
+            ActiveList {
+                last_event_id,
+                subscriptions,
+            }
+        }
+    };
     let body = if single_one {
         list.subscriptions
             .into_iter()

@@ -16,14 +16,14 @@ use crate::{
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` on a free port in a temp dir, without persistence.
-struct TestRedis {
+pub(crate) struct TestRedis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl TestRedis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut redis = Self {
             child: None,
             port: free_port(),
@@ -78,7 +78,7 @@ impl TestRedis {
     }
 
     /// Runs `redis-cli` with `args` and returns its output; panics if it fails or hangs.
-    async fn cli(&self, args: &[&str]) -> String {
+    pub(crate) async fn cli(&self, args: &[&str]) -> String {
         let binary = ["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -170,7 +170,7 @@ fn signal(hub: &TestHub, signal: &str) {
 }
 
 /// The stream the nodes share (the default of `--redis-stream`).
-const STREAM: &str = "sse-hub";
+pub(crate) const STREAM: &str = "sse-hub";
 
 /// Whether Redis has answered on `sleeper` (from [`TestRedis::stall`]): it is back.
 fn woke(sleeper: &tokio::net::TcpStream) -> bool {
@@ -199,7 +199,7 @@ fn node(redis: &TestRedis) -> TestHub {
 }
 
 /// A node on `redis`'s stream, with `extra` flags.
-fn node_with(redis: &TestRedis, extra: &[&str]) -> TestHub {
+pub(crate) fn node_with(redis: &TestRedis, extra: &[&str]) -> TestHub {
     let url = redis.url();
     let mut args = vec![
         "--jwt-key",
@@ -221,7 +221,7 @@ async fn ready(hub: &TestHub) -> bool {
     matches!(crate::helpers::client().get(url).send().await, Ok(r) if r.status() == 200)
 }
 
-async fn all_ready(nodes: &[&TestHub]) {
+pub(crate) async fn all_ready(nodes: &[&TestHub]) {
     for hub in nodes {
         assert!(
             wait_until(WAIT, || ready(hub)).await,

@@ -1,16 +1,14 @@
 //! Active subscriptions (`--subscriptions`): the private events when a subscription starts and
-//! ends, and the subscriptions API.
+//! ends, and the subscriptions API; on one hub, and on two nodes of a real `redis-server`.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::{
     hardening::still_serving,
     helpers::{client, token, Event, SseClient, TestHub},
+    scaleout::{all_ready, node_with, TestRedis, STREAM},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -294,38 +292,162 @@ async fn with_in_memory_history_the_events_are_delivered_too() {
     );
 }
 
-#[test]
-fn the_flag_with_the_redis_transport_is_refused_at_start() {
-    let mut child = Command::new(TestHub::binary())
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--subscriptions",
-            "--transport",
-            "redis://127.0.0.1:1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sse-hub");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the hub started with --subscriptions and Redis");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
-    assert!(
-        stderr.contains("--subscriptions works with the local transport only"),
-        "{stderr}"
+/// Two nodes on one Redis stream, with `--subscriptions` and `extra` flags, both ready.
+async fn two_nodes(redis: &TestRedis, extra: &[&str]) -> (TestHub, TestHub) {
+    let mut flags = vec!["--subscriptions"];
+    flags.extend_from_slice(extra);
+    let (a, b) = (node_with(redis, &flags), node_with(redis, &flags));
+    all_ready(&[&a, &b]).await;
+    (a, b)
+}
+
+/// The subscribers `hub`'s API lists under `path`.
+async fn listed_subscribers(hub: &TestHub, path: &str) -> Vec<String> {
+    get_json(hub, path).await["subscriptions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|s| s["subscriber"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn with_redis_a_watcher_on_one_node_sees_subscriptions_start_and_end_on_another() {
+    let redis = TestRedis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut watcher = subscribe_with(&a, &[ALL_SUBSCRIPTIONS], &[], &watcher_token()).await;
+    let mut anonymous = a.subscribe(&["*", ALL_SUBSCRIPTIONS], &[], &[]).await;
+
+    let reader = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
+    let (_, started) = next_about(&mut watcher, "/books/{id}").await;
+    let subscriber = started["subscriber"].as_str().expect("id").to_owned();
+    assert_eq!(started["active"], true);
+    assert_eq!(started["payload"]["user"], "alice");
+
+    drop(reader);
+    let (_, ended) = next_about(&mut watcher, "/books/{id}").await;
+    assert_eq!(ended["subscriber"], subscriber.as_str());
+    assert_eq!(ended["active"], false);
+
+    // Private on every node: an anonymous subscriber gets the sentinel first.
+    let sentinel = b
+        .publish_ok(&[("topic", SENTINEL), ("data", "sentinel")])
+        .await;
+    let first = anonymous.next_event(WAIT).await.expect("the sentinel");
+    assert_eq!(first.id.as_deref(), Some(sentinel.as_str()), "{first:?}");
+}
+
+#[tokio::test]
+async fn with_redis_the_api_on_one_node_lists_filters_and_resumes_another_nodes_subscriptions() {
+    let redis = TestRedis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut watcher = subscribe_with(&a, &[ALL_SUBSCRIPTIONS], &[], &watcher_token()).await;
+    let reader = subscribe_with(&b, &["/books/{id}", "/authors/1"], &[], &reader_token()).await;
+    let (_, books) = next_about(&mut watcher, "/books/{id}").await;
+    let (authors_event, _) = next_about(&mut watcher, "/authors/1").await;
+    let subscriber = books["subscriber"].as_str().expect("id").to_owned();
+
+    // Its events and its place in the list are written together: once A has delivered the
+    // events, A's list holds the subscriptions, as of A's newest update.
+    let all = get_json(&a, "/.well-known/mercure/subscriptions").await;
+    assert_eq!(all["lastEventID"].as_str(), authors_event.id.as_deref());
+    let listed = all["subscriptions"].as_array().expect("a list");
+    let mine: Vec<&Value> = listed
+        .iter()
+        .filter(|s| s["subscriber"] == subscriber.as_str())
+        .collect();
+    assert_eq!(mine.len(), 2, "{all}");
+    assert!(mine.iter().all(|s| s["payload"]["user"] == "alice"));
+    // The watcher, on A, is listed too; B lists the same.
+    assert_eq!(listed.len(), 3, "{all}");
+    let on_b = get_json(&b, "/.well-known/mercure/subscriptions").await;
+    assert_eq!(on_b["subscriptions"], all["subscriptions"]);
+
+    let books_path = format!("/.well-known/mercure/subscriptions/{BOOKS_SEGMENT}");
+    let by_topic = get_json(&a, &books_path).await;
+    assert_eq!(by_topic["subscriptions"], json!([books]));
+    let one = format!("{books_path}/{}", subscriber.replace(':', "%3A"));
+    assert_eq!(get_json(&a, &one).await, books);
+    let unknown = format!("{books_path}/urn%3Auuid%3Anobody");
+    assert_eq!(get(&a, &unknown, Some(&watcher_token())).await.0, 404);
+
+    // The list's lastEventID, taken on A, resumes the events on B.
+    let last = all["lastEventID"].as_str().expect("id").to_owned();
+    let mut resumed = subscribe_with(
+        &b,
+        &[ALL_SUBSCRIPTIONS],
+        &[("lastEventID", &last)],
+        &watcher_token(),
+    )
+    .await;
+    drop(reader);
+    let first = resumed.next_event(WAIT).await.expect("an event");
+    let object: Value = serde_json::from_str(&first.data).expect("JSON");
+    assert_eq!(
+        (object["topic"].as_str(), &object["active"]),
+        (Some(ALL_SUBSCRIPTIONS), &json!(true)),
+        "the resumed watcher's own start first"
     );
+    let (_, ended) = next_about(&mut resumed, "/books/{id}").await;
+    assert_eq!(
+        (ended["subscriber"].as_str(), &ended["active"]),
+        (Some(subscriber.as_str()), &json!(false))
+    );
+    let gone = crate::helpers::wait_until(WAIT, || async {
+        !listed_subscribers(&a, &books_path)
+            .await
+            .contains(&subscriber)
+    })
+    .await;
+    assert!(gone, "the reader is still listed after it left");
+}
+
+#[tokio::test]
+async fn with_redis_a_killed_nodes_subscriptions_leave_the_list_within_the_ttl() {
+    let redis = TestRedis::start();
+    let (a, mut b) = two_nodes(&redis, &["--subscriptions-ttl", "3s"]).await;
+    let _reader = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
+    let path = "/.well-known/mercure/subscriptions";
+    let listed = crate::helpers::wait_until(WAIT, || async {
+        listed_subscribers(&a, path).await.len() == 1
+    })
+    .await;
+    assert!(listed, "B's subscriber never listed on A");
+
+    let killed = Instant::now();
+    b.kill();
+    // Renewed every second, B's list outlives it by at most the 3 s TTL.
+    let gone = crate::helpers::wait_until(Duration::from_secs(20), || async {
+        listed_subscribers(&a, path).await.is_empty()
+    })
+    .await;
+    assert!(gone, "a dead node's subscriptions are still listed");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(1),
+        "gone before its TTL could run out: was B's list deleted by something else?"
+    );
+    // The reading node also took the dead node out of the set of nodes.
+    let nodes = redis.cli(&["SMEMBERS", &format!("{STREAM}:nodes")]).await;
+    assert_eq!(nodes.trim(), "", "{nodes}");
+}
+
+#[tokio::test]
+async fn with_redis_a_node_that_stops_cleanly_announces_its_subscribers_left() {
+    let redis = TestRedis::start();
+    // The default TTL (15 s) is longer than any wait below: only the clean stop empties it.
+    let (a, mut b) = two_nodes(&redis, &[]).await;
+    let mut watcher = subscribe_with(&a, &[ALL_SUBSCRIPTIONS], &[], &watcher_token()).await;
+    let _reader = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
+    let (_, started) = next_about(&mut watcher, "/books/{id}").await;
+
+    b.terminate();
+    let (_, ended) = next_about(&mut watcher, "/books/{id}").await;
+    assert_eq!(ended["subscriber"], started["subscriber"]);
+    assert_eq!(ended["active"], false);
+    let status = b.wait_exit(WAIT).expect("B exits");
+    assert!(status.success(), "{status}");
+    // Only the watcher, on A, is left.
+    let left = listed_subscribers(&a, "/.well-known/mercure/subscriptions").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(Some(left[0].as_str()), started["subscriber"].as_str());
 }

@@ -1,0 +1,384 @@
+//! Active subscriptions across nodes (`--subscriptions` with `--transport redis://…`).
+//!
+//! The broadcaster tells its node's [`Presence`] when a subscriber with announced subscriptions
+//! comes or goes; one task per node, the writer, turns what is queued into one `MULTI` … `EXEC`:
+//! - the subscription events (`active` true or false), added to the event stream like any
+//!   publish, so every node delivers them and keeps them in its history;
+//! - the node's hash `<stream>:subs:<node>` (field: a subscription's IRI; value: its JSON-LD
+//!   object): one `HSET` per subscription that starts, one `HDEL` per one that ends; then a TTL
+//!   on it (`--subscriptions-ttl`) and the node's id in the set `<stream>:nodes`.
+//!
+//! Events and hash change in one transaction: a node that has read an event finds its change in
+//! the hash, so a list read after taking `lastEventID` is at least as new as that id (a client
+//! resuming from it may get a change the list already shows, never miss one).
+//!
+//! The writer renews the hash's TTL every third of it; a node that crashed renews nothing and
+//! Redis drops its hash within the TTL. A write that failed (Redis down) or a hash found gone
+//! (it expired during an outage, or Redis restarted empty) is rewritten whole from the writer's
+//! own record at the next renewal. A clean stop deletes the hash.
+//!
+//! The subscriptions API reads the set, then each node's hash: `HGET` for one subscription,
+//! `HSCAN` with a `MATCH` on the topic's IRI prefix for a collection (Redis filters by topic,
+//! and a reply holds about [`SCAN_COUNT`] fields). A node whose hash is gone leaves the set, by a
+//! script that checks it is still gone, so a node writing at that moment is not dropped.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{encode, RedisTransport, TransportError};
+use crate::{
+    active::{self, Announced},
+    update::EventId,
+};
+
+/// Changes the writer takes into one transaction, at most.
+const BATCH: usize = 256;
+/// Fields per `HSET` when a hash is rewritten whole.
+const REWRITE_CHUNK: usize = 1000;
+/// Fields a `HSCAN` step asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// Removes a node from the set when its hash is gone, in one step (a script runs atomically).
+const FORGET_GONE: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
+                           return redis.call('SREM', KEYS[2], ARGV[1]) end return 0";
+
+/// What the broadcaster tells the writer.
+#[derive(Debug)]
+enum Change {
+    Started(Arc<Announced>),
+    Ended(Arc<Announced>),
+    /// Delete this node's hash and answer; the writer ends.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The broadcaster's end: tells the writer of subscribers coming and going. Never blocks: the
+/// queue is unbounded, and bounded in practice by subscribers connecting and leaving.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+/// The writer's end of a [`Presence`], handed to [`super::Transport::start`].
+#[derive(Debug)]
+pub struct Changes {
+    changes: mpsc::UnboundedReceiver<Change>,
+    ttl: Duration,
+}
+
+impl Presence {
+    /// A presence whose writer keeps this node's hash alive for `ttl` past its last renewal.
+    #[must_use]
+    pub fn channel(ttl: Duration) -> (Self, Changes) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { changes: tx }, Changes { changes: rx, ttl })
+    }
+
+    /// `announced` subscribed: its events go out and its subscriptions are listed.
+    pub fn started(&self, announced: Arc<Announced>) {
+        let _ = self.changes.send(Change::Started(announced));
+    }
+
+    /// `announced` left.
+    pub fn ended(&self, announced: Arc<Announced>) {
+        let _ = self.changes.send(Change::Ended(announced));
+    }
+
+    /// Writes what is queued, deletes this node's hash and stops the writer; returns when done
+    /// (at once if the writer is gone).
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.changes.send(Change::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn nodes_key(stream: &str) -> String {
+    format!("{stream}:nodes")
+}
+
+fn hash_key(stream: &str, node: &str) -> String {
+    format!("{stream}:subs:{node}")
+}
+
+/// Keeps this node's hash in step with its subscribers.
+#[derive(Debug)]
+struct Writer {
+    redis: Arc<RedisTransport>,
+    node: String,
+    hash: String,
+    nodes: String,
+    ttl_ms: u64,
+    /// This node's announced subscribers, by id: what its hash should hold.
+    members: HashMap<String, Arc<Announced>>,
+    /// The hash may differ from `members` (a write failed): rewrite it at the next renewal.
+    stale: bool,
+}
+
+/// Starts the writer of `changes` (on the current actix runtime).
+pub(super) fn start(redis: Arc<RedisTransport>, changes: Changes) {
+    let node = uuid::Uuid::new_v4().simple().to_string();
+    log::info!(
+        "active subscriptions: this node is {node} in {}",
+        redis.stream
+    );
+    let writer = Writer {
+        hash: hash_key(&redis.stream, &node),
+        nodes: nodes_key(&redis.stream),
+        node,
+        ttl_ms: u64::try_from(changes.ttl.as_millis()).unwrap_or(u64::MAX),
+        redis,
+        members: HashMap::new(),
+        stale: false,
+    };
+    actix_web::rt::spawn(writer.run(changes));
+}
+
+impl Writer {
+    async fn run(mut self, Changes { mut changes, ttl }: Changes) {
+        let mut renew = tokio::time::interval(ttl / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                taken = changes.recv_many(&mut batch, BATCH) => {
+                    if taken == 0 {
+                        return;
+                    }
+                    if let Some(done) = self.write(&mut batch).await {
+                        self.clear().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+                _ = renew.tick() => self.renew().await,
+            }
+        }
+    }
+
+    /// Writes `batch` (emptied) in one transaction; answers a stop request found in it.
+    async fn write(&mut self, batch: &mut Vec<Change>) -> Option<oneshot::Sender<()>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let (mut events, mut added, mut stop) = (0, false, None);
+        for change in batch.drain(..) {
+            let (announced, active) = match change {
+                Change::Started(announced) => (announced, true),
+                Change::Ended(announced) => (announced, false),
+                Change::Stop(done) => {
+                    stop = Some(done);
+                    break;
+                }
+            };
+            for publication in announced.publications(active) {
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(&self.redis.stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.redis.max_len)
+                    .arg("*");
+                for (name, value) in encode(&EventId::generate(), &publication) {
+                    xadd.arg(name).arg(value);
+                }
+                pipe.add_command(xadd).ignore();
+                events += 1;
+            }
+            let fields = announced
+                .selectors
+                .iter()
+                .map(|s| active::iri(s, &announced.id));
+            if active {
+                for (selector, field) in announced.selectors.iter().zip(fields) {
+                    let object = announced.object(selector, true).to_string();
+                    pipe.cmd("HSET")
+                        .arg(&self.hash)
+                        .arg(field)
+                        .arg(object)
+                        .ignore();
+                }
+                self.members.insert(announced.id.clone(), announced);
+                added = true;
+            } else {
+                let fields: Vec<String> = fields.collect();
+                if !fields.is_empty() {
+                    pipe.cmd("HDEL").arg(&self.hash).arg(fields).ignore();
+                }
+                self.members.remove(&announced.id);
+            }
+        }
+        if added {
+            self.keep(&mut pipe);
+        }
+        if events > 0 || added {
+            if let Err(err) = self.redis.on_publisher::<()>(&pipe).await {
+                log::warn!(
+                    "active subscriptions: {events} subscription events lost, Redis did not take \
+                     them ({err}); the list is rewritten once Redis answers"
+                );
+                self.stale = true;
+            }
+        }
+        stop
+    }
+
+    /// Adds the hash's TTL and the node's place in the set to `pipe`.
+    fn keep(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("PEXPIRE")
+            .arg(&self.hash)
+            .arg(self.ttl_ms)
+            .ignore();
+        pipe.cmd("SADD").arg(&self.nodes).arg(&self.node).ignore();
+    }
+
+    /// Renews the hash's TTL; rewrites it when it is gone or may be wrong.
+    async fn renew(&mut self) {
+        if self.members.is_empty() && !self.stale {
+            return;
+        }
+        if !self.stale {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("PEXPIRE")
+                .arg(&self.hash)
+                .arg(self.ttl_ms)
+                .cmd("SADD")
+                .arg(&self.nodes)
+                .arg(&self.node)
+                .ignore();
+            match self.redis.on_publisher::<(bool,)>(&pipe).await {
+                Ok((true,)) => return,
+                Ok((false,)) => log::warn!(
+                    "active subscriptions: this node's list was gone from Redis (expired while \
+                     Redis was away, or Redis restarted empty); writing it again"
+                ),
+                // Redis is away: the hash may expire meanwhile; the next renewal finds out.
+                Err(_) => return,
+            }
+        }
+        self.rewrite().await;
+    }
+
+    /// Replaces the hash by what `members` says.
+    async fn rewrite(&mut self) {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&self.hash).ignore();
+        let fields: Vec<(String, String)> = self
+            .members
+            .values()
+            .flat_map(|a| {
+                a.selectors
+                    .iter()
+                    .map(|s| (active::iri(s, &a.id), a.object(s, true).to_string()))
+            })
+            .collect();
+        for chunk in fields.chunks(REWRITE_CHUNK) {
+            pipe.cmd("HSET").arg(&self.hash).arg(chunk).ignore();
+        }
+        if fields.is_empty() {
+            pipe.cmd("SREM").arg(&self.nodes).arg(&self.node).ignore();
+        } else {
+            self.keep(&mut pipe);
+        }
+        match self.redis.on_publisher::<()>(&pipe).await {
+            Ok(()) => self.stale = false,
+            Err(err) => log::debug!("active subscriptions: rewriting the list failed: {err}"),
+        }
+    }
+
+    /// Deletes this node's hash and its place in the set (a clean stop).
+    async fn clear(&mut self) {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(&self.hash)
+            .ignore()
+            .cmd("SREM")
+            .arg(&self.nodes)
+            .arg(&self.node)
+            .ignore();
+        if let Err(err) = self.redis.on_publisher::<()>(&pipe).await {
+            log::warn!(
+                "active subscriptions: could not delete this node's list ({err}); it expires \
+                 by itself"
+            );
+        }
+    }
+}
+
+impl RedisTransport {
+    /// The active subscriptions of every node, filtered by the API path's decoded `topic` and
+    /// `subscriber`, by subscriber then IRI.
+    pub async fn active(
+        &self,
+        topic: Option<&str>,
+        subscriber: Option<&str>,
+    ) -> Result<Vec<Value>, TransportError> {
+        let nodes_key = nodes_key(&self.stream);
+        let nodes: Vec<String> = self
+            .on_publisher(redis::cmd("SMEMBERS").arg(&nodes_key))
+            .await?;
+        let mut found = Vec::new();
+        if let (Some(topic), Some(subscriber)) = (topic, subscriber) {
+            let field = active::iri(topic, subscriber);
+            let mut pipe = redis::pipe();
+            for node in &nodes {
+                pipe.cmd("HGET")
+                    .arg(hash_key(&self.stream, node))
+                    .arg(&field);
+            }
+            let values: Vec<Option<String>> = self.on_publisher(&pipe).await?;
+            found.extend(values.into_iter().flatten());
+        } else {
+            let pattern = topic.map_or_else(|| "*".to_owned(), |t| active::iri_prefix(t) + "*");
+            for node in &nodes {
+                let hash = hash_key(&self.stream, node);
+                let before = found.len();
+                let mut cursor = 0u64;
+                loop {
+                    let mut scan = redis::cmd("HSCAN");
+                    scan.arg(&hash)
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT);
+                    let (next, page): (u64, Vec<(String, String)>) =
+                        self.on_publisher(&scan).await?;
+                    found.extend(page.into_iter().map(|(_, object)| object));
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+                if found.len() == before {
+                    self.forget_if_gone(&hash, &nodes_key, node).await;
+                }
+            }
+        }
+        let mut objects: Vec<Value> = found
+            .iter()
+            .filter_map(|object| serde_json::from_str(object).ok())
+            .collect();
+        objects.sort_by(|a, b| {
+            (a["subscriber"].as_str(), a["id"].as_str())
+                .cmp(&(b["subscriber"].as_str(), b["id"].as_str()))
+        });
+        Ok(objects)
+    }
+
+    /// Takes `node` out of the set if its hash is gone (it crashed, or has no subscriber: it
+    /// comes back with its next one).
+    async fn forget_if_gone(&self, hash: &str, nodes_key: &str, node: &str) {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(FORGET_GONE)
+            .arg(2)
+            .arg(hash)
+            .arg(nodes_key)
+            .arg(node);
+        if let Err(err) = self.on_publisher::<i64>(&eval).await {
+            log::debug!("active subscriptions: could not forget node {node}: {err}");
+        }
+    }
+}
