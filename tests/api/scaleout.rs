@@ -42,7 +42,7 @@ impl TestRedis {
     }
 
     /// Starts it (again) on the same port, empty.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         let child = Command::new(Self::binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])

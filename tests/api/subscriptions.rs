@@ -451,3 +451,44 @@ async fn with_redis_a_node_that_stops_cleanly_announces_its_subscribers_left() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_ne!(Some(left[0].as_str()), started["subscriber"].as_str());
 }
+
+#[tokio::test]
+async fn with_redis_a_nodes_list_is_written_again_after_redis_restarts_empty() {
+    let mut redis = TestRedis::start();
+    let (a, b) = two_nodes(&redis, &["--subscriptions-ttl", "3s"]).await;
+    let _reader = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
+    let path = "/.well-known/mercure/subscriptions";
+    // While Redis restarts the API may answer 503: only a 200 listing the reader counts.
+    let lists_the_reader = || async {
+        let (status, body, _) = get(&a, path, Some(&watcher_token())).await;
+        status == 200
+            && serde_json::from_str::<Value>(&body).is_ok_and(|list| {
+                list["subscriptions"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 1)
+            })
+    };
+    assert!(crate::helpers::wait_until(WAIT, lists_the_reader).await);
+
+    redis.restart();
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", &format!("{STREAM}:nodes")])
+            .await
+            .trim(),
+        "0",
+        "Redis came back empty"
+    );
+    // B's next renewal finds its hash gone and writes it again from its own record.
+    assert!(
+        crate::helpers::wait_until(Duration::from_secs(20), lists_the_reader).await,
+        "B's subscriber never listed again"
+    );
+    assert!(
+        b.logs()
+            .iter()
+            .any(|l| l.contains("list was gone from Redis")),
+        "{:?}",
+        b.logs()
+    );
+}
