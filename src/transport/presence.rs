@@ -5,7 +5,7 @@
 //! - the subscription events (`active` true or false), added to the event stream like any
 //!   publish, so every node delivers them and keeps them in its history;
 //! - the node's hash `<stream>:subs:<node>` (field: a subscription's IRI; value: its JSON-LD
-//!   object): one `HSET` per subscription that starts, one `HDEL` per one that ends; then a TTL
+//!   object): one `HSET` per subscriber that comes, one `HDEL` per one that goes; then a TTL
 //!   on it (`--subscriptions-ttl`) and the node's id in the set `<stream>:nodes`.
 //!
 //! Events and hash change in one transaction: a node that has read an event finds its change in
@@ -190,13 +190,14 @@ impl Writer {
                 .iter()
                 .map(|s| active::iri(s, &announced.id));
             if active {
-                for (selector, field) in announced.selectors.iter().zip(fields) {
-                    let object = announced.object(selector, true).to_string();
-                    pipe.cmd("HSET")
-                        .arg(&self.hash)
-                        .arg(field)
-                        .arg(object)
-                        .ignore();
+                let entries: Vec<(String, String)> = announced
+                    .selectors
+                    .iter()
+                    .zip(fields)
+                    .map(|(s, field)| (field, announced.object(s, true).to_string()))
+                    .collect();
+                if !entries.is_empty() {
+                    pipe.cmd("HSET").arg(&self.hash).arg(entries).ignore();
                 }
                 self.members.insert(announced.id.clone(), announced);
                 added = true;
