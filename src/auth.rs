@@ -50,6 +50,8 @@ pub enum KeyError {
     },
     #[error("--{role}-jwt-key and --{role}-jwks-url are both given: choose one")]
     Conflict { role: &'static str },
+    #[error(transparent)]
+    CaCert(#[from] crate::jwks::CaCertError),
     #[error("cannot make an HTTP client for {url}: {source}")]
     Client {
         url: JwksUrl,
@@ -199,13 +201,14 @@ impl Verifier {
         url: Option<&JwksUrl>,
         specific_key: Option<&Secret>,
         key: Option<&Secret>,
+        ca: &[reqwest::Certificate],
         config: &Config,
     ) -> Result<Option<Self>, KeyError> {
         match (url, specific_key) {
             (Some(_), Some(_)) => Err(KeyError::Conflict { role }),
             // The set replaces the shared `--jwt-key` for this role, as a role's own key does.
             (Some(url), None) => {
-                let jwks = Jwks::new(url.clone()).map_err(|source| KeyError::Client {
+                let jwks = Jwks::new(url.clone(), ca).map_err(|source| KeyError::Client {
                     url: url.clone(),
                     source,
                 })?;
@@ -270,12 +273,17 @@ pub enum Subscriber {
 
 impl Auth {
     pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        let ca = match &config.jwks_ca_cert {
+            Some(path) => crate::jwks::ca_certificates(path)?,
+            None => Vec::new(),
+        };
         Ok(Self {
             publisher: Verifier::for_role(
                 "publisher",
                 config.publisher_jwks_url.as_ref(),
                 config.publisher_jwt_key.as_ref(),
                 config.publisher_key(),
+                &ca,
                 config,
             )?,
             subscriber: Verifier::for_role(
@@ -283,6 +291,7 @@ impl Auth {
                 config.subscriber_jwks_url.as_ref(),
                 config.subscriber_jwt_key.as_ref(),
                 config.subscriber_key(),
+                &ca,
                 config,
             )?,
             cookie_name: config.cookie_name.clone(),

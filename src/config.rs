@@ -280,6 +280,11 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_SUBSCRIBER_JWKS_URL", value_name = "URL")]
     pub subscriber_jwks_url: Option<crate::jwks::JwksUrl>,
 
+    /// CA certificates (one PEM file, one or more certificates) trusted for `https://` JWK sets,
+    /// besides the built-in web roots: for an identity provider behind a private CA.
+    #[arg(long, env = "SSE_HUB_JWKS_CA_CERT", value_name = "PEM")]
+    pub jwks_ca_cert: Option<PathBuf>,
+
     /// How often JWK sets are fetched again; an unknown `kid` also fetches, at most every 10 s.
     #[arg(long, env = "SSE_HUB_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = duration)]
     pub jwks_refresh_interval: Duration,

@@ -7,7 +7,7 @@
 //! A token whose `kid` is known is verified from the cache, never waiting on the network.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -87,10 +87,51 @@ impl std::fmt::Display for JwksUrl {
     }
 }
 
+/// Why the CA certificates of `--jwks-ca-cert` can't be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --jwks-ca-cert {}: {reason}", path.display())]
+pub struct CaCertError {
+    path: PathBuf,
+    reason: String,
+}
+
+/// The certificates of a PEM file, to trust for fetching sets besides the built-in roots.
+/// Each must be usable as a trust anchor; a file without any is an error, not an empty trust.
+pub fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, CaCertError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let error = |reason: String| CaCertError {
+        path: path.to_owned(),
+        reason,
+    };
+    let ders = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| error(e.to_string()))?;
+    if ders.is_empty() {
+        return Err(error("no PEM certificate in it".into()));
+    }
+    ders.iter()
+        .enumerate()
+        .map(|(i, der)| {
+            // reqwest would find a bad one only when building a client, saying less.
+            rustls::RootCertStore::empty()
+                .add(der.clone())
+                .map_err(|e| match e {
+                    rustls::Error::InvalidCertificate(cause) => {
+                        error(format!("certificate {} is not valid ({cause:?})", i + 1))
+                    }
+                    other => error(format!("certificate {}: {other}", i + 1)),
+                })?;
+            reqwest::Certificate::from_der(der).map_err(|e| error(e.to_string()))
+        })
+        .collect()
+}
+
 /// Why a JWK set could not be fetched (the cached keys stay in use).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{0}")]
+    /// With its causes: reqwest's own message leaves out why (an untrusted certificate, a
+    /// refused connection).
+    #[error("{}", with_causes(.0))]
     Http(#[from] reqwest::Error),
     #[error("answered {0}")]
     Status(reqwest::StatusCode),
@@ -100,6 +141,18 @@ pub enum FetchError {
     File(std::io::Error),
     #[error("not a JWK set: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// `err: its cause: the cause's cause…`
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
 }
 
 /// One verification key of a set.
@@ -232,9 +285,15 @@ impl std::fmt::Debug for Jwks {
 }
 
 impl Jwks {
-    /// An empty cache of the set at `url`; [`Jwks::start`] fills it.
-    pub fn new(url: JwksUrl) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// An empty cache of the set at `url`, fetched trusting `ca` besides the built-in roots;
+    /// [`Jwks::start`] fills it.
+    pub fn new(url: JwksUrl, ca: &[reqwest::Certificate]) -> Result<Self, reqwest::Error> {
+        let client = ca
+            .iter()
+            .cloned()
+            .fold(reqwest::Client::builder(), |builder, cert| {
+                builder.add_root_certificate(cert)
+            })
             .timeout(FETCH_TIMEOUT)
             // Fetches are rare and may start on any worker's runtime: a pooled connection would
             // belong to the runtime that opened it.
