@@ -1,9 +1,10 @@
-//! JWK sets: keys fetched from a local server that rotates them, or from a file; picked by
-//! `kid`, refetched on an unknown `kid` at most every 10 s, never for HS256.
+//! JWK sets: keys fetched from a local server that rotates them, from a file, or over HTTPS
+//! from `openssl s_server` under a private CA (`--jwks-ca-cert`); picked by `kid`, refetched on
+//! an unknown `kid` at most every 10 s, never for HS256.
 
 use std::{
     path::Path,
-    process::Command,
+    process::{Child, Command, Output, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -16,11 +17,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
 };
 
 use crate::helpers::{
-    free_port, openssl, rsa_private_key, token_with, wait_until, SseClient, TestHub, KEY,
+    client, free_port, openssl, rsa_private_key, token_with, wait_until, SseClient, TestHub, KEY,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -373,4 +374,211 @@ async fn an_oversized_set_is_not_read_and_the_cached_keys_stay() {
     assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
     let refused = || async { hub.logs().iter().any(|l| l.contains("larger than")) };
     assert!(wait_until(WAIT, refused).await, "{:?}", hub.logs());
+}
+
+/// A private CA, and a server certificate it signed for `127.0.0.1` and `localhost`.
+struct PrivateCa {
+    /// The CA's certificate, what `--jwks-ca-cert` names.
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl PrivateCa {
+    fn new(dir: &Path) -> Self {
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        let (ca, ca_key) = (path("ca.pem"), path("ca.key"));
+        let (cert, key) = (path("server.pem"), path("server.key"));
+        let (csr, ext) = (path("server.csr"), path("server.ext"));
+        let p256 = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1";
+        let run = |args: String| openssl(&args.split(' ').collect::<Vec<_>>());
+        run(format!(
+            "req -x509 {p256} -keyout {ca_key} -out {ca} -subj /CN=sse-hub-test-CA"
+        ));
+        run(format!(
+            "req {p256} -keyout {key} -out {csr} -subj /CN=localhost"
+        ));
+        std::fs::write(
+            &ext,
+            "subjectAltName = DNS:localhost, IP:127.0.0.1\n\
+             basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
+        run(format!(
+            "x509 -req -in {csr} -CA {ca} -CAkey {ca_key} -set_serial 2 -days 1 -extfile {ext} -out {cert}"
+        ));
+        Self { ca, cert, key }
+    }
+}
+
+/// `openssl s_server -WWW` on a free port: a real TLS server, serving the files of its
+/// directory over HTTPS with the certificate of a [`PrivateCa`]; killed when dropped.
+struct HttpsFiles {
+    child: Child,
+    port: u16,
+}
+
+impl HttpsFiles {
+    async fn start(dir: &Path, ca: &PrivateCa) -> Self {
+        let port = free_port();
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", &ca.cert, "-key", &ca.key])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run openssl s_server (apt-get install openssl; .ci/run does)");
+        let listening = wait_until(WAIT, || async {
+            let connect = TcpStream::connect(("127.0.0.1", port));
+            matches!(tokio::time::timeout(WAIT, connect).await, Ok(Ok(_)))
+        })
+        .await;
+        if !listening {
+            let _ = child.kill();
+            panic!(
+                "openssl s_server did not listen on {port}: {:?}",
+                child.wait()
+            );
+        }
+        Self { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for HttpsFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private CA's server, serving a set of one key, `a`; the key, and another one.
+async fn https_set(dir: &Path) -> (PrivateCa, HttpsFiles, KeyPair, KeyPair) {
+    let ca = PrivateCa::new(dir);
+    let a = KeyPair::p256(dir, "a");
+    let other = KeyPair::p256(dir, "other");
+    std::fs::write(dir.join("jwks.json"), set(&[&a])).unwrap();
+    let server = HttpsFiles::start(dir, &ca).await;
+    (ca, server, a, other)
+}
+
+#[tokio::test]
+async fn a_set_served_over_https_under_a_private_ca_is_fetched_with_jwks_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, server, a, other) = https_set(dir.path()).await;
+    let url = server.url("/jwks.json");
+    let hub = TestHub::spawn(&[
+        "--publisher-jwks-url",
+        &url,
+        "--jwks-ca-cert",
+        &ca.ca,
+        "--tick-interval",
+        "0",
+    ]);
+    let claims = publish_claims();
+    assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
+    // Another key under the set's kid: the signature is wrong.
+    assert_eq!(
+        publish_status(&hub, &other.sign(Some("a"), &claims)).await,
+        401
+    );
+    // Under its own kid: fetched again over https, and still not in the set.
+    assert_eq!(
+        publish_status(&hub, &other.sign(Some("other"), &claims)).await,
+        401
+    );
+    // Both fetches went to the TLS server (the log is read as the hub writes it).
+    let fetched = format!("fetched the JWK set {url}: 1 keys");
+    let twice = || async { hub.logs().iter().filter(|l| l.contains(&fetched)).count() == 2 };
+    assert!(wait_until(WAIT, twice).await, "{:?}", hub.logs());
+}
+
+#[tokio::test]
+async fn without_jwks_ca_cert_a_private_cas_server_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, server, a, _) = https_set(dir.path()).await;
+    let hub = TestHub::spawn(&[
+        "--publisher-jwks-url",
+        &server.url("/jwks.json"),
+        "--tick-interval",
+        "0",
+    ]);
+    assert_eq!(
+        publish_status(&hub, &a.sign(Some("a"), &publish_claims())).await,
+        401
+    );
+    let untrusted = || async {
+        hub.logs()
+            .iter()
+            .any(|l| l.contains("cannot fetch the JWK set") && l.contains("UnknownIssuer"))
+    };
+    assert!(wait_until(WAIT, untrusted).await, "{:?}", hub.logs());
+    // The hub still serves; only that role's tokens are refused.
+    let health = client().get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// Runs the hub with `args` until it exits, within [`WAIT`].
+fn run_to_exit(args: &[&std::ffi::OsStr]) -> Output {
+    let mut child = Command::new(TestHub::binary())
+        .args(["--bind", "127.0.0.1:0", "--data-dir", "none"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sse-hub");
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "sse-hub {args:?} still runs: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_unusable_jwks_ca_cert_is_one_clear_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.pem");
+    std::fs::write(&text, "not a certificate\n").unwrap();
+    let garbled = dir.path().join("garbled.pem");
+    std::fs::write(
+        &garbled,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (file, why) in [
+        (&text, "no PEM certificate"),
+        (&garbled, "not valid"),
+        (&missing, "No such file"),
+    ] {
+        let out = run_to_exit(&[
+            "--publisher-jwks-url".as_ref(),
+            "https://idp.example/jwks.json".as_ref(),
+            "--jwks-ca-cert".as_ref(),
+            file.as_os_str(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{file:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<_> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains("invalid --jwks-ca-cert"), "{stderr}");
+        assert!(errors[0].contains(why), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
