@@ -331,7 +331,8 @@ pub struct Config {
     )]
     pub cookie_name: String,
 
-    /// Origin allowed to use the hub endpoint from a browser (repeatable, or `*`).
+    /// Origin allowed to use the hub endpoint (and the subscriptions API) from a browser
+    /// (repeatable, or `*`).
     #[arg(
         long = "cors-origin",
         env = "SSE_HUB_CORS_ORIGIN",

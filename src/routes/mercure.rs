@@ -19,13 +19,14 @@ use crate::{
 /// Path of the hub endpoint, fixed by the protocol.
 pub const PATH: &str = "/.well-known/mercure";
 
-/// CORS of the hub endpoint: the `--cors-origin` list; with `*`, any origin but no cookies.
-/// Requests from other origins are not refused here (same-origin browsers send `Origin` too):
-/// they just get no CORS headers, so a browser keeps the response from the page.
-pub(super) fn cors(config: &Config) -> Cors {
+/// CORS of the hub endpoint and the subscriptions API, for their `methods`: the
+/// `--cors-origin` list; with `*`, any origin but no cookies. Requests from other origins are
+/// not refused here (same-origin browsers send `Origin` too): they just get no CORS headers, so
+/// a browser keeps the response from the page.
+pub(super) fn cors(config: &Config, methods: &[&'static str]) -> Cors {
     let mut cors = Cors::default()
         .block_on_origin_mismatch(false)
-        .allowed_methods(["GET", "POST"])
+        .allowed_methods(methods.iter().copied())
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -38,9 +38,9 @@ pub struct AppState {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let static_dir = state.config.static_dir.clone();
-    let hub_cors = mercure::cors(&state.config);
+    let hub_cors = mercure::cors(&state.config, &["GET", "POST"]);
     if state.config.subscriptions {
-        subscriptions::configure(cfg);
+        subscriptions::configure(cfg, &state.config);
     }
     cfg.app_data(web::Data::new(state))
         .service(

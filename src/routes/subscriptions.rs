@@ -8,23 +8,34 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 
-use super::{error::ApiError, mercure::unauthorized, single, AppState};
+use super::{
+    error::ApiError,
+    mercure::{self, unauthorized},
+    single, AppState,
+};
 use crate::{
     active::{self, PREFIX},
     auth::Subscriber,
     broadcaster::{ActiveList, LastSeen, ListActive},
+    config::Config,
     topic::Budget,
     transport::Transport,
 };
 
-/// Registers the three paths (one handler reads the raw path itself).
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers the three paths (one handler reads the raw path itself), with the hub endpoint's
+/// CORS: a page of a `--cors-origin` reads the API as it subscribes (its token still decides
+/// what it may read).
+pub(super) fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     for path in [
         PREFIX,
         "/.well-known/mercure/subscriptions/{topic}",
         "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
     ] {
-        cfg.service(super::resource(path, "GET").route(web::get().to(list)));
+        cfg.service(
+            super::resource(path, "GET")
+                .wrap(mercure::cors(config, &["GET"]))
+                .route(web::get().to(list)),
+        );
     }
 }
 
