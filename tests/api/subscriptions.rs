@@ -255,6 +255,73 @@ async fn the_api_needs_a_token_whose_selectors_match_the_path() {
     still_serving(&hub, &mut well_behaved).await;
 }
 
+/// The `Access-Control-Allow-*` header `name` of `response`, lowercased; `None` if absent.
+fn allow(response: &reqwest::Response, name: &str) -> Option<String> {
+    let value = response
+        .headers()
+        .get(format!("access-control-allow-{name}"))?;
+    Some(value.to_str().expect("ASCII").to_lowercase())
+}
+
+#[tokio::test]
+async fn the_api_answers_browsers_of_the_cors_origins_as_the_hub_endpoint_does() {
+    let app = "https://app.example";
+    let hub = TestHub::protocol(&["--subscriptions", "--cors-origin", app]);
+    let everything = token(json!({ "subscribe": ["*"] }));
+    let send = |request: reqwest::RequestBuilder| async move {
+        tokio::time::timeout(WAIT, request.send())
+            .await
+            .expect("answer in time")
+            .expect("request")
+    };
+    let list = "/.well-known/mercure/subscriptions".to_owned();
+    for (path, status) in [
+        (list.clone(), 200),
+        (format!("{list}/{BOOKS_SEGMENT}"), 200),
+        (format!("{list}/{BOOKS_SEGMENT}/urn%3Auuid%3Anone"), 404),
+    ] {
+        let preflight = |origin: &str| {
+            client()
+                .request(reqwest::Method::OPTIONS, hub.url(&path))
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "GET")
+                .header("Access-Control-Request-Headers", "authorization")
+        };
+        let answer = send(preflight(app)).await;
+        assert!(answer.status().is_success(), "{path}: {answer:?}");
+        assert_eq!(allow(&answer, "origin").as_deref(), Some(app), "{path}");
+        assert_eq!(allow(&answer, "credentials").as_deref(), Some("true"));
+        assert!(allow(&answer, "methods").is_some_and(|m| m.contains("get")));
+        assert!(allow(&answer, "headers").is_some_and(|h| h.contains("authorization")));
+
+        // The request itself, answered or refused: a page can read why.
+        let get = |origin: &str| {
+            client()
+                .get(hub.url(&path))
+                .header("Origin", origin)
+                .bearer_auth(&everything)
+        };
+        let answer = send(get(app)).await;
+        assert_eq!(answer.status(), status, "{path}");
+        assert_eq!(allow(&answer, "origin").as_deref(), Some(app), "{path}");
+        assert_eq!(allow(&answer, "credentials").as_deref(), Some("true"));
+        let anonymous = send(client().get(hub.url(&path)).header("Origin", app)).await;
+        assert_eq!(anonymous.status(), 401, "{path}");
+        assert_eq!(allow(&anonymous, "origin").as_deref(), Some(app));
+
+        // Another origin is not refused (same-origin pages send Origin too), only not allowed.
+        let other = "https://evil.example";
+        assert_eq!(
+            allow(&send(preflight(other)).await, "origin"),
+            None,
+            "{path}"
+        );
+        let answer = send(get(other)).await;
+        assert_eq!(answer.status(), status, "{path}");
+        assert_eq!(allow(&answer, "origin"), None, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn without_the_flag_the_paths_are_unknown_and_nothing_is_announced() {
     let hub = TestHub::protocol(&[]);
