@@ -560,6 +560,12 @@ mod tests {
         let c = parse(&["--publisher-jwks-url", "https://idp.example/jwks.json"]).config;
         assert!(c.publisher_jwks_url.is_some() && c.subscriber_jwks_url.is_none());
         assert_eq!(c.jwks_refresh_interval, Duration::from_secs(300));
+        assert_eq!(c.jwks_ca_cert, None);
+        let c = parse(&["--jwks-ca-cert", "/etc/sse-hub/idp-ca.pem"]).config;
+        assert_eq!(
+            c.jwks_ca_cert,
+            Some(PathBuf::from("/etc/sse-hub/idp-ca.pem"))
+        );
         for bad in [
             "http://idp.example/jwks",
             "jwks.json",
