@@ -147,7 +147,7 @@ impl Application {
                     routes::http10::close_delimited,
                 ))
                 .wrap(actix_web::middleware::from_fn(crate::limits::request_size))
-                .wrap(crate::access_log::logger())
+                .wrap(crate::access_log::AccessLog)
                 .configure(|cfg| routes::configure(cfg, state.clone()))
         })
         // A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel

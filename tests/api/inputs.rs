@@ -135,6 +135,33 @@ async fn tokens_in_query_strings_never_reach_the_access_log() {
     still_serving(&hub, &mut watch).await;
 }
 
+#[tokio::test]
+async fn a_streams_access_line_has_the_default_fields_and_counts_its_bytes() {
+    let hub = TestHub::protocol(&["--keep-alive", "200ms"]);
+    let sse = hub
+        .subscribe(
+            &["/counted"],
+            &[],
+            &[("User-Agent", "probe/1.0"), ("Referer", "https://app.example/")],
+        )
+        .await;
+    drop(sse);
+    // `addr "request line" status bytes "referer" "user agent" seconds`, actix's default format.
+    let line = regex::Regex::new(
+        r#"sse_hub::access\] 127\.0\.0\.1 "GET /\.well-known/mercure\?topic=%2Fcounted HTTP/1\.1" 200 (\d+) "https://app\.example/" "probe/1\.0" \d+\.\d{6}$"#,
+    )
+    .expect("pattern");
+    let found = || {
+        hub.logs()
+            .iter()
+            .find_map(|l| line.captures(l).map(|c| c[1].parse::<u64>().expect("bytes")))
+    };
+    let logged = wait_until(Duration::from_secs(10), || async { found().is_some() }).await;
+    assert!(logged, "no access line for the stream:\n{}", hub.logs().join("\n"));
+    // At least the opening bytes (`retry:` and a comment) went out before the client left.
+    assert!(found().expect("line") > 0);
+}
+
 #[test]
 fn a_port_in_use_is_a_one_line_error_and_exit_code_1() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
