@@ -8,6 +8,7 @@ table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run i
     python3 tests/bench/compare.py              # every scenario
     python3 tests/bench/compare.py --quick      # smaller counts, for a smoke run
     python3 tests/bench/compare.py --durability # the hub alone: durable history vs memory only
+    python3 tests/bench/compare.py --cpu-modes  # user vs kernel CPU per delivery, both servers
     python3 tests/bench/compare.py --hub-only --old-hub OLD/target/release/sse-hub
                                                 # storm and template scenarios, old vs new
     python3 tests/bench/compare.py --scaleout-50k [--runs 2]
@@ -559,6 +560,34 @@ def durability(quick, rounds):
                       f"{r['server_cpu_us_per_publish']:.1f} | {disk_cell} | {r['missing']} | {r['duplicates']} |")
 
 
+def cpu_modes(quick):
+    """User and kernel CPU per delivery of each server at the two fixed-rate scenarios: how much
+    of a delivery is the server's own work, and how much the kernel's (write, loopback TCP)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def times(pids):
+        user = kernel = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            user, kernel = user + int(fields[11]), kernel + int(fields[12])
+        return user, kernel
+
+    print("| scenario | server | user µs/delivery | kernel µs/delivery | kernel share |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, spec in scenarios(quick):
+        if "events/s" not in name:
+            continue
+        for server_cls in (Hub, Nchan):
+            with server_cls() as server:
+                time.sleep(0.5)
+                before = times(server.pids())
+                r = loadgen(server, spec["args"])
+                after = times(server.pids())
+            user, kernel = ((a - b) / tick * 1e6 / max(r["deliveries"], 1) for a, b in zip(after, before))
+            print(f"| {name} | {server_cls.name} | {user:.2f} | {kernel:.2f} | {kernel / max(user + kernel, 1e-9):.0%} |",
+                  flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the load")
@@ -574,6 +603,8 @@ def main():
     parser.add_argument("--durability", action="store_true",
                         help="only compare the hub's history modes: memory only, and durable with each --fsync")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each case (--durability)")
+    parser.add_argument("--cpu-modes", action="store_true",
+                        help="user vs kernel CPU per delivery of both servers at the fixed rates")
     parser.add_argument("--hub-only", action="store_true",
                         help="only the hub's reconnect-storm and template scenarios (no Nchan)")
     parser.add_argument("--old-hub", metavar="PATH",
@@ -590,6 +621,9 @@ def main():
         return
     if opts.durability:
         durability(opts.quick, opts.rounds)
+        return
+    if opts.cpu_modes:
+        cpu_modes(opts.quick)
         return
     results = []
     if opts.hub_only:
