@@ -142,7 +142,10 @@ async fn a_streams_access_line_has_the_default_fields_and_counts_its_bytes() {
         .subscribe(
             &["/counted"],
             &[],
-            &[("User-Agent", "probe/1.0"), ("Referer", "https://app.example/")],
+            &[
+                ("User-Agent", "probe/1.0"),
+                ("Referer", "https://app.example/"),
+            ],
         )
         .await;
     drop(sse);
@@ -152,12 +155,17 @@ async fn a_streams_access_line_has_the_default_fields_and_counts_its_bytes() {
     )
     .expect("pattern");
     let found = || {
-        hub.logs()
-            .iter()
-            .find_map(|l| line.captures(l).map(|c| c[1].parse::<u64>().expect("bytes")))
+        hub.logs().iter().find_map(|l| {
+            line.captures(l)
+                .map(|c| c[1].parse::<u64>().expect("bytes"))
+        })
     };
     let logged = wait_until(Duration::from_secs(10), || async { found().is_some() }).await;
-    assert!(logged, "no access line for the stream:\n{}", hub.logs().join("\n"));
+    assert!(
+        logged,
+        "no access line for the stream:\n{}",
+        hub.logs().join("\n")
+    );
     // At least the opening bytes (`retry:` and a comment) went out before the client left.
     assert!(found().expect("line") > 0);
 }
