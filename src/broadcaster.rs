@@ -23,7 +23,7 @@
 //! history (or pending) is acknowledged again and not stored or delivered twice.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::IpAddr,
     sync::Arc,
     time::Duration,
@@ -97,6 +97,10 @@ enum Durable {
 pub struct Broadcaster {
     /// Every registered subscriber, by its shard and its id there.
     members: HashMap<(ShardId, SubscriberId), Member>,
+    /// With `--subscriptions`: the announced subscribers by selector, then by their id, so the
+    /// list of one topic costs its own subscriptions, not a walk over every subscriber (empty,
+    /// and never touched, without the flag).
+    by_selector: HashMap<String, BTreeMap<String, Arc<Announced>>>,
     per_ip: HashMap<IpAddr, usize>,
     selectors: usize,
     /// Each worker's shard, told of every update.
@@ -122,6 +126,7 @@ impl Broadcaster {
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
             members: HashMap::new(),
+            by_selector: HashMap::new(),
             per_ip: HashMap::new(),
             selectors: 0,
             shards: Vec::new(),
@@ -237,6 +242,62 @@ impl Broadcaster {
                 for update in announced.updates(active) {
                     self.publish_own(update);
                 }
+            }
+        }
+    }
+
+    /// Adds `announced`'s subscriptions to the index by selector.
+    fn index(&mut self, announced: &Arc<Announced>) {
+        for selector in &announced.selectors {
+            self.by_selector
+                .entry(selector.clone())
+                .or_default()
+                .insert(announced.id.clone(), Arc::clone(announced));
+        }
+    }
+
+    /// Takes `announced`'s subscriptions out of the index by selector.
+    fn unindex(&mut self, announced: &Announced) {
+        for selector in &announced.selectors {
+            if let Some(ids) = self.by_selector.get_mut(selector) {
+                ids.remove(&announced.id);
+                if ids.is_empty() {
+                    self.by_selector.remove(selector);
+                }
+            }
+        }
+    }
+
+    /// The subscription objects [`ListActive`] asks for: one topic's from the index (a lookup,
+    /// then its own subscriptions, already by subscriber), every one by walking the members.
+    fn listed(&self, topic: Option<&str>, subscriber: Option<&str>) -> Vec<serde_json::Value> {
+        match (topic, subscriber) {
+            (Some(topic), Some(subscriber)) => self
+                .by_selector
+                .get(topic)
+                .and_then(|ids| ids.get(subscriber))
+                .map(|a| a.object(topic, true))
+                .into_iter()
+                .collect(),
+            (Some(topic), None) => self
+                .by_selector
+                .get(topic)
+                .into_iter()
+                .flat_map(BTreeMap::values)
+                .map(|a| a.object(topic, true))
+                .collect(),
+            (None, _) => {
+                let mut announced: Vec<&Announced> = self
+                    .members
+                    .values()
+                    .filter_map(|m| m.announced.as_deref())
+                    .filter(|a| subscriber.is_none_or(|s| s == a.id))
+                    .collect();
+                announced.sort_by(|a, b| a.id.cmp(&b.id));
+                announced
+                    .into_iter()
+                    .flat_map(|a| a.listed(None, subscriber))
+                    .collect()
             }
         }
     }
@@ -366,6 +427,7 @@ impl Handler<Subscribe> for Broadcaster {
             // After the registration above: a subscriber of its own subscription events sees
             // them too.
             self.announce(announced, true);
+            self.index(announced);
         }
         self.members.insert(
             (msg.shard, msg.id),
@@ -605,6 +667,7 @@ impl Handler<Unsubscribe> for Broadcaster {
         self.selectors -= member.selectors;
         if let Some(announced) = &member.announced {
             self.announce(announced, false);
+            self.unindex(announced);
         }
         if !msg.slow {
             self.stats.dropped(DropReason::Left, 1);
@@ -642,17 +705,7 @@ impl Handler<ListActive> for Broadcaster {
     type Result = ResponseFuture<ActiveList>;
 
     fn handle(&mut self, msg: ListActive, _: &mut Self::Context) -> Self::Result {
-        let mut announced: Vec<&Announced> = self
-            .members
-            .values()
-            .filter_map(|m| m.announced.as_deref())
-            .filter(|a| msg.subscriber.as_ref().is_none_or(|s| *s == a.id))
-            .collect();
-        announced.sort_by(|a, b| a.id.cmp(&b.id));
-        let subscriptions = announced
-            .into_iter()
-            .flat_map(|a| a.listed(msg.topic.as_deref(), msg.subscriber.as_deref()))
-            .collect();
+        let subscriptions = self.listed(msg.topic.as_deref(), msg.subscriber.as_deref());
         let Some(pending) = self.pending.back_mut() else {
             let last_event_id = self
                 .history
@@ -735,6 +788,7 @@ impl Handler<Shutdown> for Broadcaster {
         self.closing = true;
         self.tell_shards(|| ShardMsg::CloseAll);
         self.members.clear();
+        self.by_selector.clear();
         self.per_ip.clear();
         self.selectors = 0;
         self.count_subscribers();
