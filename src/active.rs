@@ -124,8 +124,9 @@ pub fn iri(selector: &str, subscriber: &str) -> String {
 }
 
 /// What the IRIs of `selector`'s subscriptions start with, whoever the subscriber: the
-/// encoded selector's segment and a `/`. It holds no `*`, `?`, `[` or `\` (all encoded), so
-/// it is a literal prefix in a Redis glob pattern too.
+/// encoded selector's segment and a `/` (so `/a`'s prefix does not start `/ab`'s IRIs). It holds
+/// no `*`, `?`, `[` or `\` (all encoded), so it is a literal prefix in a Redis glob pattern too;
+/// in IRIs kept in order, those of one selector are the range starting with it.
 #[must_use]
 pub fn iri_prefix(selector: &str) -> String {
     format!("{PREFIX}/{}/", segment(selector))

@@ -5,8 +5,11 @@
 //! - the subscription events (`active` true or false), added to the event stream like any
 //!   publish, so every node delivers them and keeps them in its history;
 //! - the node's hash `<stream>:subs:<node>` (field: a subscription's IRI; value: its JSON-LD
-//!   object): one `HSET` per subscriber that comes, one `HDEL` per one that goes; then a TTL
-//!   on it (`--subscriptions-ttl`) and the node's id in the set `<stream>:nodes`.
+//!   object): one `HSET` per subscriber that comes, one `HDEL` per one that goes;
+//! - beside it, the sorted set `<stream>:subs:<node>:iris` of the same IRIs, all of score 0
+//!   (`ZADD`, `ZREM`): ordered by IRI, so the subscriptions of one topic, whose IRIs share a
+//!   prefix, are one range of it;
+//! - then a TTL on both (`--subscriptions-ttl`) and the node's id in the set `<stream>:nodes`.
 //!
 //! Events and hash change in one transaction: a node that has read an event finds its change in
 //! the hash, so a list read after taking `lastEventID` is at least as new as that id (a client
@@ -14,13 +17,15 @@
 //!
 //! The writer renews the hash's TTL every third of it; a node that crashed renews nothing and
 //! Redis drops its hash within the TTL. A write that failed (Redis down) or a hash found gone
-//! (it expired during an outage, or Redis restarted empty) is rewritten whole from the writer's
-//! own record at the next renewal. A clean stop deletes the hash.
+//! (it expired during an outage, or Redis restarted empty) is rewritten whole, with its sorted
+//! set, from the writer's own record at the next renewal. A clean stop deletes both.
 //!
-//! The subscriptions API reads the set, then each node's hash: `HGET` for one subscription,
-//! `HSCAN` with a `MATCH` on the topic's IRI prefix for a collection (Redis filters by topic,
-//! and a reply holds about [`SCAN_COUNT`] fields). A node whose hash is gone leaves the set, by a
-//! script that checks it is still gone, so a node writing at that moment is not dropped.
+//! The subscriptions API reads the set, then each node's hash: `HGET` for one subscription; for
+//! one topic's collection, `ZRANGEBYLEX` over the topic's IRI prefix in each node's sorted set,
+//! then `HMGET` of those fields (in O(log n) and the topic's own subscriptions, however many
+//! others a node has); for the whole collection, `HSCAN` (a reply holds about [`SCAN_COUNT`]
+//! fields). A node whose hash is gone leaves the set, by a script that checks it is still
+//! gone, so a node writing at that moment is not dropped.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -103,12 +108,34 @@ fn hash_key(stream: &str, node: &str) -> String {
     format!("{stream}:subs:{node}")
 }
 
+/// The sorted set of the IRIs in the hash `hash`.
+fn iris_key(hash: &str) -> String {
+    format!("{hash}:iris")
+}
+
+/// The `ZRANGEBYLEX` bounds of the members starting with `prefix`: from `prefix` included to
+/// `prefix` with its last byte raised by one excluded, the first string past all of them.
+fn lex_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        return (b"-".to_vec(), b"+".to_vec());
+    }
+    let min = format!("[{prefix}").into_bytes();
+    let mut max = format!("({prefix}").into_bytes();
+    // UTF-8 holds no byte 0xFF: the last one can always be raised.
+    if let Some(last) = max.last_mut() {
+        *last += 1;
+    }
+    (min, max)
+}
+
 /// Keeps this node's hash in step with its subscribers.
 #[derive(Debug)]
 struct Writer {
     redis: Arc<RedisTransport>,
     node: String,
     hash: String,
+    /// The sorted set of the hash's fields.
+    iris: String,
     nodes: String,
     ttl_ms: u64,
     /// This node's announced subscribers, by id: what its hash should hold.
@@ -126,6 +153,7 @@ pub(super) fn start(redis: Arc<RedisTransport>, changes: Changes) {
     );
     let writer = Writer {
         hash: hash_key(&redis.stream, &node),
+        iris: iris_key(&hash_key(&redis.stream, &node)),
         nodes: nodes_key(&redis.stream),
         node,
         ttl_ms: u64::try_from(changes.ttl.as_millis()).unwrap_or(u64::MAX),
@@ -185,26 +213,28 @@ impl Writer {
                 pipe.add_command(xadd).ignore();
                 events += 1;
             }
-            let fields = announced
+            let fields: Vec<String> = announced
                 .selectors
                 .iter()
-                .map(|s| active::iri(s, &announced.id));
+                .map(|s| active::iri(s, &announced.id))
+                .collect();
             if active {
-                let entries: Vec<(String, String)> = announced
+                let entries: Vec<(&String, String)> = announced
                     .selectors
                     .iter()
-                    .zip(fields)
+                    .zip(&fields)
                     .map(|(s, field)| (field, announced.object(s, true).to_string()))
                     .collect();
                 if !entries.is_empty() {
                     pipe.cmd("HSET").arg(&self.hash).arg(entries).ignore();
+                    self.index(&mut pipe, &fields);
                 }
                 self.members.insert(announced.id.clone(), announced);
                 added = true;
             } else {
-                let fields: Vec<String> = fields.collect();
                 if !fields.is_empty() {
-                    pipe.cmd("HDEL").arg(&self.hash).arg(fields).ignore();
+                    pipe.cmd("HDEL").arg(&self.hash).arg(&fields).ignore();
+                    pipe.cmd("ZREM").arg(&self.iris).arg(&fields).ignore();
                 }
                 self.members.remove(&announced.id);
             }
@@ -224,12 +254,17 @@ impl Writer {
         stop
     }
 
-    /// Adds the hash's TTL and the node's place in the set to `pipe`.
+    /// Adds `fields` to the sorted set of the hash's fields, all of score 0 (ordered by IRI).
+    fn index(&self, pipe: &mut redis::Pipeline, fields: &[String]) {
+        let members: Vec<(u8, &String)> = fields.iter().map(|f| (0, f)).collect();
+        pipe.cmd("ZADD").arg(&self.iris).arg(members).ignore();
+    }
+
+    /// Adds the TTL of the hash and its sorted set, and the node's place in the set, to `pipe`.
     fn keep(&self, pipe: &mut redis::Pipeline) {
-        pipe.cmd("PEXPIRE")
-            .arg(&self.hash)
-            .arg(self.ttl_ms)
-            .ignore();
+        for key in [&self.hash, &self.iris] {
+            pipe.cmd("PEXPIRE").arg(key).arg(self.ttl_ms).ignore();
+        }
         pipe.cmd("SADD").arg(&self.nodes).arg(&self.node).ignore();
     }
 
@@ -244,13 +279,16 @@ impl Writer {
                 .cmd("PEXPIRE")
                 .arg(&self.hash)
                 .arg(self.ttl_ms)
+                .cmd("PEXPIRE")
+                .arg(&self.iris)
+                .arg(self.ttl_ms)
                 .cmd("SADD")
                 .arg(&self.nodes)
                 .arg(&self.node)
                 .ignore();
-            match self.redis.on_publisher::<(bool,)>(&pipe).await {
-                Ok((true,)) => return,
-                Ok((false,)) => log::warn!(
+            match self.redis.on_publisher::<(bool, bool)>(&pipe).await {
+                Ok((true, true)) => return,
+                Ok(_) => log::warn!(
                     "active subscriptions: this node's list was gone from Redis (expired while \
                      Redis was away, or Redis restarted empty); writing it again"
                 ),
@@ -261,10 +299,14 @@ impl Writer {
         self.rewrite().await;
     }
 
-    /// Replaces the hash by what `members` says.
+    /// Replaces the hash and its sorted set by what `members` says.
     async fn rewrite(&mut self) {
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(&self.hash).ignore();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(&self.hash)
+            .arg(&self.iris)
+            .ignore();
         let fields: Vec<(String, String)> = self
             .members
             .values()
@@ -276,6 +318,8 @@ impl Writer {
             .collect();
         for chunk in fields.chunks(REWRITE_CHUNK) {
             pipe.cmd("HSET").arg(&self.hash).arg(chunk).ignore();
+            let iris: Vec<String> = chunk.iter().map(|(iri, _)| iri.clone()).collect();
+            self.index(&mut pipe, &iris);
         }
         if fields.is_empty() {
             pipe.cmd("SREM").arg(&self.nodes).arg(&self.node).ignore();
@@ -288,12 +332,13 @@ impl Writer {
         }
     }
 
-    /// Deletes this node's hash and its place in the set (a clean stop).
+    /// Deletes this node's hash, its sorted set and its place in the set (a clean stop).
     async fn clear(&mut self) {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("DEL")
             .arg(&self.hash)
+            .arg(&self.iris)
             .ignore()
             .cmd("SREM")
             .arg(&self.nodes)
@@ -331,20 +376,16 @@ impl RedisTransport {
             }
             let values: Vec<Option<String>> = self.on_publisher(&pipe).await?;
             found.extend(values.into_iter().flatten());
+        } else if let Some(topic) = topic {
+            found = self.topic_active(topic, &nodes, &nodes_key).await?;
         } else {
-            let pattern = topic.map_or_else(|| "*".to_owned(), |t| active::iri_prefix(t) + "*");
             for node in &nodes {
                 let hash = hash_key(&self.stream, node);
                 let before = found.len();
                 let mut cursor = 0u64;
                 loop {
                     let mut scan = redis::cmd("HSCAN");
-                    scan.arg(&hash)
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT);
+                    scan.arg(&hash).arg(cursor).arg("COUNT").arg(SCAN_COUNT);
                     let (next, page): (u64, Vec<(String, String)>) =
                         self.on_publisher(&scan).await?;
                     found.extend(page.into_iter().map(|(_, object)| object));
@@ -369,6 +410,41 @@ impl RedisTransport {
         Ok(objects)
     }
 
+    /// The JSON of `topic`'s subscriptions on every one of `nodes`: the range of its IRIs in
+    /// each node's sorted set, then those fields of the node's hash (two round trips for all
+    /// the nodes). A field gone in between (its subscriber left) is left out.
+    async fn topic_active(
+        &self,
+        topic: &str,
+        nodes: &[String],
+        nodes_key: &str,
+    ) -> Result<Vec<String>, TransportError> {
+        let (min, max) = lex_range(&active::iri_prefix(topic));
+        let hashes: Vec<String> = nodes.iter().map(|n| hash_key(&self.stream, n)).collect();
+        let mut ranges = redis::pipe();
+        for hash in &hashes {
+            ranges
+                .cmd("ZRANGEBYLEX")
+                .arg(iris_key(hash))
+                .arg(&min)
+                .arg(&max);
+        }
+        let ranges: Vec<Vec<String>> = self.on_publisher(&ranges).await?;
+        let mut objects = redis::pipe();
+        for ((hash, node), fields) in hashes.iter().zip(nodes).zip(&ranges) {
+            if fields.is_empty() {
+                self.forget_if_gone(hash, nodes_key, node).await;
+            } else {
+                objects.cmd("HMGET").arg(hash).arg(fields);
+            }
+        }
+        if ranges.iter().all(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let objects: Vec<Vec<Option<String>>> = self.on_publisher(&objects).await?;
+        Ok(objects.into_iter().flatten().flatten().collect())
+    }
+
     /// Takes `node` out of the set if its hash is gone (it crashed, or has no subscriber: it
     /// comes back with its next one).
     async fn forget_if_gone(&self, hash: &str, nodes_key: &str, node: &str) {
@@ -381,5 +457,24 @@ impl RedisTransport {
         if let Err(err) = self.on_publisher::<i64>(&eval).await {
             log::debug!("active subscriptions: could not forget node {node}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lex_range_of_a_prefix_holds_what_starts_with_it_and_nothing_else() {
+        let prefix = active::iri_prefix("/a");
+        let (min, max) = lex_range(&prefix);
+        assert_eq!(min, format!("[{prefix}").into_bytes());
+        // `/` raised by one is `0`: `…%2Fa/…` is in, `…%2Fab/…` and `…%2Fa%2Fb/…` are not.
+        assert_eq!(max, b"(/.well-known/mercure/subscriptions/%2Fa0".to_vec());
+        let inside = |iri: &str| iri.as_bytes() >= &min[1..] && iri.as_bytes() < &max[1..];
+        assert!(inside(&active::iri("/a", "urn:uuid:1")));
+        assert!(!inside(&active::iri("/ab", "urn:uuid:1")));
+        assert!(!inside(&active::iri("/a/b", "urn:uuid:1")));
+        assert!(!inside(&active::iri("/", "urn:uuid:1")));
     }
 }
