@@ -559,3 +559,145 @@ async fn with_redis_a_nodes_list_is_written_again_after_redis_restarts_empty() {
         b.logs()
     );
 }
+
+/// Subscribes on `hub` to `selectors` with a token whose payload carries `tag`.
+async fn tagged(hub: &TestHub, selectors: &[&str], tag: &str) -> SseClient {
+    let token = token(json!({ "subscribe": ["/none"], "payload": { "tag": tag } }));
+    subscribe_with(hub, selectors, &[], &token).await
+}
+
+/// What `hub`'s API lists under `path`: the `(subscriber, tag)` of each object, in order; every
+/// object must be of `topic`.
+async fn listed_tags(hub: &TestHub, path: &str, topic: &str) -> Vec<(String, String)> {
+    let list = get_json(hub, path).await;
+    list["subscriptions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            assert_eq!(s["topic"], topic, "{list}");
+            let id = s["subscriber"].as_str().expect("subscriber").to_owned();
+            (id, s["payload"]["tag"].as_str().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// Checks that `/a`'s list on each of `nodes` is exactly the subscribers tagged `expected`, by
+/// subscriber id, while subscribers of `/ab`, `/a/b` and others (on whichever node) come and
+/// go: the list of a topic must leak neither a topic it is a prefix of nor one of its paths.
+/// Polls until the lists settle (with Redis, the writes are asynchronous).
+async fn a_topics_list_stays_exact(nodes: &[&TestHub]) {
+    const A: &str = "/.well-known/mercure/subscriptions/%2Fa";
+    const ALL: &str = "/.well-known/mercure/subscriptions";
+    let node = |i: usize| nodes[i % nodes.len()];
+    let exact = |expected: Vec<&'static str>| async move {
+        let mut expected: Vec<String> = expected.into_iter().map(str::to_owned).collect();
+        expected.sort();
+        let settled = crate::helpers::wait_until(WAIT, || {
+            let expected = expected.clone();
+            async move {
+                let mut tags: Vec<String> = listed_tags(nodes[0], A, "/a")
+                    .await
+                    .into_iter()
+                    .map(|(_, tag)| tag)
+                    .collect();
+                tags.sort();
+                tags == expected
+            }
+        })
+        .await;
+        for hub in nodes {
+            let listed = listed_tags(hub, A, "/a").await;
+            let mut tags: Vec<String> = listed.iter().map(|(_, tag)| tag.clone()).collect();
+            tags.sort();
+            assert!(settled, "/a lists {tags:?}, not {expected:?}");
+            assert_eq!(tags, expected);
+            // By subscriber; and the same as the whole list's `/a` objects.
+            assert!(listed.windows(2).all(|w| w[0].0 < w[1].0), "{listed:?}");
+            let whole = get_json(hub, ALL).await;
+            let from_whole: Vec<Value> = whole["subscriptions"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .filter(|s| s["topic"] == "/a")
+                .cloned()
+                .collect();
+            assert_eq!(get_json(hub, A).await["subscriptions"], json!(from_whole));
+        }
+    };
+
+    let mut a = Vec::new();
+    for i in 0..3 {
+        a.push(tagged(node(i), &["/a"], ["a0", "a1", "a2"][i]).await);
+    }
+    let both = tagged(node(1), &["/ab", "/a", "/a/b"], "both").await;
+    let mut noise = Vec::new();
+    for i in 0..24 {
+        let topic = ["/ab", "/a/b", "/b", "/a{x}"][i % 4];
+        noise.push(tagged(node(i), &[topic], "noise").await);
+    }
+    exact(vec!["a0", "a1", "a2", "both"]).await;
+
+    // Half the others go, new ones come, and so do some of `/a`'s.
+    noise.truncate(12);
+    drop(a.remove(1));
+    drop(both);
+    for i in 0..12 {
+        noise.push(tagged(node(i + 1), &[["/ab", "/a/b"][i % 2]], "noise").await);
+    }
+    a.push(tagged(node(1), &["/a"], "a3").await);
+    exact(vec!["a0", "a2", "a3"]).await;
+
+    // One subscription of `/a`, and none of `/ab`'s under `/a`.
+    let listed = listed_tags(node(0), A, "/a").await;
+    let (id, _) = listed.iter().find(|(_, tag)| tag == "a3").expect("a3");
+    let one = get_json(node(0), &format!("{A}/{}", id.replace(':', "%3A"))).await;
+    assert_eq!(one["payload"]["tag"], "a3");
+    let ab = listed_tags(node(0), &format!("{A}b"), "/ab").await;
+    let (ab_id, _) = ab.first().expect("an /ab subscriber");
+    let path = format!("{A}/{}", ab_id.replace(':', "%3A"));
+    assert_eq!(get(node(0), &path, Some(&watcher_token())).await.0, 404);
+
+    noise.clear();
+    a.clear();
+    exact(vec![]).await;
+}
+
+#[tokio::test]
+async fn a_topics_list_is_exact_while_subscribers_of_prefix_sharing_topics_come_and_go() {
+    let hub = TestHub::protocol(&["--subscriptions"]);
+    a_topics_list_stays_exact(&[&hub]).await;
+}
+
+#[tokio::test]
+async fn with_redis_a_topics_list_is_exact_while_subscribers_of_prefix_sharing_topics_come_and_go()
+{
+    let redis = TestRedis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    a_topics_list_stays_exact(&[&a, &b]).await;
+    // Each node's index of its subscriptions holds what its hash holds.
+    let _on_a = tagged(&a, &["/a", "/ab"], "x").await;
+    let _on_b = tagged(&b, &["/c"], "y").await;
+    let listed = crate::helpers::wait_until(WAIT, || async {
+        listed_subscribers(&a, "/.well-known/mercure/subscriptions")
+            .await
+            .len()
+            == 3
+    })
+    .await;
+    assert!(listed, "the two new subscribers never listed");
+    let keys = redis.cli(&["KEYS", &format!("{STREAM}:subs:*")]).await;
+    let hashes: Vec<&str> = keys.lines().filter(|k| !k.ends_with(":iris")).collect();
+    assert_eq!(hashes.len(), 2, "{keys}");
+    for key in hashes {
+        let hash = redis.cli(&["HKEYS", key]).await;
+        let index = redis
+            .cli(&["ZRANGE", &format!("{key}:iris"), "0", "-1"])
+            .await;
+        let mut hash: Vec<&str> = hash.lines().collect();
+        hash.sort_unstable();
+        assert_eq!(hash, index.lines().collect::<Vec<_>>(), "{key}");
+        let ttl = redis.cli(&["PTTL", &format!("{key}:iris")]).await;
+        assert!(ttl.trim().parse::<i64>().is_ok_and(|t| t > 0), "{ttl}");
+    }
+}
