@@ -551,6 +551,9 @@ async fn with_redis_a_nodes_list_is_written_again_after_redis_restarts_empty() {
         crate::helpers::wait_until(Duration::from_secs(20), lists_the_reader).await,
         "B's subscriber never listed again"
     );
+    // Its index by IRI was written again too: the topic's list has it.
+    let books = format!("{path}/{BOOKS_SEGMENT}");
+    assert_eq!(listed_subscribers(&a, &books).await.len(), 1);
     assert!(
         b.logs()
             .iter()
