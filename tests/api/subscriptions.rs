@@ -55,6 +55,33 @@ async fn next_about(sse: &mut SseClient, topic: &str) -> (Event, Value) {
     }
 }
 
+/// Subscribes a watcher on `hub` to every subscription event from the `lastEventID` of the list
+/// `all`, then lets `reader` (the subscriber `subscriber`, listed in `all`) go: the watcher's
+/// own start comes first, then the reader's end, and nothing from before the list.
+async fn resume_after_list(hub: &TestHub, all: &Value, reader: SseClient, subscriber: &str) {
+    let last = all["lastEventID"].as_str().expect("id").to_owned();
+    let mut resumed = subscribe_with(
+        hub,
+        &[ALL_SUBSCRIPTIONS],
+        &[("lastEventID", &last)],
+        &watcher_token(),
+    )
+    .await;
+    drop(reader);
+    let first = resumed.next_event(WAIT).await.expect("an event");
+    let object: Value = serde_json::from_str(&first.data).expect("JSON");
+    assert_eq!(
+        (object["topic"].as_str(), &object["active"]),
+        (Some(ALL_SUBSCRIPTIONS), &json!(true)),
+        "the resumed watcher's own start first"
+    );
+    let (_, ended) = next_about(&mut resumed, "/books/{id}").await;
+    assert_eq!(
+        (ended["subscriber"].as_str(), &ended["active"]),
+        (Some(subscriber), &json!(false))
+    );
+}
+
 /// `GET path` with `token` (if any): status and body.
 async fn get(hub: &TestHub, path: &str, token: Option<&str>) -> (u16, String, Option<String>) {
     let mut request = client().get(hub.url(path));
@@ -181,27 +208,7 @@ async fn the_api_lists_filters_and_answers_one_subscription_resumably() {
     assert_eq!(get(&hub, &unknown, Some(&watcher_token())).await.0, 404);
 
     // Resuming the events from the list's lastEventID gives exactly the changes after it.
-    let last = all["lastEventID"].as_str().expect("id").to_owned();
-    let mut resumed = subscribe_with(
-        &hub,
-        &[ALL_SUBSCRIPTIONS],
-        &[("lastEventID", &last)],
-        &watcher_token(),
-    )
-    .await;
-    drop(reader);
-    let first = resumed.next_event(WAIT).await.expect("an event");
-    let object: Value = serde_json::from_str(&first.data).expect("JSON");
-    // The resumed watcher's own start comes first, then the reader's two ends.
-    assert_eq!(
-        (object["topic"].as_str(), &object["active"]),
-        (Some(ALL_SUBSCRIPTIONS), &json!(true))
-    );
-    let (_, ended) = next_about(&mut resumed, "/books/{id}").await;
-    assert_eq!(
-        (ended["subscriber"].as_str(), &ended["active"]),
-        (Some(subscriber.as_str()), &json!(false))
-    );
+    resume_after_list(&hub, &all, reader, &subscriber).await;
 
     // Gone from the list once it left.
     let left = crate::helpers::wait_until(WAIT, || async {
@@ -439,27 +446,7 @@ async fn with_redis_the_api_on_one_node_lists_filters_and_resumes_another_nodes_
     assert_eq!(get(&a, &unknown, Some(&watcher_token())).await.0, 404);
 
     // The list's lastEventID, taken on A, resumes the events on B.
-    let last = all["lastEventID"].as_str().expect("id").to_owned();
-    let mut resumed = subscribe_with(
-        &b,
-        &[ALL_SUBSCRIPTIONS],
-        &[("lastEventID", &last)],
-        &watcher_token(),
-    )
-    .await;
-    drop(reader);
-    let first = resumed.next_event(WAIT).await.expect("an event");
-    let object: Value = serde_json::from_str(&first.data).expect("JSON");
-    assert_eq!(
-        (object["topic"].as_str(), &object["active"]),
-        (Some(ALL_SUBSCRIPTIONS), &json!(true)),
-        "the resumed watcher's own start first"
-    );
-    let (_, ended) = next_about(&mut resumed, "/books/{id}").await;
-    assert_eq!(
-        (ended["subscriber"].as_str(), &ended["active"]),
-        (Some(subscriber.as_str()), &json!(false))
-    );
+    resume_after_list(&b, &all, reader, &subscriber).await;
     let gone = crate::helpers::wait_until(WAIT, || async {
         !listed_subscribers(&a, &books_path)
             .await
