@@ -101,20 +101,6 @@ impl Announced {
             })
             .collect()
     }
-
-    /// Whether this subscriber is listed under the API path's `topic` and `subscriber`
-    /// filters (decoded), and which of its selectors are.
-    pub fn listed<'a>(
-        &'a self,
-        topic: Option<&'a str>,
-        subscriber: Option<&'a str>,
-    ) -> impl Iterator<Item = Value> + 'a {
-        let wanted = subscriber.is_none_or(|s| s == self.id);
-        self.selectors
-            .iter()
-            .filter(move |s| wanted && topic.is_none_or(|t| t == s.as_str()))
-            .map(|s| self.object(s, true))
-    }
 }
 
 /// The IRI of the subscription of `selector` by `subscriber`.

@@ -296,7 +296,7 @@ impl Broadcaster {
                 announced.sort_by(|a, b| a.id.cmp(&b.id));
                 announced
                     .into_iter()
-                    .flat_map(|a| a.listed(None, subscriber))
+                    .flat_map(|a| a.selectors.iter().map(|s| a.object(s, true)))
                     .collect()
             }
         }
