@@ -795,3 +795,59 @@ async fn http10_clients_get_a_close_delimited_stream() {
     assert!(arrived, "{seen:?}");
     assert!(!seen.to_ascii_lowercase().contains("transfer-encoding"));
 }
+
+/// Reads `conn` into `seen` until `done(seen)` holds or [`WAIT`] passes; whether it held.
+async fn read_until(conn: &mut TcpStream, seen: &mut String, done: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 16 * 1024];
+    while !done(seen) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(err)) => panic!("read: {err}"),
+            Err(_) => {}
+        }
+    }
+    done(seen)
+}
+
+/// The HTTP/1 buffers are allocated when used and released while a connection waits
+/// (patches/actix-http): one keep-alive connection still takes two pipelined requests whose
+/// second head (6 KiB) outgrows the first read buffer, then a stream on the same connection
+/// that waits (heartbeats only) before each of its events.
+#[tokio::test]
+async fn a_connection_whose_buffers_come_and_go_still_reads_and_writes_everything() {
+    let hub = TestHub::protocol(&["--keep-alive", "200ms"]);
+    let mut conn = TcpStream::connect(&hub.addr).await.unwrap();
+    conn.set_nodelay(true).unwrap();
+    let host = &hub.addr;
+    let pad = "p".repeat(6 * 1024);
+    let pipelined = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\nGET /healthz?second HTTP/1.1\r\nHost: {host}\r\nX-Pad: {pad}\r\n\r\n"
+    );
+    let (front, back) = pipelined.as_bytes().split_at(pipelined.len() / 2);
+    for piece in [front, back] {
+        conn.write_all(piece).await.unwrap();
+    }
+    let mut seen = String::new();
+    let both = read_until(&mut conn, &mut seen, |s| {
+        s.matches("HTTP/1.1 200 OK").count() == 2
+    })
+    .await;
+    assert!(both, "two answers expected: {seen:?}");
+
+    let subscribe =
+        format!("GET /.well-known/mercure?topic=%2Fwaits HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    conn.write_all(subscribe.as_bytes()).await.unwrap();
+    for (id, data) in [("w1", "first"), ("w2", "second")] {
+        // Wait for a heartbeat: the stream has been idle since what it sent before.
+        seen.clear();
+        let idle = read_until(&mut conn, &mut seen, |s| s.contains(":\n\n")).await;
+        assert!(idle, "no heartbeat: {seen:?}");
+        hub.publish_ok(&[("topic", "/waits"), ("id", id), ("data", data)])
+            .await;
+        let event = format!("id: {id}\ndata: {data}\n\n");
+        let arrived = read_until(&mut conn, &mut seen, |s| s.contains(&event)).await;
+        assert!(arrived, "{event:?} missing: {seen:?}");
+    }
+}
