@@ -24,8 +24,8 @@
 //! one topic's collection, `ZRANGEBYLEX` over the topic's IRI prefix in each node's sorted set,
 //! then `HMGET` of those fields (in O(log n) and the topic's own subscriptions, however many
 //! others a node has); for the whole collection, `HSCAN` (a reply holds about [`SCAN_COUNT`]
-//! fields). A node whose hash is gone leaves the set, by a script that checks it is still
-//! gone, so a node writing at that moment is not dropped.
+//! fields). Reading the whole collection also takes a node whose hash is gone out of the set,
+//! by a script that checks it is still gone (so a node writing at that moment is not dropped).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -128,6 +128,16 @@ fn lex_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     (min, max)
 }
 
+/// The hash entries of `announced`'s subscriptions: IRI, and the JSON-LD object.
+fn entries(announced: &Announced) -> impl Iterator<Item = (String, String)> + '_ {
+    announced.selectors.iter().map(|s| {
+        (
+            active::iri(s, &announced.id),
+            announced.object(s, true).to_string(),
+        )
+    })
+}
+
 /// Keeps this node's hash in step with its subscribers.
 #[derive(Debug)]
 struct Writer {
@@ -213,25 +223,21 @@ impl Writer {
                 pipe.add_command(xadd).ignore();
                 events += 1;
             }
-            let fields: Vec<String> = announced
-                .selectors
-                .iter()
-                .map(|s| active::iri(s, &announced.id))
-                .collect();
             if active {
-                let entries: Vec<(&String, String)> = announced
-                    .selectors
-                    .iter()
-                    .zip(&fields)
-                    .map(|(s, field)| (field, announced.object(s, true).to_string()))
-                    .collect();
+                let entries: Vec<(String, String)> = entries(&announced).collect();
                 if !entries.is_empty() {
+                    let fields: Vec<String> = entries.iter().map(|(iri, _)| iri.clone()).collect();
                     pipe.cmd("HSET").arg(&self.hash).arg(entries).ignore();
                     self.index(&mut pipe, &fields);
                 }
                 self.members.insert(announced.id.clone(), announced);
                 added = true;
             } else {
+                let fields: Vec<String> = announced
+                    .selectors
+                    .iter()
+                    .map(|s| active::iri(s, &announced.id))
+                    .collect();
                 if !fields.is_empty() {
                     pipe.cmd("HDEL").arg(&self.hash).arg(&fields).ignore();
                     pipe.cmd("ZREM").arg(&self.iris).arg(&fields).ignore();
@@ -307,15 +313,8 @@ impl Writer {
             .arg(&self.hash)
             .arg(&self.iris)
             .ignore();
-        let fields: Vec<(String, String)> = self
-            .members
-            .values()
-            .flat_map(|a| {
-                a.selectors
-                    .iter()
-                    .map(|s| (active::iri(s, &a.id), a.object(s, true).to_string()))
-            })
-            .collect();
+        let fields: Vec<(String, String)> =
+            self.members.values().flat_map(|a| entries(a)).collect();
         for chunk in fields.chunks(REWRITE_CHUNK) {
             pipe.cmd("HSET").arg(&self.hash).arg(chunk).ignore();
             let iris: Vec<String> = chunk.iter().map(|(iri, _)| iri.clone()).collect();
@@ -377,7 +376,7 @@ impl RedisTransport {
             let values: Vec<Option<String>> = self.on_publisher(&pipe).await?;
             found.extend(values.into_iter().flatten());
         } else if let Some(topic) = topic {
-            found = self.topic_active(topic, &nodes, &nodes_key).await?;
+            found = self.topic_active(topic, &nodes).await?;
         } else {
             for node in &nodes {
                 let hash = hash_key(&self.stream, node);
@@ -417,7 +416,6 @@ impl RedisTransport {
         &self,
         topic: &str,
         nodes: &[String],
-        nodes_key: &str,
     ) -> Result<Vec<String>, TransportError> {
         let (min, max) = lex_range(&active::iri_prefix(topic));
         let hashes: Vec<String> = nodes.iter().map(|n| hash_key(&self.stream, n)).collect();
@@ -431,10 +429,10 @@ impl RedisTransport {
         }
         let ranges: Vec<Vec<String>> = self.on_publisher(&ranges).await?;
         let mut objects = redis::pipe();
-        for ((hash, node), fields) in hashes.iter().zip(nodes).zip(&ranges) {
-            if fields.is_empty() {
-                self.forget_if_gone(hash, nodes_key, node).await;
-            } else {
+        // A node without this topic is not a gone node: only the whole list (which reads every
+        // hash anyway) takes gone nodes out of the set, so a topic's list stays two round trips.
+        for (hash, fields) in hashes.iter().zip(&ranges) {
+            if !fields.is_empty() {
                 objects.cmd("HMGET").arg(hash).arg(fields);
             }
         }
