@@ -4,12 +4,19 @@
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr};
-use actix_web::{dev::Server, App, HttpServer};
+use actix_service::{fn_service, map_config, ServiceFactoryExt as _};
+use actix_web::{
+    dev::{AppConfig, Server},
+    rt::net::TcpStream,
+    App,
+};
+use futures_util::future::ready;
 
 use crate::{
     auth::Auth,
     broadcaster::{self, Broadcaster},
     config::Config,
+    conn::Connection,
     routes::{self, AppState},
     stats::Stats,
     store::Store,
@@ -140,8 +147,7 @@ impl Application {
             time_selector,
             templates: crate::topic::Templates::new(config.max_template_memory),
         };
-        let write_timeout = config.write_timeout;
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(
                     routes::http10::close_delimited,
@@ -149,39 +155,50 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(crate::limits::request_size))
                 .wrap(crate::access_log::AccessLog)
                 .configure(|cfg| routes::configure(cfg, state.clone()))
-        })
-        // A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel
-        // closes its connection after the write timeout, so it can't pin buffers forever.
-        .on_connect(move |conn, _| {
-            let tcp = conn
-                .downcast_ref::<actix_web::rt::net::TcpStream>()
-                .or_else(|| conn.downcast_ref::<TlsStream>().map(|tls| tls.get_ref().0));
-            if let Some(tcp) = tcp {
-                if let Err(err) =
-                    socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(write_timeout))
-                {
-                    log::warn!("cannot set the write timeout on a connection: {err}");
-                }
-            }
-        })
-        .client_request_timeout(config.request_header_timeout)
-        // A client's FIN ends its connection at once: a subscriber that left is unregistered
-        // now, not at the next heartbeat it fails to receive. (A client that half-closes after
-        // sending its request gets no answer; no browser or SSE client does that.)
-        .h1_allow_half_closed(false)
-        .keep_alive(config.idle_timeout)
-        // Signals are handled in `run_until_stopped`: streams must be ended before the
-        // server's graceful stop can complete.
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+        };
+        let mut builder = actix_web::dev::Server::build()
+            // Signals are handled in `run_until_stopped`: streams must be ended before the
+            // server's graceful stop can complete.
+            .disable_signals()
+            .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
         if config.workers > 0 {
-            server = server.workers(config.workers);
+            builder = builder.workers(config.workers);
         }
+        let http = HttpSettings {
+            keep_alive: config.idle_timeout,
+            request_header_timeout: config.request_header_timeout,
+            write_timeout: config.write_timeout,
+            local_addr,
+            shutdown: builder.graceful_shutdown_signal(),
+        };
         let serves_tls = tls.is_some();
-        let server = match tls {
+        let builder = match tls {
             // HTTP/2 (negotiated by ALPN) and HTTP/1.1 over TLS.
-            Some(tls) => server.listen_rustls_0_23(listener, tls),
-            None => server.listen(listener),
+            Some(tls) => builder.listen("sse-hub-tls", listener, move || {
+                let write_timeout = http.write_timeout;
+                http.service()
+                    .on_connect_ext(move |tls: &TlsStream, _| {
+                        set_write_timeout(tls.get_ref().0, write_timeout);
+                    })
+                    .finish(map_config(app(), |()| AppConfig::default()))
+                    .rustls_0_23(tls.clone())
+            }),
+            // HTTP/1 on connections the fan-out may write to directly (`crate::conn`).
+            None => builder.listen("sse-hub", listener, move || {
+                let write_timeout = http.write_timeout;
+                let h1 = http
+                    .service()
+                    .on_connect_ext(move |conn: &Connection, data| {
+                        conn.with_socket(|tcp| set_write_timeout(tcp, write_timeout));
+                        data.insert(conn.clone());
+                    })
+                    .h1(map_config(app(), |()| AppConfig::default()));
+                fn_service(|tcp: TcpStream| {
+                    let peer = tcp.peer_addr().ok();
+                    ready(Ok((Connection::new(tcp), peer)))
+                })
+                .and_then(h1)
+            }),
         }
         .map_err(bind_error)?;
         // The ticker publishes to this node's subscribers only: with several nodes on one
@@ -190,7 +207,7 @@ impl Application {
         let ticker = (!config.tick_interval.is_zero())
             .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
         Ok(Self {
-            server: server.run(),
+            server: builder.run(),
             local_addr,
             tls: serves_tls,
             broadcaster,
@@ -279,11 +296,69 @@ const PRESENCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pending connections the kernel queues before the server accepts them (actix's default).
 const LISTEN_BACKLOG: i32 = 1024;
 
+/// What every connection's HTTP service is built with, TLS or not.
+#[derive(Clone)]
+struct HttpSettings {
+    keep_alive: Duration,
+    request_header_timeout: Duration,
+    write_timeout: Duration,
+    local_addr: SocketAddr,
+    /// Tells open connections the server is stopping: idle keep-alive ones close at once.
+    shutdown: actix_server::GracefulShutdownSignal,
+}
+
+impl HttpSettings {
+    /// An HTTP service builder for connections of type `T`, as actix-web's `HttpServer` makes
+    /// it. The hub assembles its server itself so that plain connections can be
+    /// [`Connection`]s. (The application's `AppConfig` is the default one: the hub reads no
+    /// host or scheme from it.)
+    fn service<T, S>(&self) -> actix_http::HttpServiceBuilder<T, S>
+    where
+        S: actix_service::ServiceFactory<actix_http::Request, Config = ()>,
+        S::Error: Into<actix_http::Response<actix_web::body::BoxBody>> + 'static,
+        S::InitError: std::fmt::Debug,
+        <S::Service as actix_service::Service<actix_http::Request>>::Future: 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        actix_http::HttpServiceBuilder::default()
+            // actix-web's own wiring of the server's graceful stop (hidden in actix-http's
+            // docs; the version is pinned by patches/actix-http).
+            .graceful_shutdown_signal(move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.notified().await }
+            })
+            .keep_alive(self.keep_alive)
+            .client_request_timeout(self.request_header_timeout)
+            // A client's FIN ends its connection at once: a subscriber that left is
+            // unregistered now, not at the next heartbeat it fails to receive. (A client that
+            // half-closes after sending its request gets no answer; no browser or SSE client
+            // does that.)
+            .h1_allow_half_closed(false)
+            .local_addr(self.local_addr)
+    }
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel
+/// closes its connection after the write timeout, so it can't pin buffers forever.
+fn set_write_timeout(tcp: &TcpStream, timeout: Duration) {
+    if let Err(err) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+        log::warn!("cannot set the write timeout on a connection: {err}");
+    }
+}
+
 /// A listening socket made as actix's own `bind` makes it: `SO_REUSEADDR` (a restarted hub
 /// listens again at once, whatever connections of the old one linger in `TIME_WAIT`),
 /// nonblocking, backlog [`LISTEN_BACKLOG`].
-/// A TLS connection as actix hands it to `on_connect`.
-type TlsStream = tokio_rustls::server::TlsStream<actix_web::rt::net::TcpStream>;
+/// A TLS connection as actix hands it to `on_connect_ext`.
+type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
 /// The TLS configuration of `--tls-cert` and `--tls-key` (PEM files), if given.
 fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartError> {

@@ -520,7 +520,7 @@ impl Backlog {
         }
         match self.found.pop_front() {
             Some(bytes) => {
-                self.stats.delivered(1 + self.found.len() as u64);
+                self.stats.delivered(1 + self.found.len() as u64, 0);
                 BacklogStep::Send(bytes)
             }
             None => BacklogStep::Yield,

@@ -7,6 +7,11 @@
 //! those streams, which live on the same thread: no lock, no atomic and no cross-thread wake
 //! per delivery.
 //!
+//! A subscriber on a plain HTTP/1 connection whose stream is waiting (its queue empty, the
+//! HTTP dispatcher holding nothing unwritten) is not even woken: the shard writes the update to
+//! its socket itself ([`crate::conn`]). Only what the socket does not take at once is queued
+//! for the stream, which then writes it, and what follows, through the dispatcher.
+//!
 //! Ordering stays the broadcaster's: it decides when a subscriber starts receiving by sending
 //! [`ShardMsg::Register`] through the same channel as the updates, in the same step as it takes
 //! the subscriber's replay, so nothing is missed or sent twice across the switch.
@@ -27,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     broadcaster::{AddShard, Broadcaster, Unsubscribe},
+    conn::Connection,
     registry::{Delivery, Registry, SubscriberId},
     stats::{DropReason, Stats},
     subscription::Subscription,
@@ -64,6 +70,14 @@ struct Queue {
     closed: bool,
     /// Closed because it was full.
     slow: bool,
+    /// The subscriber's connection, when updates may be written to it directly.
+    conn: Option<Connection>,
+    /// The stream is waiting for its next bytes, with everything before written or buffered
+    /// by the dispatcher: an update may go to `conn` now.
+    waiting: bool,
+    /// An update was written directly since the stream last looked (it counts for the
+    /// heartbeat as the stream's own writes do).
+    wrote: bool,
 }
 
 /// The shard of the current worker thread.
@@ -113,6 +127,7 @@ impl Local {
             slow,
             ..
         } = self;
+        let mut direct = 0;
         let out = registry.fan_out(update, |id| {
             let Some(queue) = queues.get_mut(&id) else {
                 return Delivery::Closed;
@@ -125,13 +140,27 @@ impl Local {
                 slow.push(id);
                 return Delivery::Full;
             }
-            queue.items.push_back(update.encoded().clone());
+            let bytes = update.encoded();
+            let mut taken = 0;
+            if queue.waiting {
+                if let Some(written) = queue.conn.as_ref().and_then(|c| c.write_now(bytes)) {
+                    if written == bytes.len() {
+                        queue.wrote = true;
+                        direct += 1;
+                        return Delivery::Sent;
+                    }
+                    taken = written;
+                }
+                // The rest goes through the stream, and so does all that follows it.
+                queue.waiting = false;
+            }
+            queue.items.push_back(bytes.slice(taken..));
             if let Some(waker) = queue.waker.take() {
                 waker.wake();
             }
             Delivery::Sent
         });
-        self.stats.delivered(out.delivered);
+        self.stats.delivered(out.delivered, direct);
         if out.slow > 0 {
             self.stats.dropped(DropReason::Slow, out.slow);
             // It stops counting at once, though its stream may linger until its connection
@@ -149,6 +178,7 @@ impl Local {
 
 fn close(queue: &mut Queue) {
     queue.closed = true;
+    queue.waiting = false;
     if let Some(waker) = queue.waker.take() {
         waker.wake();
     }
@@ -167,14 +197,27 @@ pub struct LocalQueue {
 impl LocalQueue {
     /// Makes a queue in the current worker's shard, starting the shard (and telling the
     /// broadcaster about it) if this is the worker's first subscriber.
-    pub fn open(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: &Arc<Stats>) -> Self {
+    /// `conn`: the subscriber's connection, if updates may be written to it directly (a plain
+    /// HTTP/1 connection whose response is close-delimited).
+    pub fn open(
+        broadcaster: &Addr<Broadcaster>,
+        capacity: usize,
+        stats: &Arc<Stats>,
+        conn: Option<Connection>,
+    ) -> Self {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             let local =
                 local.get_or_insert_with(|| start(broadcaster, capacity, Arc::clone(stats)));
             let id = SubscriberId(local.next_id);
             local.next_id += 1;
-            local.queues.insert(id, Queue::default());
+            local.queues.insert(
+                id,
+                Queue {
+                    conn,
+                    ..Queue::default()
+                },
+            );
             Self {
                 shard: local.id,
                 id,
@@ -194,18 +237,24 @@ impl LocalQueue {
     }
 
     /// The next queued bytes; `Ready(None)` once the queue is closed and drained.
+    ///
+    /// `Pending` means the stream waits for its next update: until the stream is polled
+    /// again, the shard may write updates to the connection directly. Call it last in the
+    /// stream's poll, when nothing else is to be written.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             let Some(queue) = local.as_mut().and_then(|l| l.queues.get_mut(&self.id)) else {
                 return Poll::Ready(None);
             };
+            queue.waiting = false;
             if let Some(bytes) = queue.items.pop_front() {
                 return Poll::Ready(Some(bytes));
             }
             if queue.closed {
                 return Poll::Ready(None);
             }
+            queue.waiting = queue.conn.is_some();
             if !queue
                 .waker
                 .as_ref()
@@ -214,6 +263,20 @@ impl LocalQueue {
                 queue.waker = Some(cx.waker().clone());
             }
             Poll::Pending
+        })
+    }
+}
+
+impl LocalQueue {
+    /// Whether the shard wrote to the connection since the last call.
+    #[must_use]
+    pub fn take_direct_write(&self) -> bool {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            local
+                .as_mut()
+                .and_then(|l| l.queues.get_mut(&self.id))
+                .is_some_and(|q| std::mem::take(&mut q.wrote))
         })
     }
 }

@@ -24,6 +24,7 @@ pub struct Stats {
     selectors: IntGauge,
     events_published: IntCounter,
     deliveries: IntCounter,
+    direct_writes: IntCounter,
     dropped_slow: IntCounter,
     dropped_left: IntCounter,
     publish_seconds: Histogram,
@@ -98,6 +99,10 @@ impl Default for Stats {
             ),
             events_published: counter("events_published_total", "Updates published"),
             deliveries: counter("deliveries_total", "Updates queued to subscribers"),
+            direct_writes: counter(
+                "deliveries_written_directly_total",
+                "Deliveries written to the subscriber's socket by the fan-out itself, not queued",
+            ),
             dropped_slow: dropped.with_label_values(&["slow"]),
             dropped_left: dropped.with_label_values(&["left"]),
             publish_seconds,
@@ -122,8 +127,10 @@ impl Stats {
         self.deliveries.inc_by(deliveries);
     }
 
-    pub(crate) fn delivered(&self, deliveries: u64) {
+    /// `direct` of the `deliveries` were written to their sockets by the shard.
+    pub(crate) fn delivered(&self, deliveries: u64, direct: u64) {
         self.deliveries.inc_by(deliveries);
+        self.direct_writes.inc_by(direct);
     }
 
     pub(crate) fn dropped(&self, reason: DropReason, count: u64) {

@@ -851,3 +851,125 @@ async fn a_connection_whose_buffers_come_and_go_still_reads_and_writes_everythin
         assert!(arrived, "{event:?} missing: {seen:?}");
     }
 }
+
+/// The value of an unlabelled sample in the hub's `/metrics` page.
+async fn metric(hub: &TestHub, name: &str) -> u64 {
+    let page = client()
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
+}
+
+/// While a plain HTTP/1 subscriber waits, the fan-out writes updates to its socket itself
+/// (`src/conn.rs`); what the socket does not take goes through the stream. A subscriber that
+/// stops reading (a small receive buffer; 16 KB updates until the socket is full, about 3 MB
+/// here) and then reads again gets every update whole and in order, across both paths, on a
+/// close-delimited response.
+#[tokio::test]
+async fn a_subscriber_that_pauses_gets_every_update_whole_and_in_order() {
+    let hub = TestHub::protocol(&["--queue-capacity", "10000"]);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(hub.addr.parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /.well-known/mercure?topic=%2Fpause HTTP/1.1\r\nHost: {}\r\n\r\n",
+        hub.addr
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    assert!(read_until(&mut conn, &mut seen, |s| s.contains("\r\n\r\n")).await);
+    let (head, _) = seen.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    hub.wait_for_stat("subscribers", 1).await;
+
+    let data = |i: usize, len: usize| format!("{i:05}-{}", "x".repeat(len));
+    let mut sent = Vec::new();
+    // Read as they come: the stream waits between updates, so the fan-out writes them.
+    let direct_before = metric(&hub, "sse_hub_deliveries_written_directly_total").await;
+    for i in 0..20 {
+        let id = format!("u{i}");
+        hub.publish_ok(&[("topic", "/pause"), ("id", &id), ("data", &data(i, 10))])
+            .await;
+        let event = format!("id: {id}\n");
+        assert!(read_until(&mut conn, &mut seen, |s| s.contains(&event)).await);
+        sent.push((id, data(i, 10)));
+    }
+    let direct = metric(&hub, "sse_hub_deliveries_written_directly_total").await - direct_before;
+    assert!(direct >= 10, "only {direct} of 20 updates written directly");
+
+    // Stop reading until the socket is full and updates are queued (the first of them cut
+    // short, or refused whole), then publish a few more behind them.
+    let queued = || async {
+        metric(&hub, "sse_hub_deliveries_total").await
+            - metric(&hub, "sse_hub_deliveries_written_directly_total").await
+    };
+    let queued_before = queued().await;
+    let mut more = None;
+    let mut i = 20;
+    while more.is_none_or(|left| left > 0) {
+        assert!(i < 3000, "the paused subscriber's socket never filled");
+        let id = format!("u{i}");
+        hub.publish_ok(&[("topic", "/pause"), ("id", &id), ("data", &data(i, 16_000))])
+            .await;
+        sent.push((id, data(i, 16_000)));
+        i += 1;
+        more = match more {
+            None if i % 10 == 0 && queued().await > queued_before => Some(20),
+            None => None,
+            Some(left) => Some(left - 1),
+        };
+    }
+
+    // Read again: everything arrives, whole, in order, once.
+    let last = format!(
+        "id: {}\ndata: {}\n\n",
+        sent[sent.len() - 1].0,
+        sent[sent.len() - 1].1
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 64 * 1024];
+    while !seen.ends_with(&last) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => seen.push_str(std::str::from_utf8(&buf[..n]).unwrap()),
+            Ok(Err(err)) => panic!("read: {err}"),
+            Err(_) => {}
+        }
+    }
+    let body = &seen[seen.find("\r\n\r\n").unwrap() + 4..];
+    let mut got = Vec::new();
+    let mut parser = sse_parser::Parser::new();
+    let fed = parser
+        .feed(body.as_bytes(), |item| {
+            if let sse_parser::Item::Event(event) = item {
+                got.push((
+                    String::from_utf8(event.last_event_id.to_vec()).unwrap(),
+                    String::from_utf8(event.data.to_vec()).unwrap(),
+                ));
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(fed.is_continue());
+    assert_eq!(got.len(), sent.len(), "updates lost or repeated");
+    for (i, (got, sent)) in got.iter().zip(&sent).enumerate() {
+        assert!(got == sent, "update {i} differs: got id {:?}", got.0);
+    }
+    assert_eq!(hub.stats().await["subscribers_dropped_slow"], 0);
+}

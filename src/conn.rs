@@ -1,0 +1,131 @@
+//! Plain-TCP connections the fan-out can write to directly.
+//!
+//! Every update would otherwise reach a subscriber's socket through a chain: the shard queues
+//! it, wakes the subscriber's task, the task polls actix's HTTP/1 dispatcher, which polls the
+//! response body, copies the bytes into its write buffer and writes them. On a connection
+//! whose stream is waiting (nothing queued, nothing buffered), the shard can instead write the
+//! update itself, in one non-blocking `send`, and wake nobody: see [`Connection::write_now`].
+//!
+//! A [`Connection`] is the I/O that actix's dispatcher reads and writes, shared (on one worker
+//! thread) with the subscriber's place in the shard. It tracks one fact the shard needs: whether
+//! the dispatcher holds bytes the socket has not taken yet. The dispatcher writes its buffer
+//! with `poll_write` until the buffer is empty and only then calls `poll_flush`; a
+//! `poll_write` that returns `Pending` leaves bytes behind. While it does, a direct write would
+//! overtake them, so the shard queues instead.
+//!
+//! Only plain HTTP/1 connections are shared this way: over TLS (HTTP/1.1 or HTTP/2) the bytes
+//! must go through the TLS session, which only the dispatcher holds, so those streams take the
+//! queue. A stream written directly is sent close-delimited (no chunked coding), so that the
+//! bytes of an update are the same whether the shard or the dispatcher writes them, and a write
+//! the socket took only part of can be finished by the dispatcher.
+
+use std::{
+    cell::{Cell, RefCell},
+    io,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+};
+
+use actix_web::rt::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A plain-TCP connection shared by actix's dispatcher (its I/O) and the shard (direct
+/// writes). Cloning shares it; the socket closes when the last clone goes.
+#[derive(Debug, Clone)]
+pub struct Connection(Rc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    tcp: RefCell<TcpStream>,
+    /// The dispatcher's last `poll_write` was refused (the socket is full): it holds bytes
+    /// that must go out before anything else. Cleared when it flushes, which it does only
+    /// once it has written everything it holds.
+    blocked: Cell<bool>,
+}
+
+impl Connection {
+    #[must_use]
+    pub fn new(tcp: TcpStream) -> Self {
+        Self(Rc::new(Shared {
+            tcp: RefCell::new(tcp),
+            blocked: Cell::new(false),
+        }))
+    }
+
+    /// Runs `f` with the socket (to read or set its options).
+    pub fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
+        f(&self.0.tcp.borrow())
+    }
+
+    /// Writes `bytes` now, without waiting, if nothing the dispatcher holds must go first:
+    /// `Some(n)` for the bytes the socket took (0 when it is full), `None` when the dispatcher
+    /// holds unwritten bytes or the connection failed (the dispatcher will find out itself).
+    ///
+    /// Call it only while the response's body is waiting for its next bytes: then the
+    /// dispatcher buffered everything the body gave it, and `blocked` says whether it got it
+    /// all out.
+    #[must_use]
+    pub fn write_now(&self, bytes: &[u8]) -> Option<usize> {
+        if self.0.blocked.get() {
+            return None;
+        }
+        // The dispatcher borrows the socket only while it is being polled, on this same
+        // thread: never while the shard runs.
+        let tcp = self.0.tcp.try_borrow().ok()?;
+        match tcp.try_write(bytes) {
+            Ok(n) => Some(n),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.tcp.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.0.tcp.borrow_mut()).poll_write(cx, buf);
+        if polled.is_pending() {
+            self.0.blocked.set(true);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.0.tcp.borrow_mut()).poll_write_vectored(cx, bufs);
+        if polled.is_pending() {
+            self.0.blocked.set(true);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.tcp.borrow().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.blocked.set(false);
+        Pin::new(&mut *self.0.tcp.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.tcp.borrow_mut()).poll_shutdown(cx)
+    }
+}
