@@ -73,7 +73,11 @@ impl Connection {
         // The dispatcher borrows the socket only while it is being polled, on this same
         // thread: never while the shard runs.
         let tcp = self.0.tcp.try_borrow().ok()?;
-        match tcp.try_write(bytes) {
+        // Straight to the socket, not through tokio's `try_write`, which would first read the
+        // socket's readiness (another cache line per delivery). If the socket is full, tokio
+        // still believes it writable: the dispatcher's next write then finds it full itself
+        // and waits for it, as it would have anyway.
+        match socket2::SockRef::from(&*tcp).send(bytes) {
             Ok(n) => Some(n),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(0),
             Err(_) => None,
