@@ -23,6 +23,8 @@ use actix_web::{
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
+use crate::conn::Connection;
+
 /// The log target of the access log.
 pub const TARGET: &str = "sse_hub::access";
 
@@ -99,6 +101,8 @@ struct Line {
     status: StatusCode,
     bytes: u64,
     start: Instant,
+    /// A plain connection: the fan-out may write part of the body to it directly.
+    conn: Option<Connection>,
 }
 
 impl Line {
@@ -123,6 +127,7 @@ impl Line {
             status: StatusCode::OK,
             bytes: 0,
             start: Instant::now(),
+            conn: req.conn_data::<Connection>().cloned(),
         }
     }
 }
@@ -134,7 +139,7 @@ impl Drop for Line {
             target: TARGET,
             "{request} {} {} {headers} {:.6}",
             self.status.as_u16(),
-            self.bytes,
+            self.bytes + self.conn.as_ref().map_or(0, Connection::take_direct_bytes),
             self.start.elapsed().as_secs_f64()
         );
     }

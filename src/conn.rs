@@ -42,6 +42,8 @@ struct Shared {
     /// that must go out before anything else. Cleared when it flushes, which it does only
     /// once it has written everything it holds.
     blocked: Cell<bool>,
+    /// Bytes written by [`Connection::write_now`] not yet counted in the access log.
+    direct_bytes: Cell<u64>,
 }
 
 impl Connection {
@@ -50,6 +52,7 @@ impl Connection {
         Self(Rc::new(Shared {
             tcp: RefCell::new(tcp),
             blocked: Cell::new(false),
+            direct_bytes: Cell::new(0),
         }))
     }
 
@@ -78,10 +81,24 @@ impl Connection {
         // still believes it writable: the dispatcher's next write then finds it full itself
         // and waits for it, as it would have anyway.
         match socket2::SockRef::from(&*tcp).send(bytes) {
-            Ok(n) => Some(n),
+            Ok(n) => {
+                self.0
+                    .direct_bytes
+                    .set(self.0.direct_bytes.get() + n as u64);
+                Some(n)
+            }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(0),
             Err(_) => None,
         }
+    }
+}
+
+impl Connection {
+    /// The bytes [`Connection::write_now`] wrote since the last call (for the access log: a
+    /// stream written directly is the connection's last response).
+    #[must_use]
+    pub fn take_direct_bytes(&self) -> u64 {
+        self.0.direct_bytes.take()
     }
 }
 

@@ -138,7 +138,7 @@ async fn tokens_in_query_strings_never_reach_the_access_log() {
 #[tokio::test]
 async fn a_streams_access_line_has_the_default_fields_and_counts_its_bytes() {
     let hub = TestHub::protocol(&["--keep-alive", "200ms"]);
-    let sse = hub
+    let mut sse = hub
         .subscribe(
             &["/counted"],
             &[],
@@ -148,6 +148,12 @@ async fn a_streams_access_line_has_the_default_fields_and_counts_its_bytes() {
             ],
         )
         .await;
+    // An update the fan-out writes to the waiting stream's socket itself counts too.
+    let data = "d".repeat(2000);
+    hub.publish_ok(&[("topic", "/counted"), ("data", &data)])
+        .await;
+    let got = sse.events(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].data, data);
     drop(sse);
     // `addr "request line" status bytes "referer" "user agent" seconds`, actix's default format.
     let line = regex::Regex::new(
@@ -166,8 +172,10 @@ async fn a_streams_access_line_has_the_default_fields_and_counts_its_bytes() {
         "no access line for the stream:\n{}",
         hub.logs().join("\n")
     );
-    // At least the opening bytes (`retry:` and a comment) went out before the client left.
-    assert!(found().expect("line") > 0);
+    // The opening bytes (`retry:` and a comment) and the update went out before the client
+    // left.
+    let bytes = found().expect("line");
+    assert!(bytes > 2000, "{bytes} bytes logged");
 }
 
 #[test]
