@@ -9,6 +9,7 @@ table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run i
     python3 tests/bench/compare.py --quick      # smaller counts, for a smoke run
     python3 tests/bench/compare.py --durability # the hub alone: durable history vs memory only
     python3 tests/bench/compare.py --cpu-modes  # user vs kernel CPU per delivery, both servers
+    python3 tests/bench/compare.py --memory-history ...  # the hub with its history in memory, as Nchan
     python3 tests/bench/compare.py --hub-only --old-hub OLD/target/release/sse-hub
                                                 # storm and template scenarios, old vs new
     python3 tests/bench/compare.py --scaleout-50k [--runs 2]
@@ -71,18 +72,22 @@ def setup(nchan=True, build=True):
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
+# The hub's history flags in the comparison: () is its default, durable history.
+STORE = ()
+
+
 class Hub:
     name = "sse-hub"
 
-    def __init__(self, transport="local", binary=None, args=(), store=()):
+    def __init__(self, transport="local", binary=None, args=(), store=None):
         """`store`: flags for the history (`("--data-dir", "none")` for memory only; by default
-        the hub's own, durable); the durable history goes to a fresh temporary directory, gone
+        `STORE`: the hub's own, durable, unless `--memory-history`); the durable history goes to a fresh temporary directory, gone
         after the run. A binary other than this checkout's (`--old-hub`) gets no `--data-dir`:
         it may predate it."""
         self.transport = transport
         self.binary = binary = binary or HUB
         self.args = [str(a) for a in args]
-        self.store = list(store)
+        self.store = list(STORE if store is None else store)
         self.durable = binary == HUB and "--data-dir" not in self.store
 
     def __enter__(self):
@@ -609,9 +614,15 @@ def main():
                         help="only the hub's reconnect-storm and template scenarios (no Nchan)")
     parser.add_argument("--old-hub", metavar="PATH",
                         help="with --hub-only: also run this sse-hub binary, before the new one")
+    parser.add_argument("--memory-history", action="store_true",
+                        help="run the hub with its history in memory only (--data-dir none), "
+                             "as Nchan keeps its messages")
     parser.add_argument("--runs", type=int, default=1,
                         help="with --hub-only or --scaleout-50k: repeat everything")
     opts = parser.parse_args()
+    if opts.memory_history:
+        global STORE
+        STORE = ("--data-dir", "none")
     if opts.bin_dir:
         use_bin_dir(opts.bin_dir)
     setup(nchan=not (opts.hub_only or opts.durability or opts.scaleout_50k),
