@@ -329,6 +329,9 @@ impl HttpSettings {
             })
             .keep_alive(self.keep_alive)
             .client_request_timeout(self.request_header_timeout)
+            // actix-web's default: after closing a connection, read what the client still
+            // sends for up to 1 s, so its last request is not cut off by a reset.
+            .client_disconnect_timeout(Duration::from_secs(1))
             // A client's FIN ends its connection at once: a subscriber that left is
             // unregistered now, not at the next heartbeat it fails to receive. (A client that
             // half-closes after sending its request gets no answer; no browser or SSE client
