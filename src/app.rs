@@ -357,9 +357,6 @@ fn set_write_timeout(tcp: &TcpStream, timeout: Duration) {
     }
 }
 
-/// A listening socket made as actix's own `bind` makes it: `SO_REUSEADDR` (a restarted hub
-/// listens again at once, whatever connections of the old one linger in `TIME_WAIT`),
-/// nonblocking, backlog [`LISTEN_BACKLOG`].
 /// A TLS connection as actix hands it to `on_connect_ext`.
 type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
@@ -388,6 +385,9 @@ fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartErro
     Ok(Some(server))
 }
 
+/// A listening socket made as actix's own `bind` makes it: `SO_REUSEADDR` (a restarted hub
+/// listens again at once, whatever connections of the old one linger in `TIME_WAIT`),
+/// nonblocking, backlog [`LISTEN_BACKLOG`].
 fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -91,9 +91,7 @@ impl Connection {
             Err(_) => None,
         }
     }
-}
 
-impl Connection {
     /// The bytes [`Connection::write_now`] wrote since the last call (for the access log: a
     /// stream written directly is the connection's last response).
     #[must_use]
