@@ -79,6 +79,13 @@ impl Application {
         let tls = tls_config(&config)?;
         let listener = listen(config.bind).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let fetches_https = [&config.publisher_jwks_url, &config.subscriber_jwks_url]
+            .into_iter()
+            .flatten()
+            .any(|url| matches!(url, crate::jwks::JwksUrl::Remote(u) if u.scheme() == "https"));
+        if config.jwks_ca_cert.is_some() && !fetches_https {
+            log::warn!("--jwks-ca-cert is unused: no https:// JWK set URL is configured");
+        }
         if config.publisher_key().is_none() && config.publisher_jwks_url.is_none() {
             log::warn!(
                 "no publisher key (--jwt-key, --publisher-jwt-key or --publisher-jwks-url): publishing is off"

@@ -499,6 +499,30 @@ async fn a_set_served_over_https_under_a_private_ca_is_fetched_with_jwks_ca_cert
     let fetched = format!("fetched the JWK set {url}: 1 keys");
     let twice = || async { hub.logs().iter().filter(|l| l.contains(&fetched)).count() == 2 };
     assert!(wait_until(WAIT, twice).await, "{:?}", hub.logs());
+    assert!(
+        !hub.logs()
+            .iter()
+            .any(|l| l.contains("--jwks-ca-cert is unused")),
+        "{:?}",
+        hub.logs()
+    );
+}
+
+/// A CA certificate given with no `https://` set to fetch is a configuration mistake: said
+/// once at start, and the hub serves.
+#[tokio::test]
+async fn a_jwks_ca_cert_with_no_https_set_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = PrivateCa::new(dir.path());
+    let hub = TestHub::spawn(&["--jwt-key", KEY, "--jwks-ca-cert", &ca.ca]);
+    let warned = || async {
+        hub.logs()
+            .iter()
+            .any(|l| l.contains("--jwks-ca-cert is unused: no https:// JWK set URL"))
+    };
+    assert!(wait_until(WAIT, warned).await, "{:?}", hub.logs());
+    let health = client().get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
 }
 
 #[tokio::test]
