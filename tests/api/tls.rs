@@ -53,6 +53,25 @@ async fn the_hub_serves_https_with_http2_itself() {
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(text.contains("content-type: text/event-stream"), "{text}");
     assert!(text.matches("event: time").count() >= 3, "{text}");
+    // Over HTTP/1.1 with TLS, a stream keeps the chunked framing: only plain connections are
+    // written to by the fan-out directly, close-delimited.
+    let stream = curl(&[
+        "--http1.1",
+        "-N",
+        "-D",
+        "-",
+        "--max-time",
+        "2",
+        &format!("{base}/events"),
+    ]);
+    let text = String::from_utf8_lossy(&stream.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{text}"
+    );
+    assert!(text.matches("event: time").count() >= 3, "{text}");
     // Publishing over HTTPS/2 reaches a subscriber over HTTPS/2.
     let subscriber = Command::new("curl")
         .args(["-sk", "--http2", "-N", "--max-time", "6"])
