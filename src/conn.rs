@@ -148,3 +148,60 @@ impl AsyncWrite for Connection {
         Pin::new(&mut *self.0.tcp.borrow_mut()).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{future::poll_fn, time::Duration};
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A connected pair on loopback: the hub's end, shared, and the client's end.
+    async fn pair() -> (Connection, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Connection::new(server), client)
+    }
+
+    #[tokio::test]
+    async fn no_direct_write_while_the_dispatcher_holds_unwritten_bytes() {
+        let (mut conn, mut client) = pair().await;
+        assert_eq!(conn.write_now(b"first"), Some(5));
+        // The dispatcher's writes fill the socket until one is refused: it now holds bytes.
+        let chunk = vec![b'd'; 64 * 1024];
+        let mut written = 0;
+        loop {
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut conn).poll_write(cx, &chunk))).await {
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(err)) => panic!("write: {err}"),
+                Poll::Pending => break,
+            }
+        }
+        // The client reads everything: the socket has room, but the dispatcher's bytes must go
+        // first, so no direct write.
+        let mut got = vec![0; 5 + written];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the client reads what was sent")
+            .unwrap();
+        assert!(got.starts_with(b"firstd") && got.ends_with(b"d"));
+        assert_eq!(conn.write_now(b"x"), None);
+        // Once the dispatcher has written everything and flushed, direct writes go again.
+        poll_fn(|cx| Pin::new(&mut conn).poll_flush(cx))
+            .await
+            .unwrap();
+        assert_eq!(conn.write_now(b"y"), Some(1));
+        let mut y = [0; 1];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut y))
+            .await
+            .expect("the client reads the direct write")
+            .unwrap();
+        assert_eq!(&y, b"y");
+        assert_eq!(conn.take_direct_bytes(), 6);
+        assert_eq!(conn.take_direct_bytes(), 0);
+    }
+}
