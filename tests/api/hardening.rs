@@ -854,23 +854,7 @@ async fn a_connection_whose_buffers_come_and_go_still_reads_and_writes_everythin
 
 /// The value of an unlabelled sample in the hub's `/metrics` page.
 async fn metric(hub: &TestHub, name: &str) -> u64 {
-    let page = client()
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
+    crate::metrics::sample(&crate::metrics::metrics(hub).await, name) as u64
 }
 
 /// While a plain HTTP/1 subscriber waits, the fan-out writes updates to its socket itself

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::helpers::{client, TestHub};
 
 /// The value of an unlabelled (or exactly labelled) sample in a Prometheus text page.
-fn sample(page: &str, name: &str) -> f64 {
+pub(crate) fn sample(page: &str, name: &str) -> f64 {
     page.lines()
         .find_map(|line| {
             line.strip_prefix(name)?
@@ -17,7 +17,7 @@ fn sample(page: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
 }
 
-async fn metrics(hub: &TestHub) -> String {
+pub(crate) async fn metrics(hub: &TestHub) -> String {
     let response = client().get(hub.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]

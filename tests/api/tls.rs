@@ -19,6 +19,12 @@ fn curl(args: &[&str]) -> Output {
         .expect("run curl (apt-get install curl; .ci/run does)")
 }
 
+/// The head and the first two seconds of a stream, over the HTTP version `version` names.
+fn two_seconds_of(url: &str, version: &str) -> String {
+    let stream = curl(&[version, "-N", "-D", "-", "--max-time", "2", url]);
+    String::from_utf8_lossy(&stream.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn the_hub_serves_https_with_http2_itself() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,31 +46,13 @@ async fn the_hub_serves_https_with_http2_itself() {
         .any(|l| l.contains("listening on https://")));
     let base = format!("https://{}", hub.addr);
     // A stream over HTTP/2: the head says so, and time events flow (curl stops it at 2 s).
-    let stream = curl(&[
-        "--http2",
-        "-N",
-        "-D",
-        "-",
-        "--max-time",
-        "2",
-        &format!("{base}/events"),
-    ]);
-    let text = String::from_utf8_lossy(&stream.stdout);
+    let text = two_seconds_of(&format!("{base}/events"), "--http2");
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(text.contains("content-type: text/event-stream"), "{text}");
     assert!(text.matches("event: time").count() >= 3, "{text}");
     // Over HTTP/1.1 with TLS, a stream keeps the chunked framing: only plain connections are
     // written to by the fan-out directly, close-delimited.
-    let stream = curl(&[
-        "--http1.1",
-        "-N",
-        "-D",
-        "-",
-        "--max-time",
-        "2",
-        &format!("{base}/events"),
-    ]);
-    let text = String::from_utf8_lossy(&stream.stdout);
+    let text = two_seconds_of(&format!("{base}/events"), "--http1.1");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.to_ascii_lowercase()
