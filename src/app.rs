@@ -304,7 +304,7 @@ const PRESENCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// What every connection's HTTP service is built with, TLS or not.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct HttpSettings {
     keep_alive: Duration,
     request_header_timeout: Duration,
@@ -345,14 +345,6 @@ impl HttpSettings {
             // does that.)
             .h1_allow_half_closed(false)
             .local_addr(self.local_addr)
-    }
-}
-
-impl std::fmt::Debug for HttpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSettings")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
     }
 }
 
