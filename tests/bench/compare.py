@@ -535,9 +535,9 @@ DURABILITY = [
 ]
 
 
-def durability(quick, rounds):
+def durability(quick, rounds, only=None):
     """Publish throughput and latency of each history mode, side by side, `rounds` times in turn;
-    then the disk bytes per stored update."""
+    then the disk bytes per stored update. `only`: the cases whose name contains it."""
     k = 10 if quick else 1
     cases = [
         ("max rate, 4 publishers, 1 subscriber",
@@ -546,9 +546,13 @@ def durability(quick, rounds):
          ["--subscribers", 1, "--events", 20000 // k, "--rate", 0, "--publishers", 16]),
         ("500 events/s, 1 publisher, 100 subscribers",
          ["--subscribers", 100, "--events", 5000 // k, "--rate", 500]),
+        # The fan-out comparison's first scenario: what each mode adds per delivery.
+        ("100 events/s, 1 publisher, 1,000 subscribers",
+         ["--subscribers", 1000 // k, "--events", 1000 // k, "--rate", 100]),
     ]
-    print("| case | history | run | publishes/s | p50 µs | p99 µs | CPU µs/publish | disk bytes/update | missing | dup |")
-    print("|" + " --- |" * 10)
+    cases = [c for c in cases if not only or only in c[0]]
+    print("| case | history | run | publishes/s | p50 µs | p99 µs | CPU µs/publish | CPU µs/delivery | disk bytes/update | missing | dup |")
+    print("|" + " --- |" * 11)
     for case, args in cases:
         for run in range(1, rounds + 1):
             for label, store in DURABILITY:
@@ -562,7 +566,8 @@ def durability(quick, rounds):
                 disk_cell = f"{disk:.0f}" if disk else "–"
                 print(f"| {case} | {label} | {run} | {r['events_published'] / r['publish_duration_s']:.0f} | "
                       f"{r['latency_us_p50']} | {r['latency_us_p99']} | "
-                      f"{r['server_cpu_us_per_publish']:.1f} | {disk_cell} | {r['missing']} | {r['duplicates']} |")
+                      f"{r['server_cpu_us_per_publish']:.1f} | {r['server_cpu_us_per_delivery']:.2f} | "
+                      f"{disk_cell} | {r['missing']} | {r['duplicates']} |")
 
 
 def cpu_modes(quick):
@@ -631,7 +636,7 @@ def main():
         scaleout_50k(opts.quick, opts.runs, opts.json_out)
         return
     if opts.durability:
-        durability(opts.quick, opts.rounds)
+        durability(opts.quick, opts.rounds, opts.only)
         return
     if opts.cpu_modes:
         cpu_modes(opts.quick)
