@@ -92,6 +92,8 @@ struct Local {
     broadcaster: Addr<Broadcaster>,
     /// Reused between fan-outs: who was let go as slow by the last one.
     slow: Vec<SubscriberId>,
+    /// Reused between fan-outs: the waiting streams the update is written to directly.
+    direct: Vec<(SubscriberId, Connection)>,
 }
 
 thread_local! {
@@ -125,9 +127,12 @@ impl Local {
             queues,
             capacity,
             slow,
+            direct,
             ..
         } = self;
-        let mut direct = 0;
+        // First pass: who gets the update how. Waiting streams are only noted here, so this
+        // pass reads each subscriber's state with no system call in between (the kernel's
+        // work on each write would push it out of the caches again).
         let out = registry.fan_out(update, |id| {
             let Some(queue) = queues.get_mut(&id) else {
                 return Delivery::Closed;
@@ -140,27 +145,33 @@ impl Local {
                 slow.push(id);
                 return Delivery::Full;
             }
-            let bytes = update.encoded();
-            let mut taken = 0;
             if queue.waiting {
-                if let Some(written) = queue.conn.as_ref().and_then(|c| c.write_now(bytes)) {
-                    if written == bytes.len() {
-                        queue.wrote = true;
-                        direct += 1;
-                        return Delivery::Sent;
-                    }
-                    taken = written;
+                if let Some(conn) = queue.conn.as_ref().filter(|c| c.is_writable()) {
+                    queue.wrote = true;
+                    direct.push((id, conn.clone()));
+                    return Delivery::Sent;
                 }
-                // The rest goes through the stream, and so does all that follows it.
                 queue.waiting = false;
             }
-            queue.items.push_back(bytes.slice(taken..));
-            if let Some(waker) = queue.waker.take() {
-                waker.wake();
-            }
+            push(queue, update.encoded().clone());
             Delivery::Sent
         });
-        self.stats.delivered(out.delivered, direct);
+        // Second pass: the writes, back to back.
+        let bytes = update.encoded();
+        let mut written_directly = 0;
+        for (id, conn) in direct.drain(..) {
+            let written = conn.write_now(bytes).unwrap_or(0);
+            if written == bytes.len() {
+                written_directly += 1;
+                continue;
+            }
+            // The rest goes through the stream, and so does all that follows it.
+            if let Some(queue) = queues.get_mut(&id) {
+                queue.waiting = false;
+                push(queue, bytes.slice(written..));
+            }
+        }
+        self.stats.delivered(out.delivered, written_directly);
         if out.slow > 0 {
             self.stats.dropped(DropReason::Slow, out.slow);
             // It stops counting at once, though its stream may linger until its connection
@@ -173,6 +184,14 @@ impl Local {
                 });
             }
         }
+    }
+}
+
+/// Queues `bytes` for the stream to write, and wakes it.
+fn push(queue: &mut Queue, bytes: Bytes) {
+    queue.items.push_back(bytes);
+    if let Some(waker) = queue.waker.take() {
+        waker.wake();
     }
 }
 
@@ -326,5 +345,6 @@ fn start(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: Arc<Stats>) ->
         stats,
         broadcaster: broadcaster.clone(),
         slow: Vec::new(),
+        direct: Vec::new(),
     }
 }
