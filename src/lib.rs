@@ -28,6 +28,7 @@ pub mod config;
 pub mod conn;
 pub mod form;
 pub mod history;
+pub mod journal;
 pub mod jwks;
 pub mod limits;
 pub mod publication;

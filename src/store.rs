@@ -1,10 +1,14 @@
-//! Durable history: every accepted update is written to an embedded database (redb) under
-//! `--data-dir` before it is acknowledged, and read back when the hub starts.
+//! Durable history: every accepted update is written to disk under `--data-dir` before it is
+//! acknowledged, and read back when the hub starts.
 //!
-//! One writer thread owns the database. Updates reach it in order through a channel and are
+//! One writer thread owns the store. Updates reach it in order through a channel and are
 //! committed in groups: whatever queued up while the previous commit was syncing goes into the
-//! next one, so throughput does not fall to one sync per update. `--fsync` says when a group is
-//! committed and how:
+//! next one, so throughput does not fall to one sync per update. A commit appends the group's
+//! records to the [`Journal`] in one write and syncs it; the records are copied into an
+//! embedded database (redb) in one transaction at most every [`CHECKPOINT_INTERVAL`] (or when
+//! the journal fills), which then starts the journal over. A start reads what the journal
+//! still holds into the database before loading history from it. `--fsync` says when a group
+//! is committed and how:
 //! - `always` (default): at once, synced before the updates are acknowledged;
 //! - `batch`: after gathering more updates while they keep coming (each within [`BATCH_GAP`]
 //!   of the last) for at most [`BATCH_WINDOW`], then synced before they are acknowledged: fewer
@@ -12,8 +16,8 @@
 //! - `never`: at once, not synced; a sync follows within [`LAZY_SYNC`], so a crash of the
 //!   process (or machine) may lose the updates of the last second, acknowledged or not.
 //!
-//! Each update is one row, keyed by an increasing number; retention deletes the oldest rows in
-//! the same commits ([`StoreHandle::trim`]).
+//! Each update is one row, keyed by an increasing number; retention deletes the oldest rows
+//! (journaled like the rows: [`StoreHandle::trim`]).
 
 use std::{
     io,
@@ -23,9 +27,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::{
+    journal::Journal,
     topic::Topic,
     update::{EventId, Update},
 };
@@ -40,11 +45,20 @@ pub const BATCH_GAP: Duration = Duration::from_micros(200);
 /// With `--fsync never`, the longest before unsynced commits are synced.
 pub const LAZY_SYNC: Duration = Duration::from_secs(1);
 
+/// The longest a journaled update waits to be copied into the database.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The journal is copied into the database once it holds this much, however recent.
+const CHECKPOINT_BYTES: u64 = crate::journal::INITIAL_SIZE / 2;
+
 /// Updates committed together at most.
 const MAX_BATCH: usize = 4096;
 
 /// The database file in the data directory.
 const FILE_NAME: &str = "history.redb";
+
+/// The journal file in the data directory.
+const JOURNAL_NAME: &str = "history.journal";
 
 /// Rows: key -> (accepted at, ms since the epoch; private; id; topics joined by LF, which no
 /// topic may contain; the SSE encoding).
@@ -71,8 +85,12 @@ pub enum StoreError {
     Directory { path: PathBuf, source: io::Error },
     #[error("storage failed: {0}")]
     Failed(#[from] redb::Error),
+    #[error("storage failed: {0}")]
+    Io(#[source] io::Error),
     #[error("a stored update is unreadable (key {0})")]
     Corrupt(u64),
+    #[error("a journal record is unreadable")]
+    CorruptJournal,
 }
 
 impl StoreError {
@@ -85,13 +103,25 @@ impl StoreError {
     fn from_redb(err: impl Into<redb::Error>) -> Self {
         let err = err.into();
         match &err {
-            // ENOSPC, EFBIG (a file size limit), EDQUOT.
-            redb::Error::Io(io) if matches!(io.raw_os_error(), Some(28 | 27 | 122)) => {
+            redb::Error::Io(io) if is_full(io) => {
                 Self::Full(io::Error::new(io.kind(), io.to_string()))
             }
             _ => Self::Failed(err),
         }
     }
+
+    fn from_io(err: io::Error) -> Self {
+        if is_full(&err) {
+            Self::Full(err)
+        } else {
+            Self::Io(err)
+        }
+    }
+}
+
+/// ENOSPC, EFBIG (a file size limit), EDQUOT.
+fn is_full(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(28 | 27 | 122))
 }
 
 /// An update read back from the store, with its key.
@@ -120,11 +150,12 @@ enum Op {
     },
 }
 
-/// The open database, before its writer starts.
+/// The open database and journal, before the writer starts.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     db: Database,
+    journal: Journal,
     fsync: Fsync,
 }
 
@@ -138,7 +169,8 @@ impl std::fmt::Debug for Op {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`; a file left by a crash is recovered.
+    /// Opens (or creates) the store in `dir`; files left by a crash are recovered, and what
+    /// the journal holds is copied into the database.
     pub fn open(dir: &Path, fsync: Fsync) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
             path: dir.to_owned(),
@@ -149,7 +181,18 @@ impl Store {
         let txn = db.begin_write().map_err(StoreError::from_redb)?;
         txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
         txn.commit().map_err(StoreError::from_redb)?;
-        Ok(Self { path, db, fsync })
+        let (journal, records) =
+            Journal::open(&dir.join(JOURNAL_NAME)).map_err(StoreError::from_io)?;
+        if !records.is_empty() {
+            apply(&db, &records)?;
+            log::info!("{} record(s) recovered from the journal", records.len());
+        }
+        Ok(Self {
+            path,
+            db,
+            journal,
+            fsync,
+        })
     }
 
     /// Every stored update, oldest first.
@@ -214,10 +257,15 @@ impl StoreHandle {
 struct Writer {
     path: PathBuf,
     fsync: Fsync,
-    /// `None` after a failed commit until the file is opened again (redb refuses further
+    /// `None` after a failed transaction until the file is opened again (redb refuses further
     /// writes on a handle that failed).
     db: Option<Database>,
-    /// With `--fsync never`: when unsynced commits began piling up.
+    journal: Journal,
+    /// The records journaled but not yet copied into the database, in order.
+    unapplied: Vec<Vec<u8>>,
+    /// When the oldest of `unapplied` was journaled (or a failed checkpoint last tried).
+    unapplied_since: Option<Instant>,
+    /// With `--fsync never`: when unsynced appends began piling up.
     unsynced_since: Option<Instant>,
 }
 
@@ -227,6 +275,9 @@ impl Writer {
             path: store.path,
             fsync: store.fsync,
             db: Some(store.db),
+            journal: store.journal,
+            unapplied: Vec::new(),
+            unapplied_since: None,
             unsynced_since: None,
         }
     }
@@ -235,7 +286,7 @@ impl Writer {
     fn db(&mut self) -> Result<&Database, StoreError> {
         if self.db.is_none() {
             let db = Database::create(&self.path).map_err(StoreError::from_redb)?;
-            log::info!("store reopened after a failed commit");
+            log::info!("store reopened after a failed transaction");
             self.db = Some(db);
         }
         self.db
@@ -243,13 +294,23 @@ impl Writer {
             .ok_or_else(|| StoreError::Failed(redb::Error::DatabaseClosed))
     }
 
+    /// When the writer has something to do without being sent work: a lazy sync or a
+    /// checkpoint.
+    fn next_chore(&self) -> Option<Instant> {
+        let sync = self.unsynced_since.map(|since| since + LAZY_SYNC);
+        let checkpoint = self
+            .unapplied_since
+            .map(|since| since + CHECKPOINT_INTERVAL);
+        sync.into_iter().chain(checkpoint).min()
+    }
+
     fn run(mut self, rx: &mpsc::Receiver<Op>, on_commit: &dyn Fn(Commit)) {
         loop {
-            let first = match self.unsynced_since {
-                Some(since) => match rx.recv_timeout(LAZY_SYNC.saturating_sub(since.elapsed())) {
+            let first = match self.next_chore() {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(op) => op,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.sync();
+                        self.chores();
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -284,77 +345,197 @@ impl Writer {
             });
             let result = self.write(&batch).map_err(|err| {
                 log::error!("could not store {} update(s): {err}", batch.len());
-                // Dropped, then opened again (and recovered) before the next write.
-                self.db = None;
-                self.unsynced_since = None;
                 Arc::new(err)
             });
             if let Some(through) = through {
                 on_commit(Commit { through, result });
             }
+            self.chores();
         }
-        // Every handle is gone (shutdown): make what was committed durable.
-        self.sync();
+        // Every handle is gone (shutdown): everything into the database, or at least synced.
+        self.checkpoint();
+        if !self.unapplied.is_empty() {
+            self.sync();
+        }
     }
 
+    /// Journals `batch`, synced unless `--fsync never` allows a lazy sync.
     fn write(&mut self, batch: &[Op]) -> Result<(), StoreError> {
+        let records: Vec<Vec<u8>> = batch.iter().map(encode).collect();
+        if !self.journal.fits(records.iter().map(Vec::len)) {
+            // Copying the journal into the database makes room; if that fails, the journal
+            // grows (as long as the disk has room).
+            self.checkpoint();
+        }
         let lazy = self.fsync == Fsync::Never
             && self
                 .unsynced_since
                 .is_none_or(|since| since.elapsed() < LAZY_SYNC);
-        let mut txn = self.db()?.begin_write().map_err(StoreError::from_redb)?;
-        if lazy {
-            txn.set_durability(Durability::None)
-                .map_err(StoreError::from_redb)?;
-        }
-        {
-            let mut table = txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
-            for op in batch {
-                match op {
-                    Op::Append { key, update } => {
-                        let topics: Vec<&str> = update.topics().iter().map(Topic::as_str).collect();
-                        let topics = topics.join("\n");
-                        let row = (
-                            update.published_ms(),
-                            update.is_private(),
-                            update.id().as_str(),
-                            topics.as_str(),
-                            &update.encoded()[..],
-                        );
-                        table.insert(key, row).map_err(StoreError::from_redb)?;
-                    }
-                    Op::Trim { before } => {
-                        table
-                            .retain_in(..*before, |_, _| false)
-                            .map_err(StoreError::from_redb)?;
-                    }
-                }
-            }
-        }
-        txn.commit().map_err(StoreError::from_redb)?;
+        let mark = self.journal.mark();
+        self.journal
+            .append(records.iter().map(Vec::as_slice))
+            .map_err(StoreError::from_io)?;
         if lazy {
             self.unsynced_since.get_or_insert_with(Instant::now);
         } else {
+            if let Err(err) = self.journal.sync() {
+                // Not acknowledged, so not kept: the next append writes over them.
+                self.journal.rewind(mark);
+                return Err(StoreError::from_io(err));
+            }
             self.unsynced_since = None;
         }
+        self.unapplied_since.get_or_insert_with(Instant::now);
+        self.unapplied.extend(records);
         Ok(())
     }
 
-    /// Makes unsynced commits durable (an empty synced commit).
+    /// A lazy sync or a checkpoint, if one is due.
+    fn chores(&mut self) {
+        let now = Instant::now();
+        if self
+            .unapplied_since
+            .is_some_and(|since| now >= since + CHECKPOINT_INTERVAL)
+            || self.journal.used() >= CHECKPOINT_BYTES
+        {
+            self.checkpoint();
+        }
+        if self
+            .unsynced_since
+            .is_some_and(|since| now >= since + LAZY_SYNC)
+        {
+            self.sync();
+        }
+    }
+
+    /// Copies the journal's records into the database in one synced transaction, then starts
+    /// the journal over.
+    fn checkpoint(&mut self) {
+        if self.unapplied.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.unapplied);
+        let applied = self.db().and_then(|db| apply(db, &records));
+        match applied {
+            Ok(()) => {
+                self.unapplied_since = None;
+                // The database has what was not synced yet, too.
+                self.unsynced_since = None;
+                if let Err(err) = self.journal.start_over() {
+                    log::warn!("could not clear the store's journal: {err}");
+                }
+            }
+            Err(err) => {
+                log::error!("could not copy the journal into the database (retrying): {err}");
+                self.db = None;
+                self.unapplied = records;
+                self.unapplied_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Makes unsynced appends durable.
     fn sync(&mut self) {
         if self.unsynced_since.is_none() {
             return;
         }
-        let Some(db) = &self.db else {
-            return;
-        };
-        let synced = db
-            .begin_write()
-            .map_err(redb::Error::from)
-            .and_then(|txn| txn.commit().map_err(redb::Error::from));
-        match synced {
+        match self.journal.sync() {
             Ok(()) => self.unsynced_since = None,
             Err(err) => log::error!("could not sync the store: {err}"),
         }
+    }
+}
+
+/// A journal record for `op`: a tag byte, then for an append its key and its row's fields
+/// (accepted at, private, id and topics each with its length, the SSE encoding to the end);
+/// for a trim the key below which rows go.
+fn encode(op: &Op) -> Vec<u8> {
+    match op {
+        Op::Append { key, update } => {
+            let topics: Vec<&str> = update.topics().iter().map(Topic::as_str).collect();
+            let topics = topics.join("\n");
+            let id = update.id().as_str();
+            let encoded = update.encoded();
+            let mut out = Vec::with_capacity(34 + id.len() + topics.len() + encoded.len());
+            out.push(TAG_APPEND);
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&update.published_ms().to_le_bytes());
+            out.push(u8::from(update.is_private()));
+            for field in [id.as_bytes(), topics.as_bytes()] {
+                out.extend_from_slice(&(field.len() as u64).to_le_bytes());
+                out.extend_from_slice(field);
+            }
+            out.extend_from_slice(encoded);
+            out
+        }
+        Op::Trim { before } => {
+            let mut out = vec![TAG_TRIM];
+            out.extend_from_slice(&before.to_le_bytes());
+            out
+        }
+    }
+}
+
+/// Applies journal records to the database in one synced transaction.
+fn apply(db: &Database, records: &[Vec<u8>]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::from_redb)?;
+    {
+        let mut table = txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
+        for record in records {
+            let mut reader = Reader(record);
+            match reader.u8() {
+                Some(TAG_APPEND) => {
+                    let row = (|| {
+                        let key = reader.u64()?;
+                        let published_ms = reader.u64()?;
+                        let private = reader.u8()? != 0;
+                        let id = std::str::from_utf8(reader.field()?).ok()?;
+                        let topics = std::str::from_utf8(reader.field()?).ok()?;
+                        Some((key, (published_ms, private, id, topics, reader.0)))
+                    })();
+                    let (key, row) = row.ok_or(StoreError::CorruptJournal)?;
+                    table.insert(key, row).map_err(StoreError::from_redb)?;
+                }
+                Some(TAG_TRIM) => {
+                    let before = reader.u64().ok_or(StoreError::CorruptJournal)?;
+                    table
+                        .retain_in(..before, |_, _| false)
+                        .map_err(StoreError::from_redb)?;
+                }
+                _ => return Err(StoreError::CorruptJournal),
+            }
+        }
+    }
+    txn.commit().map_err(StoreError::from_redb)
+}
+
+const TAG_APPEND: u8 = 0;
+const TAG_TRIM: u8 = 1;
+
+/// Reads a journal record's fields in order.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+
+    /// A length-prefixed field.
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        self.take(len)
     }
 }

@@ -236,9 +236,10 @@ async fn retention_by_count_holds_on_disk_too() {
 async fn a_full_disk_refuses_publishes_with_507_and_keeps_serving_subscribers() {
     let dir = tempfile::tempdir().unwrap();
     // A 2 MiB file size limit stands in for a full disk (writes past it fail with EFBIG; the
-    // signal that would kill the process is ignored, as a server's would be).
+    // signal that would kill the process is ignored, as a server's would be). A soft limit,
+    // so it can be lifted again.
     let script = format!(
-        "trap '' XFSZ; ulimit -f 2048; exec {} --bind 127.0.0.1:0 --jwt-key {KEY} \
+        "trap '' XFSZ; ulimit -S -f 2048; exec {} --bind 127.0.0.1:0 --jwt-key {KEY} \
          --allow-anonymous --tick-interval 100ms --history-bytes 1000000000 --data-dir {}",
         TestHub::binary(),
         dir.path().display()
@@ -287,4 +288,57 @@ async fn a_full_disk_refuses_publishes_with_507_and_keeps_serving_subscribers() 
         .publish(&publisher(), &[("topic", "/full"), ("data", &data)])
         .await;
     assert_eq!(again.status(), 507);
+    // Room again: within a second or so the store catches up, and publishes are taken.
+    let pid = i32::try_from(hub.pid()).unwrap();
+    let unlimited = (rlimit::INFINITY, rlimit::INFINITY);
+    rlimit::prlimit(pid, rlimit::Resource::FSIZE, Some(unlimited), None).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let after = loop {
+        let response = hub
+            .publish(&publisher(), &[("topic", "/full"), ("data", &data)])
+            .await;
+        if response.status() == 200 {
+            break response.text().await.unwrap();
+        }
+        assert_eq!(response.status(), 507);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publishing never worked again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let event = watch
+        .next_event(WAIT)
+        .await
+        .expect("the update after the room came back");
+    assert_eq!(event.id.as_deref(), Some(after.as_str()));
+}
+
+#[tokio::test]
+async fn updates_on_both_sides_of_a_checkpoint_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(dir.path(), &["--history-size", "4"]);
+    for id in ["a1", "a2", "a3"] {
+        hub.publish_ok(&[("topic", "/cp"), ("id", id)]).await;
+    }
+    // Within a second the journal is copied into the database and starts over (its first
+    // record header zeroed).
+    let journal = dir.path().join("history.journal");
+    let started_over = wait_until(WAIT, || async {
+        let bytes = std::fs::read(&journal).unwrap();
+        bytes[..24].iter().all(|&b| b == 0)
+    })
+    .await;
+    assert!(started_over, "the journal never started over");
+    // These are in the journal only; the last one pushes a1 out of history (a journaled
+    // deletion).
+    for id in ["b1", "b2"] {
+        hub.publish_ok(&[("topic", "/cp"), ("id", id)]).await;
+    }
+    hub.kill();
+    let hub = hub_in(dir.path(), &["--history-size", "100"]);
+    assert_eq!(
+        resume(&hub, "/cp", "earliest", 4).await,
+        ["a2", "a3", "b1", "b2"]
+    );
 }
