@@ -4,9 +4,9 @@
 //! frequent transactions (checkpoints) and then starts the journal over.
 //!
 //! Why not commit each group to the database: a redb transaction writes several pages (the
-//! table's leaf and branches, the allocator's state, the header), and syncing them allocates
-//! blocks as the file grows, which makes the sync write the inode too. An append into blocks
-//! written once at creation is one page to write back.
+//! table's leaf and branches, the allocator's state, the header: seven `pwrite`s for a
+//! one-update commit), all of which the sync then writes back. An append is one write, into
+//! blocks written once when the file was made, so the sync allocates nothing either.
 //!
 //! Layout: records back to back from offset 0, each a 24-byte header (body length `u32`,
 //! CRC-32 of the rest `u32`, epoch `u64`, sequence number `u64`, little-endian) and its body.
@@ -158,11 +158,10 @@ impl Journal {
     /// under a new epoch. The first header is zeroed but not synced: if a crash comes first,
     /// the records are read again, and applying them again changes nothing.
     pub fn start_over(&mut self) -> io::Result<()> {
-        self.file.write_all_at(&[0u8; HEADER], 0)?;
         self.used = 0;
         self.seq = 0;
         self.epoch = new_epoch();
-        Ok(())
+        self.file.write_all_at(&[0u8; HEADER], 0)
     }
 
     /// Extends the file to `len` with written zeros, synced (so later appends are one page to
