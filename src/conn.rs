@@ -86,15 +86,17 @@ impl Connection {
         // Straight to the socket, not through tokio's `try_write`, which would first read the
         // socket's readiness (another cache line per delivery). If the socket is full, tokio
         // still believes it writable: the dispatcher's next write then finds it full itself
-        // and waits for it, as it would have anyway.
-        match socket2::SockRef::from(&*tcp).send(bytes) {
+        // and waits for it, as it would have anyway. rustix makes the system call itself:
+        // libc's `send` is a thread cancellation point, wrapped in two more calls each time.
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        match rustix::net::send(&*tcp, bytes, flags) {
             Ok(n) => {
                 self.0
                     .direct_bytes
                     .set(self.0.direct_bytes.get() + n as u64);
                 Some(n)
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(rustix::io::Errno::AGAIN) => Some(0),
             Err(_) => None,
         }
     }
