@@ -91,6 +91,8 @@ pub enum StoreError {
     Corrupt(u64),
     #[error("a journal record is unreadable")]
     CorruptJournal,
+    #[error("storage failed: the journal is full and the database can't take its records")]
+    JournalStuck,
 }
 
 impl StoreError {
@@ -246,8 +248,9 @@ impl StoreHandle {
         let _ = self.tx.send(Op::Trim { before });
     }
 
-    /// Takes no more work: the writer writes what is queued, syncs and ends. Join the returned
-    /// thread to wait for that.
+    /// Takes no more work: the writer writes what is queued, copies the journal into the
+    /// database (or, failing that, syncs it) and ends. Join the returned thread to wait for
+    /// that.
     #[must_use]
     pub fn close(self) -> std::thread::JoinHandle<()> {
         self.writer
@@ -265,6 +268,8 @@ struct Writer {
     unapplied: Vec<Vec<u8>>,
     /// When the oldest of `unapplied` was journaled (or a failed checkpoint last tried).
     unapplied_since: Option<Instant>,
+    /// The last checkpoint failed, because the disk is full (`true`) or otherwise.
+    checkpoint_failed: Option<bool>,
     /// With `--fsync never`: when unsynced appends began piling up.
     unsynced_since: Option<Instant>,
 }
@@ -278,6 +283,7 @@ impl Writer {
             journal: store.journal,
             unapplied: Vec::new(),
             unapplied_since: None,
+            checkpoint_failed: None,
             unsynced_since: None,
         }
     }
@@ -363,9 +369,18 @@ impl Writer {
     fn write(&mut self, batch: &[Op]) -> Result<(), StoreError> {
         let records: Vec<Vec<u8>> = batch.iter().map(encode).collect();
         if !self.journal.fits(records.iter().map(Vec::len)) {
-            // Copying the journal into the database makes room; if that fails, the journal
-            // grows (as long as the disk has room).
+            // Copying the journal into the database makes room. The journal grows only for a
+            // commit larger than all of it, so what waits for the database stays bounded.
             self.checkpoint();
+            if !self.unapplied.is_empty() {
+                return Err(match self.checkpoint_failed {
+                    Some(true) => StoreError::Full(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "the journal is full and the database can't grow",
+                    )),
+                    _ => StoreError::JournalStuck,
+                });
+            }
         }
         let lazy = self.fsync == Fsync::Never
             && self
@@ -419,6 +434,7 @@ impl Writer {
         match applied {
             Ok(()) => {
                 self.unapplied_since = None;
+                self.checkpoint_failed = None;
                 // The database has what was not synced yet, too.
                 self.unsynced_since = None;
                 if let Err(err) = self.journal.start_over() {
@@ -427,6 +443,7 @@ impl Writer {
             }
             Err(err) => {
                 log::error!("could not copy the journal into the database (retrying): {err}");
+                self.checkpoint_failed = Some(err.is_full());
                 self.db = None;
                 self.unapplied = records;
                 self.unapplied_since = Some(Instant::now());
