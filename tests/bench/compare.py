@@ -9,6 +9,7 @@ table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run i
     python3 tests/bench/compare.py --quick      # smaller counts, for a smoke run
     python3 tests/bench/compare.py --durability # the hub alone: durable history vs memory only
     python3 tests/bench/compare.py --cpu-modes  # user vs kernel CPU per delivery, both servers
+    python3 tests/bench/compare.py --ratio-rounds --rounds 5  # fixed rates, hub and Nchan in turn
     python3 tests/bench/compare.py --memory-history ...  # the hub with its history in memory, as Nchan
     python3 tests/bench/compare.py --hub-only --old-hub OLD/target/release/sse-hub
                                                 # storm and template scenarios, old vs new
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -598,6 +600,34 @@ def cpu_modes(quick):
                   flush=True)
 
 
+def ratio_rounds(quick, rounds, only):
+    """The fixed-rate scenarios `rounds` times, the hub and Nchan in turn each round: the CPU
+    per delivery ratio of each round and their median. One run decides little on a shared
+    machine whose speed drifts by 10% within an hour."""
+    print("| scenario | round | hub CPU µs/delivery | Nchan CPU µs/delivery | ratio | p99 hub / Nchan µs | missing |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, spec in scenarios(quick):
+        if "events/s" not in name or (only and only not in name):
+            continue
+        ratios = []
+        for rnd in range(1, rounds + 1):
+            got = {}
+            for server_cls in (Hub, Nchan):
+                with server_cls() as server:
+                    time.sleep(0.5)
+                    got[server_cls.name] = loadgen(server, spec["args"])
+                print(f"{name} / round {rnd} / {server_cls.name}: {json.dumps(got[server_cls.name])}",
+                      file=sys.stderr)
+            hub, nchan = got[Hub.name], got[Nchan.name]
+            ratio = hub["server_cpu_us_per_delivery"] / nchan["server_cpu_us_per_delivery"]
+            ratios.append(ratio)
+            print(f"| {name} | {rnd} | {hub['server_cpu_us_per_delivery']:.2f} | "
+                  f"{nchan['server_cpu_us_per_delivery']:.2f} | {ratio:.2f}× | "
+                  f"{hub['latency_us_p99']} / {nchan['latency_us_p99']} | "
+                  f"{hub['missing']} / {nchan['missing']} |", flush=True)
+        print(f"| {name} | median | | | **{statistics.median(ratios):.2f}×** | | |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the load")
@@ -612,7 +642,11 @@ def main():
                         help="run the sse-hub and loadgen already built in DIR (skips the build)")
     parser.add_argument("--durability", action="store_true",
                         help="only compare the hub's history modes: memory only, and durable with each --fsync")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each case (--durability)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs of each case (--durability, --ratio-rounds)")
+    parser.add_argument("--ratio-rounds", action="store_true",
+                        help="only the fixed-rate scenarios, --rounds times, hub and Nchan in turn: "
+                             "each round's CPU ratio and the median")
     parser.add_argument("--cpu-modes", action="store_true",
                         help="user vs kernel CPU per delivery of both servers at the fixed rates")
     parser.add_argument("--hub-only", action="store_true",
@@ -640,6 +674,9 @@ def main():
         return
     if opts.cpu_modes:
         cpu_modes(opts.quick)
+        return
+    if opts.ratio_rounds:
+        ratio_rounds(opts.quick, opts.rounds, opts.only)
         return
     results = []
     if opts.hub_only:
