@@ -44,8 +44,7 @@ pub struct Journal {
 
 impl Journal {
     /// Opens the journal at `path` (creating and preallocating it if needed) and reads the
-    /// records it holds, oldest first. The journal is then empty: the next append overwrites
-    /// those records, so store them elsewhere first.
+    /// records it holds, oldest first; appends go after them until it starts over.
     pub fn open(path: &Path) -> io::Result<(Self, Vec<Vec<u8>>)> {
         let file = OpenOptions::new()
             .read(true)
@@ -61,15 +60,18 @@ impl Journal {
             seq: 0,
             buf: Vec::new(),
         };
-        let records = journal.read_all()?;
+        let (records, end, epoch) = journal.read_all()?;
         if journal.len < INITIAL_SIZE {
             journal.grow(INITIAL_SIZE)?;
         }
-        journal.epoch = new_epoch();
+        journal.used = end;
+        journal.seq = records.len() as u64;
+        journal.epoch = epoch.unwrap_or_else(new_epoch);
         Ok((journal, records))
     }
 
-    fn read_all(&self) -> io::Result<Vec<Vec<u8>>> {
+    /// The records, where they end, and their epoch (if there are any).
+    fn read_all(&self) -> io::Result<(Vec<Vec<u8>>, u64, Option<u64>)> {
         let mut records = Vec::new();
         let mut at = 0u64;
         let mut epoch = None;
@@ -93,7 +95,7 @@ impl Journal {
             records.push(body);
             at = end;
         }
-        Ok(records)
+        Ok((records, at, epoch))
     }
 
     /// Whether records with these body lengths fit in what is left.
@@ -228,6 +230,19 @@ mod tests {
         // A shorter epoch over a longer one: the older records after it are not read.
         journal.append([&b"four"[..]]).unwrap();
         assert_eq!(bodies(&path), [b"four"]);
+    }
+
+    #[test]
+    fn a_reopened_journal_appends_after_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        journal.append([&b"one"[..]]).unwrap();
+        drop(journal);
+        let (mut journal, held) = Journal::open(&path).unwrap();
+        assert_eq!(held, [b"one"]);
+        journal.append([&b"two"[..]]).unwrap();
+        assert_eq!(bodies(&path), [&b"one"[..], b"two"]);
     }
 
     #[test]

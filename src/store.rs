@@ -6,8 +6,9 @@
 //! next one, so throughput does not fall to one sync per update. A commit appends the group's
 //! records to the [`Journal`] in one write and syncs it; the records are copied into an
 //! embedded database (redb) in one transaction at most every [`CHECKPOINT_INTERVAL`] (or when
-//! the journal fills), which then starts the journal over. A start reads what the journal
-//! still holds into the database before loading history from it. `--fsync` says when a group
+//! the journal fills), which then starts the journal over. A start loads history from the
+//! database's rows with what the journal still holds applied over them, and the writer copies
+//! those records into the database first thing. `--fsync` says when a group
 //! is committed and how:
 //! - `always` (default): at once, synced before the updates are acknowledged;
 //! - `batch`: after gathering more updates while they keep coming (each within [`BATCH_GAP`]
@@ -20,6 +21,7 @@
 //! (journaled like the rows: [`StoreHandle::trim`]).
 
 use std::{
+    collections::BTreeMap,
     io,
     path::{Path, PathBuf},
     sync::{mpsc, Arc},
@@ -158,6 +160,8 @@ pub struct Store {
     path: PathBuf,
     db: Database,
     journal: Journal,
+    /// The records the journal held at start, not yet in the database.
+    recovered: Vec<Vec<u8>>,
     fsync: Fsync,
 }
 
@@ -171,8 +175,9 @@ impl std::fmt::Debug for Op {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`; files left by a crash are recovered, and what
-    /// the journal holds is copied into the database.
+    /// Opens (or creates) the store in `dir`; files left by a crash are recovered. What the
+    /// journal holds is loaded with the database's rows and copied into the database by the
+    /// writer's first checkpoint (so a start needs no room on the disk).
     pub fn open(dir: &Path, fsync: Fsync) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
             path: dir.to_owned(),
@@ -186,37 +191,48 @@ impl Store {
         let (journal, records) =
             Journal::open(&dir.join(JOURNAL_NAME)).map_err(StoreError::from_io)?;
         if !records.is_empty() {
-            apply(&db, &records)?;
             log::info!("{} record(s) recovered from the journal", records.len());
         }
         Ok(Self {
             path,
             db,
             journal,
+            recovered: records,
             fsync,
         })
     }
 
-    /// Every stored update, oldest first.
+    /// Every stored update, oldest first: the database's rows, then what the journal holds
+    /// applied over them.
     pub fn load(&self) -> Result<Vec<Loaded>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
         let table = txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
-        let mut out = Vec::new();
+        let mut updates = BTreeMap::new();
         for row in table.range::<u64>(..).map_err(StoreError::from_redb)? {
             let (key, value) = row.map_err(StoreError::from_redb)?;
             let key = key.value();
             let (published_ms, private, id, topics, encoded) = value.value();
-            let id = EventId::parse(id).map_err(|_| StoreError::Corrupt(key))?;
-            let topics = topics
-                .split('\n')
-                .map(Topic::parse)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| StoreError::Corrupt(key))?;
-            let encoded = Bytes::copy_from_slice(encoded);
-            let update = Update::from_parts(id, topics, private, encoded, published_ms);
-            out.push(Loaded { key, update });
+            let row = Row {
+                published_ms,
+                private,
+                id,
+                topics,
+                encoded,
+            };
+            updates.insert(key, row.update().ok_or(StoreError::Corrupt(key))?);
         }
-        Ok(out)
+        for record in &self.recovered {
+            match Record::decode(record).ok_or(StoreError::CorruptJournal)? {
+                Record::Append { key, row } => {
+                    updates.insert(key, row.update().ok_or(StoreError::CorruptJournal)?);
+                }
+                Record::Trim { before } => updates = updates.split_off(&before),
+            }
+        }
+        Ok(updates
+            .into_iter()
+            .map(|(key, update)| Loaded { key, update })
+            .collect())
     }
 
     /// Starts the writer thread; `on_commit` hears of every commit, in order.
@@ -281,8 +297,8 @@ impl Writer {
             fsync: store.fsync,
             db: Some(store.db),
             journal: store.journal,
-            unapplied: Vec::new(),
-            unapplied_since: None,
+            unapplied_since: (!store.recovered.is_empty()).then(Instant::now),
+            unapplied: store.recovered,
             checkpoint_failed: None,
             unsynced_since: None,
         }
@@ -311,6 +327,8 @@ impl Writer {
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Op>, on_commit: &dyn Fn(Commit)) {
+        // What the journal held at start goes into the database first.
+        self.checkpoint();
         loop {
             let first = match self.next_chore() {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
@@ -499,31 +517,91 @@ fn apply(db: &Database, records: &[Vec<u8>]) -> Result<(), StoreError> {
     {
         let mut table = txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
         for record in records {
-            let mut reader = Reader(record);
-            match reader.u8() {
-                Some(TAG_APPEND) => {
-                    let row = (|| {
-                        let key = reader.u64()?;
-                        let published_ms = reader.u64()?;
-                        let private = reader.u8()? != 0;
-                        let id = std::str::from_utf8(reader.field()?).ok()?;
-                        let topics = std::str::from_utf8(reader.field()?).ok()?;
-                        Some((key, (published_ms, private, id, topics, reader.0)))
-                    })();
-                    let (key, row) = row.ok_or(StoreError::CorruptJournal)?;
+            match Record::decode(record).ok_or(StoreError::CorruptJournal)? {
+                Record::Append { key, row } => {
+                    let row = (
+                        row.published_ms,
+                        row.private,
+                        row.id,
+                        row.topics,
+                        row.encoded,
+                    );
                     table.insert(key, row).map_err(StoreError::from_redb)?;
                 }
-                Some(TAG_TRIM) => {
-                    let before = reader.u64().ok_or(StoreError::CorruptJournal)?;
+                Record::Trim { before } => {
                     table
                         .retain_in(..before, |_, _| false)
                         .map_err(StoreError::from_redb)?;
                 }
-                _ => return Err(StoreError::CorruptJournal),
             }
         }
     }
     txn.commit().map_err(StoreError::from_redb)
+}
+
+/// A stored update's fields, as a row holds them.
+struct Row<'a> {
+    published_ms: u64,
+    private: bool,
+    id: &'a str,
+    /// Joined by LF.
+    topics: &'a str,
+    encoded: &'a [u8],
+}
+
+impl Row<'_> {
+    /// The update, if its id and topics parse.
+    fn update(&self) -> Option<Update> {
+        let id = EventId::parse(self.id).ok()?;
+        let topics = self
+            .topics
+            .split('\n')
+            .map(Topic::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        let encoded = Bytes::copy_from_slice(self.encoded);
+        Some(Update::from_parts(
+            id,
+            topics,
+            self.private,
+            encoded,
+            self.published_ms,
+        ))
+    }
+}
+
+/// A journal record, read.
+enum Record<'a> {
+    Append { key: u64, row: Row<'a> },
+    Trim { before: u64 },
+}
+
+impl<'a> Record<'a> {
+    /// Reads a record written by [`encode`].
+    fn decode(record: &'a [u8]) -> Option<Self> {
+        let mut reader = Reader(record);
+        match reader.u8()? {
+            TAG_APPEND => {
+                let key = reader.u64()?;
+                let published_ms = reader.u64()?;
+                let private = reader.u8()? != 0;
+                let id = std::str::from_utf8(reader.field()?).ok()?;
+                let topics = std::str::from_utf8(reader.field()?).ok()?;
+                let row = Row {
+                    published_ms,
+                    private,
+                    id,
+                    topics,
+                    encoded: reader.0,
+                };
+                Some(Self::Append { key, row })
+            }
+            TAG_TRIM => Some(Self::Trim {
+                before: reader.u64()?,
+            }),
+            _ => None,
+        }
+    }
 }
 
 const TAG_APPEND: u8 = 0;
