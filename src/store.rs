@@ -8,8 +8,8 @@
 //! embedded database (redb) in one transaction at most every [`CHECKPOINT_INTERVAL`] (or when
 //! the journal fills), which then starts the journal over. A start loads history from the
 //! database's rows with what the journal still holds applied over them, and the writer copies
-//! those records into the database first thing. `--fsync` says when a group
-//! is committed and how:
+//! those records into the database first thing. `--fsync` says when a group is committed
+//! and how:
 //! - `always` (default): at once, synced before the updates are acknowledged;
 //! - `batch`: after gathering more updates while they keep coming (each within [`BATCH_GAP`]
 //!   of the last) for at most [`BATCH_WINDOW`], then synced before they are acknowledged: fewer
@@ -185,9 +185,14 @@ impl Store {
         })?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(StoreError::from_redb)?;
-        let txn = db.begin_write().map_err(StoreError::from_redb)?;
-        txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
-        txn.commit().map_err(StoreError::from_redb)?;
+        // Created on the first start only: later starts write nothing here.
+        let read = db.begin_read().map_err(StoreError::from_redb)?;
+        if let Err(redb::TableError::TableDoesNotExist(_)) = read.open_table(UPDATES) {
+            let txn = db.begin_write().map_err(StoreError::from_redb)?;
+            txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
+            txn.commit().map_err(StoreError::from_redb)?;
+        }
+        drop(read);
         let (journal, records) =
             Journal::open(&dir.join(JOURNAL_NAME)).map_err(StoreError::from_io)?;
         if !records.is_empty() {
