@@ -213,12 +213,18 @@ mod tests {
         Journal::open(journal).unwrap().1
     }
 
-    #[test]
-    fn records_come_back_in_order_until_the_journal_starts_over() {
+    /// A new journal in a temporary directory (kept while the first is held), and its path.
+    fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
-        let (mut journal, old) = Journal::open(&path).unwrap();
-        assert!(old.is_empty());
+        let (journal, held) = Journal::open(&path).unwrap();
+        assert!(held.is_empty());
+        (dir, path, journal)
+    }
+
+    #[test]
+    fn records_come_back_in_order_until_the_journal_starts_over() {
+        let (_dir, path, mut journal) = fresh();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), INITIAL_SIZE);
         journal.append([&b"one"[..], b"two"]).unwrap();
         journal.append([&b"three"[..]]).unwrap();
@@ -234,9 +240,7 @@ mod tests {
 
     #[test]
     fn a_reopened_journal_appends_after_what_it_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j");
-        let (mut journal, _) = Journal::open(&path).unwrap();
+        let (_dir, path, mut journal) = fresh();
         journal.append([&b"one"[..]]).unwrap();
         drop(journal);
         let (mut journal, held) = Journal::open(&path).unwrap();
@@ -247,9 +251,7 @@ mod tests {
 
     #[test]
     fn a_torn_record_ends_what_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j");
-        let (mut journal, _) = Journal::open(&path).unwrap();
+        let (_dir, path, mut journal) = fresh();
         journal.append([&b"kept"[..], b"torn", b"after"]).unwrap();
         // Flip a byte of the second record's body.
         let second_body = (HEADER + 4 + HEADER) as u64;
@@ -259,9 +261,7 @@ mod tests {
 
     #[test]
     fn a_commit_larger_than_the_journal_grows_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j");
-        let (mut journal, _) = Journal::open(&path).unwrap();
+        let (_dir, path, mut journal) = fresh();
         let big = vec![7u8; INITIAL_SIZE as usize];
         assert!(!journal.fits([big.len()]));
         journal.append([&big[..], b"small"]).unwrap();
