@@ -392,9 +392,12 @@ impl Writer {
     fn write(&mut self, batch: &[Op]) -> Result<(), StoreError> {
         let records: Vec<Vec<u8>> = batch.iter().map(encode).collect();
         if !self.journal.fits(records.iter().map(Vec::len)) {
-            // Copying the journal into the database makes room. The journal grows only for a
-            // commit larger than all of it, so what waits for the database stays bounded.
-            self.checkpoint();
+            // Copying the journal into the database makes room (after a failure, the next try
+            // waits for its time). The journal grows only for a commit larger than all of it,
+            // so what waits for the database stays bounded.
+            if self.checkpoint_failed.is_none() {
+                self.checkpoint();
+            }
             if !self.unapplied.is_empty() {
                 return Err(match self.checkpoint_failed {
                     Some(true) => StoreError::Full(io::Error::new(
@@ -428,13 +431,17 @@ impl Writer {
         Ok(())
     }
 
-    /// A lazy sync or a checkpoint, if one is due.
+    /// A lazy sync or a checkpoint, if one is due. After a failed checkpoint the next one
+    /// waits [`CHECKPOINT_INTERVAL`], so a full disk costs one try a second, not one per
+    /// publish.
     fn chores(&mut self) {
         let now = Instant::now();
-        if self
-            .unapplied_since
-            .is_some_and(|since| now >= since + CHECKPOINT_INTERVAL)
-            || self.journal.used() >= CHECKPOINT_BYTES
+        // A journal half full is copied in at once, unless that just failed: then it waits.
+        let full = self.journal.used() >= CHECKPOINT_BYTES && self.checkpoint_failed.is_none();
+        if full
+            || self
+                .unapplied_since
+                .is_some_and(|since| now >= since + CHECKPOINT_INTERVAL)
         {
             self.checkpoint();
         }
