@@ -61,13 +61,6 @@ impl Connection {
         f(&self.0.tcp.borrow())
     }
 
-    /// Whether [`Connection::write_now`] would write now: the dispatcher holds no unwritten
-    /// bytes and is not using the socket.
-    #[must_use]
-    pub fn is_writable(&self) -> bool {
-        !self.0.blocked.get() && self.0.tcp.try_borrow().is_ok()
-    }
-
     /// Writes `bytes` now, without waiting, if nothing the dispatcher holds must go first:
     /// `Some(n)` for the bytes the socket took (0 when it is full), `None` when the dispatcher
     /// holds unwritten bytes or the connection failed (the dispatcher will find out itself).

@@ -59,7 +59,8 @@ struct TemplateSubscribers {
 /// Subscribers and their selector indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
-    entries: HashMap<SubscriberId, Entry>,
+    /// Ids are the shard's own counter, nothing a client chooses: a fast hash is safe.
+    entries: HashMap<SubscriberId, Entry, foldhash::fast::RandomState>,
     by_topic: HashMap<Box<str>, IndexSet<SubscriberId>>,
     by_template: HashMap<Box<str>, TemplateSubscribers>,
     any: IndexSet<SubscriberId>,

@@ -18,7 +18,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -28,6 +28,7 @@ use std::{
 
 use actix::Addr;
 use bytes::Bytes;
+use indexmap::IndexMap;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -85,15 +86,18 @@ struct Queue {
 struct Local {
     id: ShardId,
     registry: Registry,
-    queues: HashMap<SubscriberId, Queue>,
+    /// Indexed, so the fan-out's second pass finds a queue by its position, without hashing.
+    /// Ids are the shard's own counter, nothing a client chooses: a fast hash is safe.
+    queues: IndexMap<SubscriberId, Queue, foldhash::fast::RandomState>,
     next_id: u64,
     capacity: usize,
     stats: Arc<Stats>,
     broadcaster: Addr<Broadcaster>,
     /// Reused between fan-outs: who was let go as slow by the last one.
     slow: Vec<SubscriberId>,
-    /// Reused between fan-outs: the waiting streams the update is written to directly.
-    direct: Vec<(SubscriberId, Connection)>,
+    /// Reused between fan-outs: the waiting streams the update is written to directly (their
+    /// places in `queues`, which nothing removes during a fan-out).
+    direct: Vec<usize>,
 }
 
 thread_local! {
@@ -130,11 +134,12 @@ impl Local {
             direct,
             ..
         } = self;
-        // First pass: who gets the update how. Waiting streams are only noted here, so this
-        // pass reads each subscriber's state with no system call in between (the kernel's
-        // work on each write would push it out of the caches again).
+        // First pass: who gets the update how. Waiting streams are only noted here, by their
+        // place in `queues`, so this pass reads the shard's own tables with no system call in
+        // between (the kernel's work on each write would push them out of the caches again),
+        // and the second touches each connection once, to write to it.
         let out = registry.fan_out(update, |id| {
-            let Some(queue) = queues.get_mut(&id) else {
+            let Some((index, _, queue)) = queues.get_full_mut(&id) else {
                 return Delivery::Closed;
             };
             if queue.items.len() >= *capacity {
@@ -146,30 +151,30 @@ impl Local {
                 return Delivery::Full;
             }
             if queue.waiting {
-                if let Some(conn) = queue.conn.as_ref().filter(|c| c.is_writable()) {
-                    queue.wrote = true;
-                    direct.push((id, conn.clone()));
-                    return Delivery::Sent;
-                }
-                queue.waiting = false;
+                direct.push(index);
+                return Delivery::Sent;
             }
+            queue.waiting = false;
             push(queue, update.encoded().clone());
             Delivery::Sent
         });
         // Second pass: the writes, back to back.
         let bytes = update.encoded();
         let mut written_directly = 0;
-        for (id, conn) in direct.drain(..) {
-            let written = conn.write_now(bytes).unwrap_or(0);
-            if written == bytes.len() {
+        for index in direct.drain(..) {
+            let Some((_, queue)) = queues.get_index_mut(index) else {
+                continue;
+            };
+            let written = queue.conn.as_ref().and_then(|c| c.write_now(bytes));
+            if written == Some(bytes.len()) {
+                queue.wrote = true;
                 written_directly += 1;
                 continue;
             }
-            // The rest goes through the stream, and so does all that follows it.
-            if let Some(queue) = queues.get_mut(&id) {
-                queue.waiting = false;
-                push(queue, bytes.slice(written..));
-            }
+            // The rest goes through the stream, and so does all that follows it. (`None`: the
+            // dispatcher holds unwritten bytes, which go first.)
+            queue.waiting = false;
+            push(queue, bytes.slice(written.unwrap_or(0)..));
         }
         self.stats.delivered(out.delivered, written_directly);
         if out.slow > 0 {
@@ -308,7 +313,7 @@ impl Drop for LocalQueue {
                 let mut local = local.borrow_mut();
                 let local = local.as_mut()?;
                 local.registry.remove(self.id);
-                local.queues.remove(&self.id).map(|q| q.slow)
+                local.queues.swap_remove(&self.id).map(|q| q.slow)
             })
             .ok()
             .flatten()
@@ -339,7 +344,7 @@ fn start(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: Arc<Stats>) ->
     Local {
         id,
         registry: Registry::default(),
-        queues: HashMap::new(),
+        queues: IndexMap::default(),
         next_id: 0,
         capacity: capacity.max(1),
         stats,
