@@ -126,7 +126,8 @@ impl Application {
         // reach every node, and the subscriptions API lists every node's.
         let (presence, changes) = match (&config.transport, config.subscriptions) {
             (TransportKind::Redis(_), true) => {
-                let (presence, changes) = Presence::channel(config.subscriptions_ttl);
+                let (presence, changes) =
+                    Presence::channel(config.subscriptions_ttl, stats.presence_queued());
                 (Some(presence), Some(changes))
             }
             _ => (None, None),

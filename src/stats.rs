@@ -31,6 +31,7 @@ pub struct Stats {
     history_len: IntGauge,
     history_bytes: IntGauge,
     transport_up: IntGauge,
+    presence_queued: IntGauge,
 }
 
 /// A point-in-time copy of the main figures, as served by `GET /stats`.
@@ -109,6 +110,11 @@ impl Default for Stats {
             history_len: gauge("history_updates", "Updates held for replay"),
             history_bytes: gauge("history_bytes", "Bytes of updates held for replay"),
             transport_up,
+            presence_queued: gauge(
+                "subscription_changes_queued",
+                "Subscribers come or gone not yet taken by the writer of the active-subscriptions \
+                 list in Redis",
+            ),
             registry,
         }
     }
@@ -148,6 +154,11 @@ impl Stats {
 
     pub(crate) fn set_transport_up(&self, up: bool) {
         self.transport_up.set(i64::from(up));
+    }
+
+    /// The gauge of the changes queued for the active-subscriptions writer (with Redis).
+    pub(crate) fn presence_queued(&self) -> IntGauge {
+        self.presence_queued.clone()
     }
 
     /// Records how long one publish request took.

@@ -18,17 +18,25 @@
 //! The writer renews the hash's TTL every third of it; a node that crashed renews nothing and
 //! Redis drops its hash within the TTL. A write that failed (Redis down) or a hash found gone
 //! (it expired during an outage, or Redis restarted empty) is rewritten whole, with its sorted
-//! set, from the writer's own record at the next renewal. A clean stop deletes both.
+//! set, from the writer's own record at the next renewal. After a failed write the writer tries
+//! Redis again once a second (`RETRY`); in between it takes every queued change into its own
+//! record at once (their events are lost, as the failed write's were), so the queue does not
+//! grow with an outage's length. A clean stop deletes both.
 //!
 //! The subscriptions API reads the set, then each node's hash: `HGET` for one subscription; for
 //! one topic's collection, `ZRANGEBYLEX` over the topic's IRI prefix in each node's sorted set,
 //! then `HMGET` of those fields (in O(log n) and the topic's own subscriptions, however many
-//! others a node has); for the whole collection, `HSCAN` (a reply holds about [`SCAN_COUNT`]
+//! others a node has); for the whole collection, `HSCAN` (a reply holds about `SCAN_COUNT`
 //! fields). Reading the whole collection also takes a node whose hash is gone out of the set,
 //! by a script that checks it is still gone (so a node writing at that moment is not dropped).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use prometheus::IntGauge;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,6 +52,9 @@ const BATCH: usize = 256;
 const REWRITE_CHUNK: usize = 1000;
 /// Fields a `HSCAN` step asks for.
 const SCAN_COUNT: usize = 1000;
+/// After a write to Redis failed, how long changes only update the writer's own record before
+/// it tries Redis again (by rewriting the list whole).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Removes a node from the set when its hash is gone, in one step (a script runs atomically).
 const FORGET_GONE: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
@@ -59,35 +70,58 @@ enum Change {
 }
 
 /// The broadcaster's end: tells the writer of subscribers coming and going. Never blocks: the
-/// queue is unbounded, and bounded in practice by subscribers connecting and leaving.
+/// queue is unbounded, and stays short however long Redis is away, since the writer then takes
+/// changes into its own record at once rather than one transaction at a time (see
+/// `Writer::absorb`).
 #[derive(Debug, Clone)]
 pub struct Presence {
     changes: mpsc::UnboundedSender<Change>,
+    /// Changes sent and not yet taken by the writer (a metric).
+    queued: IntGauge,
 }
 
 /// The writer's end of a [`Presence`], handed to [`super::Transport::start`].
 #[derive(Debug)]
 pub struct Changes {
     changes: mpsc::UnboundedReceiver<Change>,
+    queued: IntGauge,
     ttl: Duration,
 }
 
 impl Presence {
-    /// A presence whose writer keeps this node's hash alive for `ttl` past its last renewal.
+    /// A presence whose writer keeps this node's hash alive for `ttl` past its last renewal;
+    /// `queued` counts the changes waiting for the writer.
     #[must_use]
-    pub fn channel(ttl: Duration) -> (Self, Changes) {
+    pub fn channel(ttl: Duration, queued: IntGauge) -> (Self, Changes) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { changes: tx }, Changes { changes: rx, ttl })
+        let changes = Changes {
+            changes: rx,
+            queued: queued.clone(),
+            ttl,
+        };
+        (
+            Self {
+                changes: tx,
+                queued,
+            },
+            changes,
+        )
     }
 
     /// `announced` subscribed: its events go out and its subscriptions are listed.
     pub fn started(&self, announced: Arc<Announced>) {
-        let _ = self.changes.send(Change::Started(announced));
+        self.send(Change::Started(announced));
     }
 
     /// `announced` left.
     pub fn ended(&self, announced: Arc<Announced>) {
-        let _ = self.changes.send(Change::Ended(announced));
+        self.send(Change::Ended(announced));
+    }
+
+    fn send(&self, change: Change) {
+        if self.changes.send(change).is_ok() {
+            self.queued.inc();
+        }
     }
 
     /// Writes what is queued, deletes this node's hash and stops the writer; returns when done
@@ -152,6 +186,10 @@ struct Writer {
     members: HashMap<String, Arc<Announced>>,
     /// The hash may differ from `members` (a write failed): rewrite it at the next renewal.
     stale: bool,
+    /// When the last write to Redis failed: until [`RETRY`] later, changes are absorbed.
+    failed_at: Option<Instant>,
+    /// Subscription events absorbed (lost) since Redis last took a write.
+    lost: usize,
 }
 
 /// Starts the writer of `changes` (on the current actix runtime).
@@ -170,12 +208,21 @@ pub(super) fn start(redis: Arc<RedisTransport>, changes: Changes) {
         redis,
         members: HashMap::new(),
         stale: false,
+        failed_at: None,
+        lost: 0,
     };
     actix_web::rt::spawn(writer.run(changes));
 }
 
 impl Writer {
-    async fn run(mut self, Changes { mut changes, ttl }: Changes) {
+    async fn run(
+        mut self,
+        Changes {
+            mut changes,
+            queued,
+            ttl,
+        }: Changes,
+    ) {
         let mut renew = tokio::time::interval(ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
@@ -185,7 +232,20 @@ impl Writer {
                     if taken == 0 {
                         return;
                     }
-                    if let Some(done) = self.write(&mut batch).await {
+                    queued.sub(i64::try_from(taken).unwrap_or(i64::MAX));
+                    let stop = if self.redis_away().await {
+                        // All that is queued, at once.
+                        let mut stop = self.absorb(&mut batch);
+                        while stop.is_none() && !changes.is_empty() {
+                            let taken = changes.recv_many(&mut batch, BATCH).await;
+                            queued.sub(i64::try_from(taken).unwrap_or(i64::MAX));
+                            stop = self.absorb(&mut batch);
+                        }
+                        stop
+                    } else {
+                        self.write(&mut batch).await
+                    };
+                    if let Some(done) = stop {
                         self.clear().await;
                         let _ = done.send(());
                         return;
@@ -194,6 +254,47 @@ impl Writer {
                 _ = renew.tick() => self.renew().await,
             }
         }
+    }
+
+    /// Whether Redis is away: a write failed less than [`RETRY`] ago, or the list could not be
+    /// rewritten now that one is due. A write Redis does not answer takes up to the publish
+    /// timeout; trying one per batch while Redis is away would let the queue grow with every
+    /// subscriber that comes or goes meanwhile.
+    async fn redis_away(&mut self) -> bool {
+        let Some(failed_at) = self.failed_at else {
+            return false;
+        };
+        if failed_at.elapsed() < RETRY {
+            return true;
+        }
+        self.rewrite().await;
+        self.failed_at.is_some()
+    }
+
+    /// While Redis is away: takes `batch` (emptied) into `members` only, at once. Its events
+    /// are lost, as they would be in a write Redis does not take; the list is rewritten whole
+    /// from `members` once Redis answers. Returns a stop request found in it.
+    fn absorb(&mut self, batch: &mut Vec<Change>) -> Option<oneshot::Sender<()>> {
+        for change in batch.drain(..) {
+            match change {
+                Change::Started(announced) => {
+                    self.lost += announced.selectors.len();
+                    self.members.insert(announced.id.clone(), announced);
+                }
+                Change::Ended(announced) => {
+                    self.lost += announced.selectors.len();
+                    self.members.remove(&announced.id);
+                }
+                Change::Stop(done) => return Some(done),
+            }
+        }
+        None
+    }
+
+    /// Notes that Redis did not take a write: the list may be wrong until rewritten.
+    fn failed(&mut self) {
+        self.stale = true;
+        self.failed_at = Some(Instant::now());
     }
 
     /// Writes `batch` (emptied) in one transaction; answers a stop request found in it.
@@ -254,7 +355,7 @@ impl Writer {
                     "active subscriptions: {events} subscription events lost, Redis did not take \
                      them ({err}); the list is rewritten once Redis answers"
                 );
-                self.stale = true;
+                self.failed();
             }
         }
         stop
@@ -277,6 +378,10 @@ impl Writer {
     /// Renews the hash's TTL; rewrites it when it is gone or may be wrong.
     async fn renew(&mut self) {
         if self.members.is_empty() && !self.stale {
+            return;
+        }
+        // Redis did not take a write a moment ago: the next batch of changes tries it again.
+        if self.failed_at.is_some_and(|at| at.elapsed() < RETRY) {
             return;
         }
         if !self.stale {
@@ -326,8 +431,21 @@ impl Writer {
             self.keep(&mut pipe);
         }
         match self.redis.on_publisher::<()>(&pipe).await {
-            Ok(()) => self.stale = false,
-            Err(err) => log::debug!("active subscriptions: rewriting the list failed: {err}"),
+            Ok(()) => {
+                self.stale = false;
+                self.failed_at = None;
+                if self.lost > 0 {
+                    log::warn!(
+                        "active subscriptions: Redis is back, the list is written again; {} \
+                         subscription events were lost while it was away",
+                        std::mem::take(&mut self.lost)
+                    );
+                }
+            }
+            Err(err) => {
+                log::debug!("active subscriptions: rewriting the list failed: {err}");
+                self.failed();
+            }
         }
     }
 

@@ -108,7 +108,7 @@ impl TestRedis {
 
     /// Makes Redis stall for `seconds` (`DEBUG SLEEP`) and returns once it does; the
     /// connection it returns answers `+OK` when Redis is back.
-    async fn stall(&self, seconds: f64) -> tokio::net::TcpStream {
+    pub(crate) async fn stall(&self, seconds: f64) -> tokio::net::TcpStream {
         use tokio::io::AsyncWriteExt;
         let mut sleeper = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await

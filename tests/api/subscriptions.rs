@@ -541,6 +541,85 @@ async fn with_redis_a_nodes_list_is_written_again_after_redis_restarts_empty() {
     );
 }
 
+/// While Redis does not answer, a node's writer takes subscribers coming and going into its
+/// own record at once, not one transaction (and one publish timeout, 2 s) per 256 changes:
+/// its queue empties though Redis is still asleep, so subscribers churning through an outage
+/// cannot pile changes up in memory. Once Redis is back the list is rewritten, exactly.
+#[tokio::test]
+async fn with_redis_asleep_changes_to_the_list_do_not_pile_up() {
+    const STALL: Duration = Duration::from_secs(30);
+    const CHURN: usize = 1000;
+    let redis = TestRedis::start();
+    // A stream's end is noticed by its next write (the heartbeat, every 500 ms): more may count
+    // as connected than are.
+    let flags = [
+        "--subscriptions-ttl",
+        "3s",
+        "--max-subscribers-per-ip",
+        "5000",
+    ];
+    let (a, b) = two_nodes(&redis, &flags).await;
+    let _keeper = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
+    let path = "/.well-known/mercure/subscriptions";
+    let lists_only_the_keeper = || async {
+        let (status, body, _) = get(&a, path, Some(&watcher_token())).await;
+        status == 200
+            && serde_json::from_str::<Value>(&body).is_ok_and(|list| {
+                list["subscriptions"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 1 && l[0]["topic"] == "/books/{id}")
+            })
+    };
+    assert!(crate::helpers::wait_until(WAIT, lists_only_the_keeper).await);
+
+    let mut sleeper = redis.stall(STALL.as_secs_f64()).await;
+    let asleep_at = Instant::now();
+    // Two changes each (it came, it went), 50 at a time.
+    let reader = reader_token();
+    for _ in 0..CHURN / 50 {
+        let batch = futures_util::future::join_all(
+            (0..50).map(|_| subscribe_with(&b, &["/churn"], &[], &reader)),
+        )
+        .await;
+        drop(batch);
+    }
+    let churned_in = asleep_at.elapsed();
+    let queued = || async {
+        let page = crate::metrics::metrics(&b).await;
+        crate::metrics::sample(&page, "sse_hub_subscription_changes_queued")
+    };
+    let drained =
+        crate::helpers::wait_until(Duration::from_secs(10), || async { queued().await == 0.0 })
+            .await;
+    assert!(
+        drained && asleep_at.elapsed() < STALL - Duration::from_secs(5),
+        "{} changes still queued {:?} after Redis fell asleep (churn took {churned_in:?})",
+        queued().await,
+        asleep_at.elapsed(),
+    );
+
+    // Redis wakes; B's list is written again from its record: the keeper, none of the churn.
+    tokio::time::timeout(STALL + WAIT, async {
+        use tokio::io::AsyncReadExt;
+        let mut ok = [0; 5];
+        sleeper.read_exact(&mut ok).await
+    })
+    .await
+    .expect("Redis wakes up")
+    .unwrap();
+    assert!(
+        crate::helpers::wait_until(Duration::from_secs(20), lists_only_the_keeper).await,
+        "the list after the outage is not just the keeper"
+    );
+    assert!(
+        b.logs()
+            .iter()
+            .any(|l| l.contains("were lost while it was away")),
+        "{:?}",
+        b.logs()
+    );
+}
+
 /// Subscribes on `hub` to `selectors` with a token whose payload carries `tag`.
 async fn tagged(hub: &TestHub, selectors: &[&str], tag: &str) -> SseClient {
     let token = token(json!({ "subscribe": ["/none"], "payload": { "tag": tag } }));
