@@ -386,11 +386,7 @@ async fn a_start_on_a_full_disk_serves_the_journal_and_catches_up_once_there_is_
         resume(&hub, "/start", "earliest", expected.len()).await,
         expected
     );
-    let copy_failed = || {
-        hub.logs()
-            .iter()
-            .any(|l| l.contains("could not copy the journal into the database"))
-    };
+    let copy_failed = || hub.logged("could not copy the journal into the database");
     assert!(
         wait_until(WAIT, || async { copy_failed() }).await,
         "{:?}",

@@ -110,6 +110,11 @@ impl TestHub {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Whether a line the hub logged so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -369,6 +369,18 @@ async fn two_nodes(redis: &TestRedis, extra: &[&str]) -> (TestHub, TestHub) {
     (a, b)
 }
 
+/// Whether `hub`'s whole list answers 200 with a single subscription, of `topic`.
+async fn lists_one_of(hub: &TestHub, topic: &str) -> bool {
+    let path = "/.well-known/mercure/subscriptions";
+    let (status, body, _) = get(hub, path, Some(&watcher_token())).await;
+    status == 200
+        && serde_json::from_str::<Value>(&body).is_ok_and(|list| {
+            list["subscriptions"]
+                .as_array()
+                .is_some_and(|l| l.len() == 1 && l[0]["topic"] == topic)
+        })
+}
+
 /// The subscribers `hub`'s API lists under `path`.
 async fn listed_subscribers(hub: &TestHub, path: &str) -> Vec<String> {
     get_json(hub, path).await["subscriptions"]
@@ -504,15 +516,7 @@ async fn with_redis_a_nodes_list_is_written_again_after_redis_restarts_empty() {
     let _reader = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
     let path = "/.well-known/mercure/subscriptions";
     // While Redis restarts the API may answer 503: only a 200 listing the reader counts.
-    let lists_the_reader = || async {
-        let (status, body, _) = get(&a, path, Some(&watcher_token())).await;
-        status == 200
-            && serde_json::from_str::<Value>(&body).is_ok_and(|list| {
-                list["subscriptions"]
-                    .as_array()
-                    .is_some_and(|l| l.len() == 1)
-            })
-    };
+    let lists_the_reader = || lists_one_of(&a, "/books/{id}");
     assert!(crate::helpers::wait_until(WAIT, lists_the_reader).await);
 
     redis.restart();
@@ -532,13 +536,7 @@ async fn with_redis_a_nodes_list_is_written_again_after_redis_restarts_empty() {
     // Its index by IRI was written again too: the topic's list has it.
     let books = format!("{path}/{BOOKS_SEGMENT}");
     assert_eq!(listed_subscribers(&a, &books).await.len(), 1);
-    assert!(
-        b.logs()
-            .iter()
-            .any(|l| l.contains("list was gone from Redis")),
-        "{:?}",
-        b.logs()
-    );
+    assert!(b.logged("list was gone from Redis"), "{:?}", b.logs());
 }
 
 /// While Redis does not answer, a node's writer takes subscribers coming and going into its
@@ -560,16 +558,7 @@ async fn with_redis_asleep_changes_to_the_list_do_not_pile_up() {
     ];
     let (a, b) = two_nodes(&redis, &flags).await;
     let _keeper = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;
-    let path = "/.well-known/mercure/subscriptions";
-    let lists_only_the_keeper = || async {
-        let (status, body, _) = get(&a, path, Some(&watcher_token())).await;
-        status == 200
-            && serde_json::from_str::<Value>(&body).is_ok_and(|list| {
-                list["subscriptions"]
-                    .as_array()
-                    .is_some_and(|l| l.len() == 1 && l[0]["topic"] == "/books/{id}")
-            })
-    };
+    let lists_only_the_keeper = || lists_one_of(&a, "/books/{id}");
     assert!(crate::helpers::wait_until(WAIT, lists_only_the_keeper).await);
 
     let mut sleeper = redis.stall(STALL.as_secs_f64()).await;
@@ -611,13 +600,7 @@ async fn with_redis_asleep_changes_to_the_list_do_not_pile_up() {
         crate::helpers::wait_until(Duration::from_secs(20), lists_only_the_keeper).await,
         "the list after the outage is not just the keeper"
     );
-    assert!(
-        b.logs()
-            .iter()
-            .any(|l| l.contains("were lost while it was away")),
-        "{:?}",
-        b.logs()
-    );
+    assert!(b.logged("were lost while it was away"), "{:?}", b.logs());
 }
 
 /// Subscribes on `hub` to `selectors` with a token whose payload carries `tag`.
