@@ -20,7 +20,9 @@
 //! *pending*; only when the writer reports its commit is the update added to history, fanned
 //! out and acknowledged, in publish order. So a subscriber never sees an update that a crash
 //! could lose, and a `200` means the update is on disk. An update whose id is already in
-//! history (or pending) is acknowledged again and not stored or delivered twice.
+//! history (or pending) is acknowledged again and not stored or delivered twice. The updates
+//! that an update evicts from history are deleted from the store in its commit: the actor
+//! projects what history will hold once everything pending is pushed.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -37,7 +39,7 @@ pub use crate::registry::SubscriberId;
 use crate::shard::{ShardId, ShardMsg, ShardSender};
 use crate::{
     active::Announced,
-    history::{Cursor, History, Retention, EARLIEST},
+    history::{Cursor, History, Projection, Retention, EARLIEST},
     stats::{DropReason, Stats},
     store::{Commit, Loaded, Store, StoreError, StoreHandle},
     subscription::Subscription,
@@ -76,6 +78,8 @@ struct Member {
 struct Pending {
     key: u64,
     update: Arc<Update>,
+    /// What its commit deletes from the store: every key below this one, evicted by it.
+    trim: Option<u64>,
     /// Every publish of this update (retries of the same id included).
     waiters: Vec<Waiter>,
 }
@@ -115,6 +119,9 @@ pub struct Broadcaster {
     pending_ids: HashSet<EventId>,
     /// The store holds no key below this one (what was last trimmed).
     trimmed_below: u64,
+    /// What history will hold once every pending update is pushed, if known (forgotten when
+    /// history changes otherwise: a failed commit, expiry).
+    projection: Option<Projection>,
     /// With `--subscriptions` and Redis: where subscribers coming and going are told, so the
     /// events go through the event stream and the list is the cluster's.
     presence: Option<Presence>,
@@ -138,6 +145,7 @@ impl Broadcaster {
             pending: VecDeque::new(),
             pending_ids: HashSet::new(),
             trimmed_below: 0,
+            projection: None,
             presence: None,
         }
     }
@@ -187,12 +195,43 @@ impl Broadcaster {
             .set_history(self.history.len(), self.history.bytes());
     }
 
-    /// Fans `update` out and adds it to history under `key`.
-    fn deliver(&mut self, key: u64, update: Arc<Update>) {
+    /// Fans `update` out and adds it to history under `key`; `trimmed` is what its commit
+    /// deleted from the store.
+    fn deliver(&mut self, key: u64, update: Arc<Update>, trimmed: Option<u64>) {
         self.fan_out(&update);
         self.history.push(key, update);
+        if let Some(below) = trimmed {
+            // What the push evicted, unless an update counted in the projection then failed
+            // to commit: history then follows the store and holds a little less for a while.
+            self.history.evict_below(below);
+            self.trimmed_below = self.trimmed_below.max(below);
+        }
         self.count_history();
         self.trim_store();
+    }
+
+    /// What the store may delete in the same commit as the update `key` (after every pending
+    /// one): the updates history will evict when it is pushed, if any are still stored. So an
+    /// acknowledged update's evictions are on disk with it.
+    fn trim_with(&mut self, key: u64, update: &Update) -> Option<u64> {
+        let mut projection = self.projection.take().unwrap_or_else(|| {
+            self.history
+                .project(self.pending.iter().map(|p| p.update.footprint()))
+        });
+        let footprint = update.footprint();
+        let (history, pending) = (&self.history, &self.pending);
+        projection.push(self.history.retention(), key, footprint, |from| {
+            history.oldest_from(from).or_else(|| {
+                let at = pending.partition_point(|p| p.key < from);
+                match pending.get(at) {
+                    Some(p) => Some((p.key, p.update.footprint())),
+                    None => (from <= key).then_some((key, footprint)),
+                }
+            })
+        });
+        self.projection = Some(projection);
+        let below = projection.below();
+        (below > self.trimmed_below).then_some(below)
     }
 
     /// Publishes an update the hub makes itself (a subscription event) the way a publisher's
@@ -206,24 +245,28 @@ impl Broadcaster {
     /// Takes a new update: without a store it is delivered at once; with one it is handed to
     /// the writer and kept pending until its commit. `waiters` hear the outcome either way.
     fn accept(&mut self, update: Arc<Update>, waiters: Vec<Waiter>) {
-        let Durable::On(store) = &self.store else {
+        if !matches!(self.store, Durable::On(_)) {
             let id = update.id().clone();
             let key = self.history.next_key();
-            self.deliver(key, update);
+            self.deliver(key, update, None);
             for waiter in waiters {
                 let _ = waiter.send(Ok(id.clone()));
             }
             return;
-        };
+        }
         let key = self
             .pending
             .back()
             .map_or(self.history.next_key(), |p| p.key + 1);
-        store.append(key, Arc::clone(&update));
+        let trim = self.trim_with(key, &update);
+        if let Durable::On(store) = &self.store {
+            store.append(key, Arc::clone(&update), trim);
+        }
         self.pending_ids.insert(update.id().clone());
         self.pending.push_back(Pending {
             key,
             update,
+            trim,
             waiters,
         });
     }
@@ -340,6 +383,7 @@ impl Actor for Broadcaster {
         }
         ctx.run_interval(EXPIRY_PERIOD, |this, _| {
             if this.history.expire(now_ms()) {
+                this.projection = None;
                 this.count_history();
                 this.trim_store();
             }
@@ -601,6 +645,7 @@ impl Handler<Committed> for Broadcaster {
             let Some(Pending {
                 key,
                 update,
+                trim,
                 waiters,
             }) = self.pending.pop_front()
             else {
@@ -610,10 +655,14 @@ impl Handler<Committed> for Broadcaster {
             let result = match &commit.result {
                 Ok(()) => {
                     let id = update.id().clone();
-                    self.deliver(key, update);
+                    self.deliver(key, update, trim);
                     Ok(id)
                 }
-                Err(err) => Err(PublishRefused::from(&**err)),
+                Err(err) => {
+                    // The projection counted this update.
+                    self.projection = None;
+                    Err(PublishRefused::from(&**err))
+                }
             };
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
@@ -837,6 +886,7 @@ impl Handler<Remember> for Broadcaster {
         if !self.history.contains(update.id()) {
             let key = self.history.next_key();
             self.history.push(key, Arc::new(update));
+            self.projection = None;
             self.count_history();
         }
     }

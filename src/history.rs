@@ -58,6 +58,56 @@ pub struct Retention {
     pub max_age_ms: u64,
 }
 
+/// What a [`History`] will hold once updates on their way to it are pushed: so a store can
+/// delete what an update evicts in the same commit as the update, before it is pushed.
+/// Advanced one update at a time, each step costs the updates it evicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection {
+    len: usize,
+    bytes: usize,
+    /// Every key below this one is evicted.
+    below: u64,
+}
+
+impl Projection {
+    /// Every key below this one is evicted.
+    #[must_use]
+    pub fn below(&self) -> u64 {
+        self.below
+    }
+
+    /// Adds the update under `key` (above every key before it) and evicts the oldest past the
+    /// count and byte bounds, as [`History::push`] does. `oldest_from(k)` is the key and
+    /// footprint of the oldest update with a key from `k` on, among those held and on their
+    /// way (this one included).
+    pub fn push(
+        &mut self,
+        retention: Retention,
+        key: u64,
+        footprint: usize,
+        oldest_from: impl Fn(u64) -> Option<(u64, usize)>,
+    ) {
+        if retention.max_len == 0 {
+            *self = Self {
+                len: 0,
+                bytes: 0,
+                below: key + 1,
+            };
+            return;
+        }
+        self.len += 1;
+        self.bytes += footprint;
+        while self.len > retention.max_len || (self.bytes > retention.max_bytes && self.len > 1) {
+            let Some((oldest, footprint)) = oldest_from(self.below) else {
+                break;
+            };
+            self.len -= 1;
+            self.bytes -= footprint;
+            self.below = oldest + 1;
+        }
+    }
+}
+
 /// The last updates, oldest first, each under its key (increasing, maybe with gaps: the key
 /// it has in the store, or a counter without one).
 #[derive(Debug)]
@@ -113,6 +163,11 @@ impl History {
         self.next_key
     }
 
+    #[must_use]
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
     /// Every key below this one is evicted: what a store of the same history may delete.
     #[must_use]
     pub fn first_kept_key(&self) -> u64 {
@@ -153,6 +208,36 @@ impl History {
             self.evict_oldest();
         }
         self.entries.len() < before
+    }
+
+    /// Evicts every update with a key below `key`.
+    pub fn evict_below(&mut self, key: u64) {
+        while self.keys.front().is_some_and(|&k| k < key) {
+            self.evict_oldest();
+        }
+    }
+
+    /// Where a [`Projection`] of this history starts: what it holds now, with updates on their
+    /// way to it (keys above every key held, with their footprints) added, none evicted yet.
+    #[must_use]
+    pub fn project(&self, incoming: impl IntoIterator<Item = usize>) -> Projection {
+        let (len, bytes) = incoming
+            .into_iter()
+            .fold((self.len(), self.bytes), |(len, bytes), footprint| {
+                (len + 1, bytes + footprint)
+            });
+        Projection {
+            len,
+            bytes,
+            below: self.first_kept_key(),
+        }
+    }
+
+    /// The key and footprint of the oldest update held with a key from `key` on.
+    #[must_use]
+    pub fn oldest_from(&self, key: u64) -> Option<(u64, usize)> {
+        let at = self.keys.partition_point(|&k| k < key);
+        Some((*self.keys.get(at)?, self.entries.get(at)?.footprint()))
     }
 
     fn evict_oldest(&mut self) {
@@ -273,6 +358,72 @@ mod tests {
         let r = h.replay(&Cursor::parse("zz"));
         assert_eq!(ids(&r), ["a", "b"]);
         assert_eq!(r.resumed_after, EARLIEST);
+    }
+
+    /// Projects updates on their way one at a time, then pushes them: after each push, history
+    /// holds exactly the keys from the projection's bound on.
+    fn check_projection(max_len: usize, max_bytes: usize, held: &[&str], incoming: &[&str]) {
+        let mut h = history(max_len, max_bytes);
+        let mut key = 0;
+        for data in held {
+            // Keys with gaps, as failed commits leave them.
+            key += 3;
+            h.push(key, update(&format!("h{key}"), data));
+        }
+        let incoming: Vec<(u64, Arc<Update>)> = incoming
+            .iter()
+            .map(|data| {
+                key += 2;
+                (key, update(&format!("i{key}"), data))
+            })
+            .collect();
+        let mut projection = h.project([]);
+        let mut bounds = Vec::new();
+        for (i, (key, next)) in incoming.iter().enumerate() {
+            projection.push(h.retention(), *key, next.footprint(), |from| {
+                h.oldest_from(from).or_else(|| {
+                    incoming[..=i]
+                        .iter()
+                        .find(|(k, _)| *k >= from)
+                        .map(|(k, u)| (*k, u.footprint()))
+                })
+            });
+            bounds.push(projection.below());
+        }
+        let mut pushed: Vec<u64> = (1..=held.len() as u64).map(|n| n * 3).collect();
+        for ((key, next), below) in incoming.into_iter().zip(bounds) {
+            h.push(key, next);
+            pushed.push(key);
+            let kept = h.first_kept_key();
+            let evicted = pushed.iter().filter(|&&k| k < kept).max();
+            assert!(
+                evicted.is_none_or(|&e| e < below) && below <= kept,
+                "{max_len}/{max_bytes}: after {key}, bound {below}, kept from {kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_projection_evicts_what_pushing_evicts() {
+        let big = "y".repeat(400);
+        let one = update("i0", "x").footprint();
+        for (max_len, max_bytes) in [
+            (3, usize::MAX),
+            (100, 3 * one + 10),
+            (4, 2 * one),
+            (1, 1),
+            (0, usize::MAX),
+        ] {
+            check_projection(max_len, max_bytes, &[], &["x", "x", "x", "x", "x"]);
+            check_projection(max_len, max_bytes, &["x", "x"], &["x"]);
+            check_projection(
+                max_len,
+                max_bytes,
+                &["x", &big, "x"],
+                &["x", &big, "x", "x"],
+            );
+            check_projection(max_len, max_bytes, &["x"; 6], &[&big, "x", &big]);
+        }
     }
 
     #[test]

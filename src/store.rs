@@ -17,8 +17,9 @@
 //! - `never`: at once, not synced; a sync follows within [`LAZY_SYNC`], so a crash of the
 //!   process (or machine) may lose the updates of the last second, acknowledged or not.
 //!
-//! Each update is one row, keyed by an increasing number; retention deletes the oldest rows
-//! (journaled like the rows: [`StoreHandle::trim`]).
+//! Each update is one row, keyed by an increasing number; retention deletes the oldest rows,
+//! journaled like the rows: those an update evicts in its own commit
+//! ([`StoreHandle::append`]), those past their age on their own ([`StoreHandle::trim`]).
 
 use std::{
     collections::BTreeMap,
@@ -147,11 +148,11 @@ enum Op {
     Append {
         key: u64,
         update: Arc<Update>,
+        /// Deleted in the same commit: every row with a key below this one.
+        trim: Option<u64>,
     },
     /// Delete every row with a key below this one.
-    Trim {
-        before: u64,
-    },
+    Trim { before: u64 },
 }
 
 /// The open database and journal, before the writer starts.
@@ -258,10 +259,11 @@ pub struct StoreHandle {
 }
 
 impl StoreHandle {
-    /// Queues `update` under `key` (keys must increase).
-    pub fn append(&self, key: u64, update: Arc<Update>) {
+    /// Queues `update` under `key` (keys must increase), and the deletion of every row with a
+    /// key below `trim` in the same commit.
+    pub fn append(&self, key: u64, update: Arc<Update>, trim: Option<u64>) {
         // The writer outlives every handle, so this can't fail while the hub runs.
-        let _ = self.tx.send(Op::Append { key, update });
+        let _ = self.tx.send(Op::Append { key, update, trim });
     }
 
     /// Queues the deletion of every update with a key below `before`.
@@ -390,7 +392,10 @@ impl Writer {
 
     /// Journals `batch`, synced unless `--fsync never` allows a lazy sync.
     fn write(&mut self, batch: &[Op]) -> Result<(), StoreError> {
-        let records: Vec<Vec<u8>> = batch.iter().map(encode).collect();
+        let mut records = Vec::with_capacity(batch.len());
+        for op in batch {
+            encode(op, &mut records);
+        }
         if !self.journal.fits(records.iter().map(Vec::len)) {
             // Copying the journal into the database makes room (after a failure, the next try
             // waits for its time). The journal grows only for a commit larger than all of it,
@@ -493,34 +498,42 @@ impl Writer {
     }
 }
 
-/// A journal record for `op`: a tag byte, then for an append its key and its row's fields
-/// (accepted at, private, id and topics each with its length, the SSE encoding to the end);
-/// for a trim the key below which rows go.
-fn encode(op: &Op) -> Vec<u8> {
+/// The journal records for `op`, added to `out`: an append's row, then its trim if it has one.
+fn encode(op: &Op, out: &mut Vec<Vec<u8>>) {
     match op {
-        Op::Append { key, update } => {
-            let topics: Vec<&str> = update.topics().iter().map(Topic::as_str).collect();
-            let topics = topics.join("\n");
-            let id = update.id().as_str();
-            let encoded = update.encoded();
-            let mut out = Vec::with_capacity(34 + id.len() + topics.len() + encoded.len());
-            out.push(TAG_APPEND);
-            out.extend_from_slice(&key.to_le_bytes());
-            out.extend_from_slice(&update.published_ms().to_le_bytes());
-            out.push(u8::from(update.is_private()));
-            for field in [id.as_bytes(), topics.as_bytes()] {
-                out.extend_from_slice(&(field.len() as u64).to_le_bytes());
-                out.extend_from_slice(field);
-            }
-            out.extend_from_slice(encoded);
-            out
+        Op::Append { key, update, trim } => {
+            out.push(append_record(*key, update));
+            out.extend(trim.map(trim_record));
         }
-        Op::Trim { before } => {
-            let mut out = vec![TAG_TRIM];
-            out.extend_from_slice(&before.to_le_bytes());
-            out
-        }
+        Op::Trim { before } => out.push(trim_record(*before)),
     }
+}
+
+/// An append's record: a tag byte, its key and its row's fields (accepted at, private, id and
+/// topics each with its length, the SSE encoding to the end).
+fn append_record(key: u64, update: &Update) -> Vec<u8> {
+    let topics: Vec<&str> = update.topics().iter().map(Topic::as_str).collect();
+    let topics = topics.join("\n");
+    let id = update.id().as_str();
+    let encoded = update.encoded();
+    let mut out = Vec::with_capacity(34 + id.len() + topics.len() + encoded.len());
+    out.push(TAG_APPEND);
+    out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&update.published_ms().to_le_bytes());
+    out.push(u8::from(update.is_private()));
+    for field in [id.as_bytes(), topics.as_bytes()] {
+        out.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        out.extend_from_slice(field);
+    }
+    out.extend_from_slice(encoded);
+    out
+}
+
+/// A trim's record: a tag byte and the key below which rows go.
+fn trim_record(before: u64) -> Vec<u8> {
+    let mut out = vec![TAG_TRIM];
+    out.extend_from_slice(&before.to_le_bytes());
+    out
 }
 
 /// Applies journal records to the database in one synced transaction.
