@@ -211,7 +211,7 @@ async fn shutdown_ends_open_streams_and_exits_zero() {
     }
     let status = hub.wait_exit(Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "exit status {status}");
-    assert!(hub.logs().iter().any(|l| l.contains("shutting down")));
+    assert!(hub.logged("shutting down"));
     assert!(
         started.elapsed() < Duration::from_secs(7),
         "{:?}",

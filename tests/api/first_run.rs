@@ -75,7 +75,7 @@ async fn settings_come_from_a_toml_file_under_flags_and_environment() {
         .await
         .unwrap();
     assert_eq!(three.status(), 400, "max-topics from the file");
-    assert!(hub.logs().iter().any(|l| l.contains("memory only")));
+    assert!(hub.logged("memory only"));
     // A file that is not TOML: one clear line, exit 1.
     std::fs::write(&file, "bind = \n").unwrap();
     let bad = Command::new(TestHub::binary())

@@ -312,11 +312,7 @@ async fn an_unreachable_jwks_at_start_refuses_tokens_until_it_is_fetched() {
     ]);
     let token = a.sign(Some("a"), &publish_claims());
     assert_eq!(publish_status(&hub, &token).await, 401);
-    let warned = || async {
-        hub.logs()
-            .iter()
-            .any(|l| l.contains("cannot fetch the JWK set"))
-    };
+    let warned = || async { hub.logged("cannot fetch the JWK set") };
     assert!(
         wait_until(WAIT, warned).await,
         "no warning: {:?}",
@@ -372,7 +368,7 @@ async fn an_oversized_set_is_not_read_and_the_cached_keys_stay() {
     assert_eq!(publish_status(&hub, &b.sign(Some("b"), &claims)).await, 401);
     assert_eq!(server.requests(), 2, "the unknown kid made a fetch");
     assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
-    let refused = || async { hub.logs().iter().any(|l| l.contains("larger than")) };
+    let refused = || async { hub.logged("larger than") };
     assert!(wait_until(WAIT, refused).await, "{:?}", hub.logs());
 }
 
@@ -499,13 +495,7 @@ async fn a_set_served_over_https_under_a_private_ca_is_fetched_with_jwks_ca_cert
     let fetched = format!("fetched the JWK set {url}: 1 keys");
     let twice = || async { hub.logs().iter().filter(|l| l.contains(&fetched)).count() == 2 };
     assert!(wait_until(WAIT, twice).await, "{:?}", hub.logs());
-    assert!(
-        !hub.logs()
-            .iter()
-            .any(|l| l.contains("--jwks-ca-cert is unused")),
-        "{:?}",
-        hub.logs()
-    );
+    assert!(!hub.logged("--jwks-ca-cert is unused"), "{:?}", hub.logs());
 }
 
 /// A CA certificate given with no `https://` set to fetch is a configuration mistake: said
@@ -515,11 +505,7 @@ async fn a_jwks_ca_cert_with_no_https_set_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let ca = PrivateCa::new(dir.path());
     let hub = TestHub::spawn(&["--jwt-key", KEY, "--jwks-ca-cert", &ca.ca]);
-    let warned = || async {
-        hub.logs()
-            .iter()
-            .any(|l| l.contains("--jwks-ca-cert is unused: no https:// JWK set URL"))
-    };
+    let warned = || async { hub.logged("--jwks-ca-cert is unused: no https:// JWK set URL") };
     assert!(wait_until(WAIT, warned).await, "{:?}", hub.logs());
     let health = client().get(hub.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
