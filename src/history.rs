@@ -58,6 +58,14 @@ pub struct Retention {
     pub max_age_ms: u64,
 }
 
+impl Retention {
+    /// Whether `len` updates of `bytes` in all are more than the count and byte bounds allow
+    /// (a single update is kept whatever its size).
+    fn exceeded_by(&self, len: usize, bytes: usize) -> bool {
+        len > self.max_len || (bytes > self.max_bytes && len > 1)
+    }
+}
+
 /// What a [`History`] will hold once updates on their way to it are pushed: so a store can
 /// delete what an update evicts in the same commit as the update, before it is pushed.
 /// Advanced one update at a time, each step costs the updates it evicts.
@@ -97,7 +105,7 @@ impl Projection {
         }
         self.len += 1;
         self.bytes += footprint;
-        while self.len > retention.max_len || (self.bytes > retention.max_bytes && self.len > 1) {
+        while retention.exceeded_by(self.len, self.bytes) {
             let Some((oldest, footprint)) = oldest_from(self.below) else {
                 break;
             };
@@ -186,9 +194,7 @@ impl History {
         self.index.insert(update.id().clone(), key);
         self.entries.push_back(update);
         self.keys.push_back(key);
-        while self.entries.len() > self.retention.max_len
-            || (self.bytes > self.retention.max_bytes && self.entries.len() > 1)
-        {
+        while self.retention.exceeded_by(self.entries.len(), self.bytes) {
             self.evict_oldest();
         }
     }
