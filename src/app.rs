@@ -176,6 +176,7 @@ impl Application {
             keep_alive: config.idle_timeout,
             request_header_timeout: config.request_header_timeout,
             write_timeout: config.write_timeout,
+            h2_limits: h2_limits(&config),
             local_addr,
             shutdown: builder.graceful_shutdown_signal(),
         };
@@ -304,12 +305,26 @@ const PRESENCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pending connections the kernel queues before the server accepts them (actix's default).
 const LISTEN_BACKLOG: i32 = 1024;
 
+/// Streams one HTTP/2 connection may have open at once; more are refused (`REFUSED_STREAM`).
+/// Go's HTTP/2 server, which the reference Mercure hub runs on, allows as many.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+
+/// Streams an HTTP/2 peer may reset before the hub has accepted them; past it the connection
+/// is closed (the `h2` crate's default, set here so the bound is written down).
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Room in the HTTP/2 header list for what `--max-header-size` does not count: the
+/// pseudo-headers and the 32 bytes RFC 9113 adds per field.
+const H2_HEADER_LIST_ALLOWANCE: usize = 4096;
+
 /// What every connection's HTTP service is built with, TLS or not.
 #[derive(Debug, Clone)]
 struct HttpSettings {
     keep_alive: Duration,
     request_header_timeout: Duration,
     write_timeout: Duration,
+    /// Bounds HTTP/2 peers (TLS connections only: plain ones speak HTTP/1).
+    h2_limits: actix_http::H2Limits,
     local_addr: SocketAddr,
     /// Tells open connections the server is stopping: idle keep-alive ones close at once.
     shutdown: actix_server::GracefulShutdownSignal,
@@ -345,8 +360,22 @@ impl HttpSettings {
             // half-closes after sending its request gets no answer; no browser or SSE client
             // does that.)
             .h1_allow_half_closed(false)
+            .h2_limits(self.h2_limits)
             .local_addr(self.local_addr)
     }
+}
+
+/// The HTTP/2 limits: a peer can make the hub decode no more headers per request than the hub
+/// would accept anyway (h2 answers 431 past them and stores no field beyond the limit), however
+/// well HPACK compresses them on the wire. (The HPACK table a peer may make the hub keep is
+/// RFC 9113's default, 4,096 bytes a connection, which the `h2` crate does not let a server
+/// change.)
+fn h2_limits(config: &Config) -> actix_http::H2Limits {
+    let header_list = config.max_header_size + config.max_url_size + H2_HEADER_LIST_ALLOWANCE;
+    actix_http::H2Limits::default()
+        .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
 }
 
 /// A peer that stops reading leaves sent data unacknowledged (a zero window): the kernel

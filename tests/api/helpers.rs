@@ -22,6 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct TestHub {
     child: Child,
     pub addr: String,
+    /// `https` when the hub serves TLS (`--tls-cert`), else `http`.
+    scheme: &'static str,
     logs: Arc<Mutex<Vec<String>>>,
     /// The working directory `spawn` made (its default `./sse-hub-data` included), kept as long
     /// as the hub runs.
@@ -74,14 +76,21 @@ impl TestHub {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
+        let (scheme, addr) = loop {
             let found = logs.lock().unwrap().iter().find_map(|l| {
                 l.split_once("listening on ")
                     .and_then(|(_, url)| url.split_once("://"))
-                    .map(|(_, a)| a.trim().to_owned())
+                    .map(|(scheme, a)| {
+                        let scheme = if scheme.ends_with("https") {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        (scheme, a.trim().to_owned())
+                    })
             });
-            if let Some(addr) = found {
-                break addr;
+            if let Some(found) = found {
+                break found;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("sse-hub exited with {status}: {:?}", logs.lock().unwrap());
@@ -92,13 +101,14 @@ impl TestHub {
         Self {
             child,
             addr,
+            scheme,
             logs,
             _cwd: None,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     pub fn pid(&self) -> u32 {
@@ -173,10 +183,12 @@ impl Drop for TestHub {
     }
 }
 
-/// An HTTP client with a connect timeout and no proxy.
+/// An HTTP client with a connect timeout and no proxy. It trusts any certificate: the hubs
+/// it talks to serve the tests' self-signed one, on loopback.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .danger_accept_invalid_certs(true)
         .connect_timeout(Duration::from_secs(5))
         .build()
         .expect("client")

@@ -8,6 +8,7 @@ mod durability;
 mod first_run;
 mod hardening;
 mod helpers;
+mod http2;
 mod inputs;
 mod jwks;
 mod mercure;

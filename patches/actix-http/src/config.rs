@@ -14,6 +14,56 @@ use crate::{
     KeepAlive,
 };
 
+/// Limits an HTTP/2 connection announces to its peer and enforces, each `None` by default
+/// (the `h2` crate's own default then applies).
+///
+/// The defaults leave a peer room to make the server decode up to 16 MiB of headers per
+/// request (`h2`'s default header list size) before any handler can refuse them; a server
+/// exposed to untrusted peers should set at least [`H2Limits::max_header_list_size`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct H2Limits {
+    max_header_list_size: Option<u32>,
+    max_concurrent_streams: Option<u32>,
+    max_pending_accept_reset_streams: Option<usize>,
+}
+
+impl H2Limits {
+    /// Sets `SETTINGS_MAX_HEADER_LIST_SIZE`: a request whose decoded header list is larger
+    /// (names and values plus 32 bytes a field, as RFC 9113 counts them) is answered 431 by
+    /// the HTTP/2 layer, and fields past the limit are never stored.
+    pub fn max_header_list_size(mut self, size: u32) -> Self {
+        self.max_header_list_size = Some(size);
+        self
+    }
+
+    /// Sets `SETTINGS_MAX_CONCURRENT_STREAMS`: streams past it are refused.
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.max_concurrent_streams = Some(max);
+        self
+    }
+
+    /// Sets how many streams the peer may reset before the server accepts them, after which
+    /// the connection is closed (`h2`'s default is 20).
+    pub fn max_pending_accept_reset_streams(mut self, max: usize) -> Self {
+        self.max_pending_accept_reset_streams = Some(max);
+        self
+    }
+
+    /// Applies the limits that are set to an `h2` server builder.
+    #[cfg(feature = "http2")]
+    pub(crate) fn apply(&self, builder: &mut h2::server::Builder) {
+        if let Some(size) = self.max_header_list_size {
+            builder.max_header_list_size(size);
+        }
+        if let Some(max) = self.max_concurrent_streams {
+            builder.max_concurrent_streams(max);
+        }
+        if let Some(max) = self.max_pending_accept_reset_streams {
+            builder.max_pending_accept_reset_streams(max);
+        }
+    }
+}
+
 pub(crate) type GracefulShutdownFuture = Pin<Box<dyn Future<Output = ()>>>;
 
 #[derive(Clone)]
@@ -170,6 +220,12 @@ impl ServiceConfigBuilder {
         self
     }
 
+    /// Sets the limits HTTP/2 connections announce and enforce (see [`H2Limits`]).
+    pub fn h2_limits(mut self, limits: H2Limits) -> Self {
+        self.inner.h2_limits = limits;
+        self
+    }
+
     /// Builds a [`ServiceConfig`] from this [`ServiceConfigBuilder`] instance
     pub fn build(self) -> ServiceConfig {
         ServiceConfig(Rc::new(self.inner))
@@ -193,6 +249,7 @@ struct Inner {
     h1_write_buffer_size: usize,
     h2_conn_window_size: u32,
     h2_stream_window_size: u32,
+    h2_limits: H2Limits,
     graceful_shutdown_signal: Option<GracefulShutdownSignal>,
 }
 
@@ -210,6 +267,7 @@ impl Default for Inner {
             h1_write_buffer_size: DEFAULT_H1_WRITE_BUFFER_SIZE,
             h2_conn_window_size: DEFAULT_H2_CONN_WINDOW_SIZE,
             h2_stream_window_size: DEFAULT_H2_STREAM_WINDOW_SIZE,
+            h2_limits: H2Limits::default(),
             graceful_shutdown_signal: None,
         }
     }
@@ -236,6 +294,7 @@ impl ServiceConfig {
             h1_write_buffer_size: DEFAULT_H1_WRITE_BUFFER_SIZE,
             h2_conn_window_size: DEFAULT_H2_CONN_WINDOW_SIZE,
             h2_stream_window_size: DEFAULT_H2_STREAM_WINDOW_SIZE,
+            h2_limits: H2Limits::default(),
             graceful_shutdown_signal: None,
         }))
     }
@@ -321,6 +380,11 @@ impl ServiceConfig {
     /// HTTP/2 initial connection-level flow control window size (in bytes).
     pub fn h2_initial_connection_window_size(&self) -> u32 {
         self.0.h2_conn_window_size
+    }
+
+    /// The limits HTTP/2 connections announce and enforce.
+    pub fn h2_limits(&self) -> H2Limits {
+        self.0.h2_limits
     }
 
     pub(crate) fn now(&self) -> Instant {

@@ -231,8 +231,21 @@ where
 
     let mut body = pin!(body);
 
-    // poll response body and send chunks to client
-    while let Some(res) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+    // poll response body and send chunks to client. A body that waits long between chunks (a
+    // stream of events) is dropped as soon as the peer resets the stream or the connection
+    // goes, not only when its next chunk fails to send, which may be long in coming.
+    loop {
+        let next = poll_fn(|cx| match stream.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => body.as_mut().poll_next(cx).map(Some),
+        })
+        .await;
+        let res = match next {
+            // the peer reset the stream, or the connection is gone: nobody to send to.
+            None => return Ok(()),
+            Some(None) => break,
+            Some(Some(res)) => res,
+        };
         let mut chunk = res.map_err(|err| DispatchError::ResponseBody(err.into()))?;
 
         'send: loop {

@@ -65,6 +65,7 @@ where
     builder
         .initial_window_size(config.h2_initial_window_size())
         .initial_connection_window_size(config.h2_initial_connection_window_size());
+    config.h2_limits().apply(&mut builder);
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
