@@ -1,7 +1,7 @@
 //! Startup and shutdown: [`Application::build`] binds and starts everything, then
 //! [`Application::run_until_stopped`] serves until SIGINT/SIGTERM.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr};
 use actix_service::{fn_service, map_config, ServiceFactoryExt as _};
@@ -240,13 +240,14 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully: stops the ticker, ends every
-    /// stream so clients reconnect elsewhere, lets open requests finish within the timeout, and
-    /// waits for the durable history's last writes.
-    pub async fn run_until_stopped(self) -> io::Result<()> {
+    /// Serves until `shutdown` completes (the binary passes [`shutdown_signal`]; a test, a
+    /// future it controls), then shuts down gracefully: stops the ticker, ends every stream so
+    /// clients reconnect elsewhere, lets open requests finish within the timeout, and waits for
+    /// the durable history's last writes.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let handle = self.server.handle();
         let server = actix_web::rt::spawn(self.server);
-        shutdown_signal().await;
+        shutdown.await;
         log::info!("shutting down");
         if let Some(ticker) = &self.ticker {
             ticker.do_send(ticker::Stop);
@@ -427,8 +428,8 @@ fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Resolves on SIGINT or (on Unix) SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or (on Unix) SIGTERM: what the binary stops on.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -88,7 +88,8 @@ fn main() -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(cli.config)?;
         log::info!("listening on {}", app.url());
-        app.run_until_stopped().await?;
+        app.run_until_stopped(sse_hub::app::shutdown_signal())
+            .await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     });
     match result {

@@ -9,6 +9,7 @@ mod first_run;
 mod hardening;
 mod helpers;
 mod http2;
+mod in_process;
 mod inputs;
 mod jwks;
 mod mercure;
