@@ -148,7 +148,7 @@ impl Application {
             config: Arc::new(config.clone()),
             auth: Arc::clone(&auth),
             transport,
-            publish_limiter: Arc::new(crate::limits::PublishLimiter::new(
+            publish_limiter: Arc::new(routes::publish_rate::PublishLimiter::new(
                 config.publish_rate,
                 config.publish_burst,
             )),
@@ -160,7 +160,9 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     routes::http10::close_delimited,
                 ))
-                .wrap(actix_web::middleware::from_fn(crate::limits::request_size))
+                .wrap(actix_web::middleware::from_fn(
+                    routes::request_size::request_size,
+                ))
                 .wrap(crate::access_log::AccessLog)
                 .configure(|cfg| routes::configure(cfg, state.clone()))
         };

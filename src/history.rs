@@ -12,30 +12,8 @@ use std::{
 
 use imbl::Vector;
 
+pub use crate::update::{Cursor, EARLIEST};
 use crate::update::{EventId, Update};
-
-/// The `Last-Event-ID` value that asks for the whole history.
-pub const EARLIEST: &str = "earliest";
-
-/// Where a reconnecting subscriber wants to resume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cursor {
-    /// Everything still in history (`earliest`).
-    Earliest,
-    /// Everything after the update with this id.
-    After(String),
-}
-
-impl Cursor {
-    #[must_use]
-    pub fn parse(value: &str) -> Self {
-        if value == EARLIEST {
-            Self::Earliest
-        } else {
-            Self::After(value.to_owned())
-        }
-    }
-}
 
 /// What history gives a reconnecting subscriber.
 #[derive(Debug)]

@@ -12,7 +12,7 @@
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers, with keys configured or
-//!   fetched as JWK sets ([`jwks`]); [`limits`] keeps clients within bounds;
+//!   fetched as JWK sets ([`jwks`]);
 //! - [`app`]: startup and graceful shutdown; [`access_log`]: request lines, tokens redacted;
 //!   [`config`]: flags, environment variables and the TOML file; [`form`]: strict decoding of publish forms
 //!   and query strings; [`stats`]: lock-free counters; [`transport`]: local, or Redis Streams
@@ -30,7 +30,6 @@ pub mod form;
 pub mod history;
 pub mod journal;
 pub mod jwks;
-pub mod limits;
 pub mod publication;
 pub mod registry;
 pub mod routes;

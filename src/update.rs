@@ -40,6 +40,29 @@ pub(crate) fn check_field(value: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The `Last-Event-ID` value that asks for the whole history.
+pub const EARLIEST: &str = "earliest";
+
+/// Where a reconnecting subscriber wants to resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// Everything still in history (`earliest`).
+    Earliest,
+    /// Everything after the update with this id.
+    After(String),
+}
+
+impl Cursor {
+    #[must_use]
+    pub fn parse(value: &str) -> Self {
+        if value == EARLIEST {
+            Self::Earliest
+        } else {
+            Self::After(value.to_owned())
+        }
+    }
+}
+
 /// An event id, safe to write on an `id:` line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventId(String);
@@ -51,7 +74,7 @@ impl EventId {
         if value.starts_with('#') {
             return Err(FieldError::Reserved);
         }
-        if value == crate::history::EARLIEST {
+        if value == EARLIEST {
             return Err(FieldError::Earliest);
         }
         Ok(Self(value.to_owned()))

@@ -1,10 +1,13 @@
 //! HTTP routes, registered by [`configure`] so the server and in-process tests share them.
 
 mod assets;
+pub mod client_ip;
 pub mod error;
 mod health;
 pub mod http10;
 pub mod mercure;
+pub mod publish_rate;
+pub mod request_size;
 mod subscribe;
 mod subscriptions;
 mod test_stream;
@@ -27,7 +30,7 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
-    pub publish_limiter: Arc<crate::limits::PublishLimiter>,
+    pub publish_limiter: Arc<publish_rate::PublishLimiter>,
     pub transport: crate::transport::Transport,
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,

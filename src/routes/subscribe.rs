@@ -83,7 +83,7 @@ pub(crate) async fn open_stream(
             id: queue.id(),
             subscription,
             cursor,
-            ip: crate::limits::client_ip(req, &state.config.trusted_proxies),
+            ip: super::client_ip::client_ip(req, &state.config.trusted_proxies),
             announced,
         })
         .await??;
