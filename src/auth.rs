@@ -3,7 +3,8 @@
 //! A token is read from the `Authorization: Bearer` header, else the `authorization` query
 //! parameter, else the cookie (`mercureAuthorization` by default), and only from the first of
 //! those present. Publisher and subscriber tokens are verified with separate keys: a configured
-//! key (`--jwt-key`, …) or the keys of a JWK set ([`crate::jwks`]).
+//! key (`--jwt-key`, …) or the keys of a JWK set ([`crate::jwks`]). The hub understands no JWS
+//! extension: a token whose header has `crit` is refused.
 
 use std::{
     sync::Arc,
@@ -11,6 +12,7 @@ use std::{
 };
 
 use actix_web::{http::header, HttpRequest};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,8 @@ pub enum AuthError {
     UnknownKey,
     #[error("a cookie token from an origin not allowed to publish")]
     Origin,
+    #[error("invalid token: its header has `crit`, and the hub understands no JWS extension")]
+    Critical,
 }
 
 /// Why a key in the config could not be used.
@@ -117,6 +121,37 @@ impl Claims {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Some(exp.saturating_sub(now))
+    }
+}
+
+/// The fields of a token's protected header the hub reads itself: jsonwebtoken's `Header` has
+/// no `crit`, and ignores it.
+#[derive(Debug, Deserialize)]
+struct Protected {
+    kid: Option<String>,
+    /// Whether the header has `crit`, whatever its value (a list of names, empty or not, or
+    /// anything else, which is malformed).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(value).map(|_| true)
+}
+
+impl Protected {
+    /// Reads the header of `token`; one with `crit` is refused: RFC 7515 §4.1.11 makes a token
+    /// naming an extension the recipient does not understand invalid, and the hub understands
+    /// none.
+    fn of(token: &str) -> Result<Self, AuthError> {
+        let malformed = || AuthError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidToken.into());
+        let encoded = token.split('.').next().unwrap_or_default();
+        let json = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+        let header: Self = serde_json::from_slice(&json).map_err(|_| malformed())?;
+        if header.crit {
+            return Err(AuthError::Critical);
+        }
+        Ok(header)
     }
 }
 
@@ -223,13 +258,14 @@ impl Verifier {
 
     /// Verifies a token. With a JWK set, the header's `kid` picks the key and the header's `alg`
     /// must be that key's algorithm; only an unknown `kid` may wait for the set to be fetched.
+    /// A header with `crit` is refused before any of that.
     async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = Protected::of(token)?;
         match self {
             Self::Key { key, validation } => {
                 Ok(jsonwebtoken::decode::<Claims>(token, key, validation)?.claims)
             }
             Self::Jwks { jwks, validation } => {
-                let header = jsonwebtoken::decode_header(token)?;
                 let key = jwks
                     .key(header.kid.as_deref())
                     .await
@@ -424,6 +460,27 @@ mod tests {
         Claims {
             exp: Some(exp),
             ..Claims::default()
+        }
+    }
+
+    #[test]
+    fn a_header_with_crit_is_refused_whatever_its_value() {
+        let token = |header: &str| format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(header));
+        let kid = Protected::of(&token(r#"{"alg":"ES256","kid":"k1"}"#)).unwrap();
+        assert_eq!(kid.kid.as_deref(), Some("k1"));
+        assert!(Protected::of(&token(r#"{"alg":"HS256"}"#)).is_ok());
+        for crit in [r#"["exp2"]"#, "[]", r#""exp2""#, "null", "{}"] {
+            let header = format!(r#"{{"alg":"HS256","crit":{crit}}}"#);
+            assert!(
+                matches!(Protected::of(&token(&header)), Err(AuthError::Critical)),
+                "{header}"
+            );
+        }
+        for garbage in ["", "not base64!", "bm90IGpzb24"] {
+            assert!(
+                matches!(Protected::of(garbage), Err(AuthError::Invalid(_))),
+                "{garbage:?}"
+            );
         }
     }
 

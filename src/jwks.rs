@@ -5,6 +5,9 @@
 //! `kid` is not in it (a key rotation), at most once per [`MIN_REFETCH_INTERVAL`]: a flood of
 //! tokens with made-up `kid`s costs the JWKS server one request per interval, not one each.
 //! A token whose `kid` is known is verified from the cache, never waiting on the network.
+//! A key that could verify nothing (a weak or malformed RSA key, a point off its curve) is
+//! skipped when the set is read, so its `kid` stays unknown and a valid key published under it
+//! is fetched on demand.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,10 +15,12 @@ use std::{
     time::Duration,
 };
 
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::{
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse},
     Algorithm, DecodingKey,
 };
+use ring::{agreement, rand::SystemRandom};
 use tokio::{sync::Mutex, time::Instant};
 
 /// Least time between two fetches caused by unknown `kid`s.
@@ -141,6 +146,8 @@ pub enum FetchError {
     File(std::io::Error),
     #[error("not a JWK set: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("reading its keys stopped: {0}")]
+    Parse(tokio::task::JoinError),
 }
 
 /// `err: its cause: the cause's cause…`
@@ -222,6 +229,105 @@ fn signing_algorithm(jwk: &Jwk) -> Option<Algorithm> {
     })
 }
 
+/// Why a JWK that parses cannot verify any token.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("`{0}` is not base64url")]
+    Encoding(&'static str),
+    #[error("`{0}` has leading zero bytes")]
+    LeadingZero(&'static str),
+    #[error("a {0}-bit RSA modulus (2048 to 8192 bits are accepted)")]
+    ModulusSize(usize),
+    #[error("an even RSA modulus")]
+    EvenModulus,
+    #[error("the RSA exponent must be odd, at least 3 and under 2^33")]
+    Exponent,
+    #[error("`x` and `y` must be {bytes} bytes each for {curve}")]
+    CoordinateSize { curve: &'static str, bytes: usize },
+    #[error("(x, y) is not a point of {0}")]
+    OffCurve(&'static str),
+    #[error("an Ed25519 key is 32 bytes, not {0}")]
+    Ed25519Size(usize),
+    #[error("the key cannot be checked: no randomness")]
+    Unchecked,
+}
+
+fn decoded(field: &'static str, value: &str) -> Result<Vec<u8>, Unusable> {
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| Unusable::Encoding(field))
+}
+
+/// Checks that `jwk` can verify tokens, as ring would at each verification: an RSA modulus of
+/// 2048 to 8192 bits, odd, and an odd exponent from 3 to 2^33 - 1, neither with leading zero
+/// bytes; an EC point on its curve; an Ed25519 key of 32 bytes (whether those encode a point
+/// is found only when verifying).
+fn check(jwk: &Jwk) -> Result<(), Unusable> {
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let n = decoded("n", &rsa.n)?;
+            if n.first() == Some(&0) {
+                return Err(Unusable::LeadingZero("n"));
+            }
+            let bits = n.first().map_or(0, |top| {
+                (n.len() - 1) * 8 + (u8::BITS - top.leading_zeros()) as usize
+            });
+            if !(2048..=8192).contains(&bits) {
+                return Err(Unusable::ModulusSize(bits));
+            }
+            if n.last().is_some_and(|low| low & 1 == 0) {
+                return Err(Unusable::EvenModulus);
+            }
+            let e = decoded("e", &rsa.e)?;
+            if e.first() == Some(&0) {
+                return Err(Unusable::LeadingZero("e"));
+            }
+            if e.is_empty() || e.len() > 5 {
+                return Err(Unusable::Exponent);
+            }
+            let e = e.iter().fold(0u64, |e, &byte| e << 8 | u64::from(byte));
+            if !(3..1 << 33).contains(&e) || e % 2 == 0 {
+                return Err(Unusable::Exponent);
+            }
+            Ok(())
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let (curve, bytes, ecdh) = match ec.curve {
+                EllipticCurve::P256 => ("P-256", 32, &agreement::ECDH_P256),
+                EllipticCurve::P384 => ("P-384", 48, &agreement::ECDH_P384),
+                // `signing_algorithm` keeps no other curve.
+                _ => return Ok(()),
+            };
+            let (x, y) = (decoded("x", &ec.x)?, decoded("y", &ec.y)?);
+            if x.len() != bytes || y.len() != bytes {
+                return Err(Unusable::CoordinateSize { curve, bytes });
+            }
+            let point = [&[4][..], &x, &y].concat();
+            // ring validates a public key only when using it, and has no call that only parses
+            // an ECDSA one; a key agreement parses the peer's point with the same checks.
+            let ours = agreement::EphemeralPrivateKey::generate(ecdh, &SystemRandom::new())
+                .map_err(|_| Unusable::Unchecked)?;
+            agreement::agree_ephemeral(
+                ours,
+                &agreement::UnparsedPublicKey::new(ecdh, point),
+                |_| (),
+            )
+            .map_err(|_| Unusable::OffCurve(curve))
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => match decoded("x", &okp.x)?.len() {
+            32 => Ok(()),
+            len => Err(Unusable::Ed25519Size(len)),
+        },
+        // `signing_algorithm` keeps no symmetric key.
+        AlgorithmParameters::OctetKey(_) => Ok(()),
+    }
+}
+
+/// How the log names a JWK: its `kid`, quoted, if it has one.
+fn label(kid: Option<&str>) -> String {
+    kid.map_or_else(|| "without kid".to_owned(), |kid| format!("{kid:?}"))
+}
+
 /// The usable keys of a JWK set document. Each key is read as a [`Jwk`] on its own (as
 /// `jsonwebtoken::jwk::JwkSet` would read them all): a key of a kind this hub doesn't know
 /// (P-521, an encryption key) is skipped, not a reason to drop the whole set.
@@ -242,16 +348,26 @@ pub fn parse_set(bytes: &[u8]) -> Result<Vec<Key>, serde_json::Error> {
         };
         let kid = jwk.common.key_id.clone();
         let Some(algorithm) = signing_algorithm(&jwk) else {
-            log::debug!("skipping JWK {kid:?}: not a signature key the hub accepts");
+            log::debug!(
+                "skipping JWK {}: not a signature key the hub accepts",
+                label(kid.as_deref())
+            );
             continue;
         };
+        // Kept, a key that fails every verification would hold its `kid`: a token naming it
+        // would never make the hub fetch the set again, so a valid key published under that
+        // `kid` would wait for the next scheduled refresh.
+        if let Err(err) = check(&jwk) {
+            log::warn!("skipping JWK {}: {err}", label(kid.as_deref()));
+            continue;
+        }
         match DecodingKey::from_jwk(&jwk) {
             Ok(key) => keys.push(Key {
                 kid,
                 algorithm,
                 key,
             }),
-            Err(err) => log::warn!("skipping JWK {kid:?}: {err}"),
+            Err(err) => log::warn!("skipping JWK {}: {err}", label(kid.as_deref())),
         }
     }
     Ok(keys)
@@ -382,7 +498,11 @@ impl Jwks {
         if bytes.len() > MAX_SET_SIZE {
             return Err(FetchError::TooLarge);
         }
-        let keys = parse_set(&bytes)?;
+        // Checking an EC key costs a key agreement: off the worker, a set of thousands of keys
+        // delays no request.
+        let keys = tokio::task::spawn_blocking(move || parse_set(&bytes))
+            .await
+            .map_err(FetchError::Parse)??;
         if keys.is_empty() {
             log::warn!("the JWK set {} has no usable signature key", self.url);
         } else {
@@ -448,5 +568,101 @@ mod tests {
         assert!(find(&keys, None).is_some());
         assert!(find(&keys, Some("hmac")).is_none());
         assert!(parse_set(b"{}").is_err());
+    }
+
+    /// A JWK of `kty` with `fields`, whose numbers are given as bytes.
+    fn jwk(kty: &str, fields: &[(&str, &[u8])], crv: Option<&str>) -> Jwk {
+        let mut jwk = serde_json::json!({ "kty": kty, "kid": "k" });
+        for (name, bytes) in fields {
+            jwk[name] = URL_SAFE_NO_PAD.encode(bytes).into();
+        }
+        if let Some(crv) = crv {
+            jwk["crv"] = crv.into();
+        }
+        serde_json::from_value(jwk).unwrap()
+    }
+
+    fn rsa(n: &[u8], e: &[u8]) -> Result<(), Unusable> {
+        check(&jwk("RSA", &[("n", n), ("e", e)], None))
+    }
+
+    #[test]
+    fn rsa_keys_need_2048_to_8192_odd_bits_and_an_odd_exponent() {
+        let odd = |bytes: usize| [vec![0xc5; bytes - 1], vec![0x01]].concat();
+        assert!(rsa(&odd(256), &[1, 0, 1]).is_ok());
+        assert!(rsa(&odd(1024), &[3]).is_ok());
+        assert!(matches!(
+            rsa(&odd(128), &[1, 0, 1]),
+            Err(Unusable::ModulusSize(1024))
+        ));
+        assert!(matches!(
+            rsa(&odd(1025), &[1, 0, 1]),
+            Err(Unusable::ModulusSize(8200))
+        ));
+        // 255 bytes and the top bit of a 256th: 2041 bits, which ring would take as 2048.
+        let short = [vec![0x01], odd(255)].concat();
+        assert!(matches!(
+            rsa(&short, &[1, 0, 1]),
+            Err(Unusable::ModulusSize(2041))
+        ));
+        assert!(matches!(rsa(&[1], &[1]), Err(Unusable::ModulusSize(1))));
+        assert!(matches!(
+            rsa(&[vec![0], odd(256)].concat(), &[1, 0, 1]),
+            Err(Unusable::LeadingZero("n"))
+        ));
+        assert!(matches!(
+            rsa(&vec![0xc4; 256], &[1, 0, 1]),
+            Err(Unusable::EvenModulus)
+        ));
+        for e in [
+            &[1][..],
+            &[2],
+            &[0, 3],
+            &[2, 0, 0, 0, 1],
+            &[1, 0, 0, 0, 0, 1],
+            &[],
+        ] {
+            assert!(rsa(&odd(256), e).is_err(), "e = {e:?}");
+        }
+        assert!(rsa(&odd(256), &[1, 0xff, 0xff, 0xff, 0xff]).is_ok());
+        let not_base64 = serde_json::json!({ "kty": "RSA", "n": "***", "e": "AQAB" });
+        let not_base64 = serde_json::from_value(not_base64).unwrap();
+        assert!(matches!(check(&not_base64), Err(Unusable::Encoding("n"))));
+    }
+
+    /// The base point of P-256 (FIPS 186-4, D.1.2.3).
+    const P256_X: &str = "axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY";
+    const P256_Y: &str = "T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+
+    #[test]
+    fn ec_keys_need_a_point_of_their_curve() {
+        let (x, y) = (
+            URL_SAFE_NO_PAD.decode(P256_X).unwrap(),
+            URL_SAFE_NO_PAD.decode(P256_Y).unwrap(),
+        );
+        let ec = |crv, y: &[u8]| check(&jwk("EC", &[("x", &x), ("y", y)], Some(crv)));
+        assert!(ec("P-256", &y).is_ok());
+        let mut off = y.clone();
+        off[31] ^= 1;
+        assert!(matches!(
+            ec("P-256", &off),
+            Err(Unusable::OffCurve("P-256"))
+        ));
+        assert!(matches!(
+            ec("P-384", &y),
+            Err(Unusable::CoordinateSize { bytes: 48, .. })
+        ));
+        assert!(matches!(
+            ec("P-256", &y[1..]),
+            Err(Unusable::CoordinateSize { bytes: 32, .. })
+        ));
+    }
+
+    #[test]
+    fn ed25519_keys_are_32_bytes() {
+        let okp = |x: &[u8]| check(&jwk("OKP", &[("x", x)], Some("Ed25519")));
+        assert!(okp(&[7; 32]).is_ok());
+        assert!(matches!(okp(&[]), Err(Unusable::Ed25519Size(0))));
+        assert!(matches!(okp(&[7; 33]), Err(Unusable::Ed25519Size(33))));
     }
 }

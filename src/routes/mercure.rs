@@ -55,7 +55,7 @@ pub(super) fn unauthorized(err: AuthError) -> ApiError {
     match err {
         AuthError::Missing => ApiError::Unauthorized("a token is required".into()),
         AuthError::NoKey => ApiError::Unauthorized("no key is configured for these tokens".into()),
-        AuthError::Invalid(_) | AuthError::UnknownKey => {
+        AuthError::Invalid(_) | AuthError::UnknownKey | AuthError::Critical => {
             ApiError::Unauthorized("invalid token".into())
         }
         AuthError::Origin => ApiError::Forbidden(

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::json;
 
-use crate::helpers::{client, token, token_with, Next, SseClient, TestHub, KEY};
+use crate::{
+    hardening::{still_serving, watcher},
+    helpers::{client, token, token_with, Next, SseClient, TestHub, KEY},
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -30,6 +33,82 @@ fn unsigned(claims: serde_json::Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{body}.")
+}
+
+/// An HS256 token signed with [`KEY`] whose protected header is `header` as written.
+fn signed_with_header(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let key = jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes());
+    let signature =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    format!("{input}.{signature}")
+}
+
+/// The hub understands no JWS extension, so a header with `crit` (RFC 7515 §4.1.11), even an
+/// empty or malformed one, makes a token invalid wherever it is presented.
+#[tokio::test]
+async fn a_token_with_critical_header_parameters_is_refused() {
+    let hub = TestHub::protocol(&[]);
+    let mut bystander = watcher(&hub).await;
+    let claims = json!({ "mercure": { "publish": ["*"], "subscribe": ["*"] } });
+    let plain = json!({ "alg": "HS256", "typ": "JWT", "exp2": 1 });
+    let critical = |crit: serde_json::Value| {
+        let mut header = plain.clone();
+        header["crit"] = crit;
+        signed_with_header(&header, &claims)
+    };
+    let refused = [
+        ("crit [exp2]", critical(json!(["exp2"]))),
+        ("crit []", critical(json!([]))),
+        ("crit \"exp2\"", critical(json!("exp2"))),
+        ("crit null", critical(json!(null))),
+    ];
+    // The same header without `crit`, signed the same way, is fine.
+    let control = signed_with_header(&plain, &claims);
+    assert_eq!(
+        hub.publish(&control, &[("topic", "/t")]).await.status(),
+        200
+    );
+    let auth = format!("Bearer {control}");
+    assert_eq!(
+        subscribe_status(&hub, &[("Authorization", &auth)], "").await,
+        200
+    );
+
+    for (what, bad) in &refused {
+        let response = hub.publish(bad, &[("topic", "/t")]).await;
+        assert_eq!(response.status(), 401, "{what}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("invalid token"), "{what}: {body}");
+        let in_query = client()
+            .post(hub.url(&format!("/.well-known/mercure?authorization={bad}")))
+            .form(&[("topic", "/t")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(in_query.status(), 401, "{what} in the query");
+    }
+    still_serving(&hub, &mut bystander).await;
+    for (what, bad) in &refused {
+        let header = format!("Bearer {bad}");
+        let cookie = format!("mercureAuthorization={bad}");
+        let query = format!("&authorization={bad}");
+        for (how, headers, query) in [
+            ("header", [("Authorization", header.as_str())], ""),
+            ("cookie", [("Cookie", cookie.as_str())], ""),
+            ("query", [("Accept", "text/event-stream")], query.as_str()),
+        ] {
+            let status = subscribe_status(&hub, &headers, query).await;
+            assert_eq!(status, 401, "{what} in the {how}");
+        }
+    }
+    still_serving(&hub, &mut bystander).await;
+    // Only the control token published.
+    assert_eq!(hub.stats().await["events_published"], 1 + 6);
 }
 
 #[tokio::test]

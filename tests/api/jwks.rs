@@ -1,8 +1,9 @@
 //! JWK sets: keys fetched from a local server that rotates them, from a file, or over HTTPS
 //! from `openssl s_server` under a private CA (`--jwks-ca-cert`); picked by `kid`, refetched on
-//! an unknown `kid` at most every 10 s, never for HS256.
+//! an unknown `kid` at most every 10 s, never for HS256; keys that can verify nothing skipped.
 
 use std::{
+    cell::RefCell,
     path::Path,
     process::{Child, Command, Output, Stdio},
     sync::{
@@ -25,6 +26,9 @@ use crate::helpers::{
 };
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The least time between two fetches of a set caused by unknown `kid`s (the hub's constant).
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A private key made by openssl, and the public JWK of it.
 struct KeyPair {
@@ -73,25 +77,14 @@ impl KeyPair {
         }
     }
 
-    /// A 2048-bit RSA key for RS256: `n` from openssl's hex modulus, `e` = 65537.
+    /// A 2048-bit RSA key for RS256, `e` = 65537.
     fn rsa(dir: &Path, kid: &str) -> Self {
         let private = dir.join(format!("{kid}.pem"));
         rsa_private_key(&private);
-        let private = private.to_str().unwrap();
-        let modulus =
-            String::from_utf8(openssl(&["rsa", "-in", private, "-noout", "-modulus"])).unwrap();
-        let hex = modulus.trim().trim_start_matches("Modulus=");
-        let n: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
         Self {
-            encoding: EncodingKey::from_rsa_pem(&std::fs::read(private).unwrap()).unwrap(),
+            encoding: EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap(),
             algorithm: Algorithm::RS256,
-            jwk: json!({
-                "kty": "RSA", "kid": kid, "alg": "RS256",
-                "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"
-            }),
+            jwk: rsa_jwk(&private, kid),
         }
     }
 
@@ -101,6 +94,20 @@ impl KeyPair {
         header.kid = kid.map(str::to_owned);
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
     }
+}
+
+/// The public JWK of the RSA private key at `private` (RS256, `e` = 65537): `n` from openssl's
+/// hex modulus.
+fn rsa_jwk(private: &Path, kid: &str) -> Value {
+    let private = private.to_str().unwrap();
+    let modulus =
+        String::from_utf8(openssl(&["rsa", "-in", private, "-noout", "-modulus"])).unwrap();
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    json!({ "kty": "RSA", "kid": kid, "alg": "RS256", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB" })
 }
 
 fn set(keys: &[&KeyPair]) -> String {
@@ -246,6 +253,154 @@ async fn keys_rotate_and_unknown_kids_refetch_at_most_every_ten_seconds() {
 /// Varied kid text without a random-number dependency.
 fn uuid_like(i: u64) -> String {
     format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// A set's entry that cannot verify anything under a `kid`, and the key that takes that `kid`
+/// later, with what the hub's warning about the entry says.
+struct Unusable {
+    kid: &'static str,
+    jwk: Value,
+    replacement: KeyPair,
+    why: &'static str,
+}
+
+/// Each kind of key that cannot be used: a 1024-bit RSA modulus; `n` = `e` = 1; a P-256 point
+/// off the curve; a P-256 point labelled P-384; an empty Ed25519 key.
+fn unusable_keys(dir: &Path) -> Vec<Unusable> {
+    let weak = dir.join("weak-1024.pem");
+    let weak_path = weak.to_str().unwrap();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        weak_path,
+    ]);
+    let off_curve = KeyPair::p256(dir, "off-curve");
+    let mut y = URL_SAFE_NO_PAD
+        .decode(off_curve.jwk["y"].as_str().unwrap())
+        .unwrap();
+    // One bit away from the curve's point: for a given x only y and p - y are on it.
+    y[31] ^= 1;
+    let mut off_curve_jwk = off_curve.jwk.clone();
+    off_curve_jwk["y"] = json!(URL_SAFE_NO_PAD.encode(&y));
+    let wrong_curve = KeyPair::p256(dir, "wrong-curve");
+    let mut wrong_curve_jwk = wrong_curve.jwk.clone();
+    wrong_curve_jwk["crv"] = json!("P-384");
+    vec![
+        Unusable {
+            kid: "weak-rsa",
+            jwk: rsa_jwk(&weak, "weak-rsa"),
+            replacement: KeyPair::rsa(dir, "weak-rsa"),
+            why: "a 1024-bit RSA modulus",
+        },
+        Unusable {
+            kid: "n1-e1",
+            jwk: json!({ "kty": "RSA", "kid": "n1-e1", "n": "AQ", "e": "AQ" }),
+            replacement: KeyPair::rsa(dir, "n1-e1"),
+            why: "a 1-bit RSA modulus",
+        },
+        Unusable {
+            kid: "off-curve",
+            jwk: off_curve_jwk,
+            replacement: off_curve,
+            why: "not a point of P-256",
+        },
+        Unusable {
+            kid: "wrong-curve",
+            jwk: wrong_curve_jwk,
+            replacement: wrong_curve,
+            why: "48 bytes",
+        },
+        Unusable {
+            kid: "empty-ed25519",
+            jwk: json!({ "kty": "OKP", "crv": "Ed25519", "kid": "empty-ed25519", "x": "" }),
+            replacement: KeyPair::ed25519(dir, "empty-ed25519"),
+            why: "32 bytes",
+        },
+    ]
+}
+
+/// A key that cannot be used is warned about and skipped, not cached under its `kid`: a token
+/// naming that `kid` makes the hub fetch the set again, so once a valid key is published under
+/// it, its tokens are accepted after the 10 s between such fetches, not at the next refresh.
+#[tokio::test]
+async fn an_unusable_key_is_skipped_so_a_valid_key_under_its_kid_is_fetched_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = KeyPair::ed25519(dir.path(), "a");
+    let unusable = unusable_keys(dir.path());
+    let with = |jwks: Vec<Value>| {
+        let mut keys = vec![a.jwk.clone()];
+        keys.extend(jwks);
+        json!({ "keys": keys }).to_string()
+    };
+    let server = JwksServer::start(with(unusable.iter().map(|u| u.jwk.clone()).collect())).await;
+    // A refresh an hour away: only a fetch on demand can pick the valid keys up in this test.
+    let hub = TestHub::spawn(&[
+        "--publisher-jwks-url",
+        &server.url,
+        "--jwks-refresh-interval",
+        "1h",
+        "--allow-anonymous",
+        "--tick-interval",
+        "0",
+    ]);
+    let mut bystander = hub.subscribe(&["/t"], &[], &[]).await;
+    let claims = publish_claims();
+    assert_eq!(publish_status(&hub, &a.sign(Some("a"), &claims)).await, 200);
+    let tokens: Vec<_> = unusable
+        .iter()
+        .map(|u| (u.kid, u.replacement.sign(Some(u.kid), &claims)))
+        .collect();
+    for (kid, token) in &tokens {
+        assert_eq!(publish_status(&hub, token).await, 401, "{kid}");
+    }
+
+    server.serve(with(
+        unusable.iter().map(|u| u.replacement.jwk.clone()).collect(),
+    ));
+    let published = std::time::Instant::now();
+    // Each try publishes with the tokens still refused, so each kid is accepted once.
+    let refused = RefCell::new(tokens.clone());
+    let all_accepted = || async {
+        let pending = refused.borrow().clone();
+        let mut still = Vec::new();
+        for (kid, token) in pending {
+            if publish_status(&hub, &token).await != 200 {
+                still.push((kid, token));
+            }
+        }
+        *refused.borrow_mut() = still;
+        refused.borrow().is_empty()
+    };
+    assert!(
+        wait_until(MIN_REFETCH_INTERVAL + WAIT, all_accepted).await,
+        "still refused {:?} after their valid keys were published: {:?}",
+        published.elapsed(),
+        refused
+            .borrow()
+            .iter()
+            .map(|(kid, _)| kid)
+            .collect::<Vec<_>>()
+    );
+    assert!(server.requests() <= 4, "{} fetches", server.requests());
+    // The bystander got every accepted update: a's and one per replaced key.
+    bystander.events(1 + tokens.len(), WAIT).await;
+    assert_eq!(hub.stats().await["events_published"], 1 + tokens.len());
+    for u in &unusable {
+        let warned = hub.logs().iter().any(|l| {
+            l.contains("WARN") && l.contains(&format!("\"{}\"", u.kid)) && l.contains(u.why)
+        });
+        assert!(
+            warned,
+            "no warning naming {} and {:?}: {:?}",
+            u.kid,
+            u.why,
+            hub.logs()
+        );
+    }
 }
 
 #[tokio::test]
