@@ -99,10 +99,13 @@ impl Application {
         };
         let broadcaster = match (&config.transport, &config.data_dir.0) {
             (TransportKind::Local, Some(dir)) => {
-                let store = Store::open(dir, config.fsync).map_err(|source| StartError::Store {
-                    dir: dir.clone(),
-                    source,
-                })?;
+                let mut store =
+                    Store::open(dir, config.fsync, config.salvage).map_err(|source| {
+                        StartError::Store {
+                            dir: dir.clone(),
+                            source,
+                        }
+                    })?;
                 let loaded = store.load().map_err(|source| StartError::Store {
                     dir: dir.clone(),
                     source,

@@ -179,6 +179,12 @@ pub struct Config {
     #[arg(long, env = "SSE_HUB_FSYNC", value_enum, default_value = "always")]
     pub fsync: crate::store::Fsync,
 
+    /// Start even if the durable history is damaged: keep every stored update that verifies
+    /// and move the damaged files aside (`history.*.damaged-…`, never deleted), logging what
+    /// was done. Without it, damage stops the hub with one line saying what is damaged.
+    #[arg(long, env = "SSE_HUB_SALVAGE")]
+    pub salvage: bool,
+
     /// Updates kept for replay (`Last-Event-ID`), in memory and on disk alike; 0 keeps none.
     #[arg(long, env = "SSE_HUB_HISTORY_SIZE", default_value_t = 10_000)]
     pub history_size: usize,

@@ -20,6 +20,14 @@
 //! Each update is one row, keyed by an increasing number; retention deletes the oldest rows,
 //! journaled like the rows: those an update evicts in its own commit
 //! ([`StoreHandle::append`]), those past their age on their own ([`StoreHandle::trim`]).
+//!
+//! Integrity: redb checks its pages only when it recovers from a crash, so each row carries a
+//! CRC-32 the hub writes, as journal records do, and every row and record is verified when
+//! the store opens. Damage (a row that does not verify, an unreadable database, a journal
+//! record that was synced and no longer verifies) stops the start with one line, changing
+//! nothing; [`Store::open`] with `salvage` keeps everything that verifies instead, and moves
+//! the damaged files aside. Rows of the previous version (table `updates`, no checksum) are
+//! taken as they are once, and rewritten with one at that start.
 
 use std::{
     collections::BTreeMap,
@@ -33,7 +41,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::{
-    journal::Journal,
+    journal::{self, Contents, Journal},
     topic::Topic,
     update::{EventId, Update},
 };
@@ -63,10 +71,22 @@ const FILE_NAME: &str = "history.redb";
 /// The journal file in the data directory.
 const JOURNAL_NAME: &str = "history.journal";
 
-/// Rows: key -> (accepted at, ms since the epoch; private; id; topics joined by LF, which no
-/// topic may contain; the SSE encoding).
-const UPDATES: TableDefinition<'_, u64, (u64, bool, &str, &str, &[u8])> =
+/// Rows: key -> the update's journal record (see [`append_record`]) after its CRC-32 (4
+/// bytes, little-endian). Raw bytes, so a damaged row is reported, never a panic in decoding.
+const ROWS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("rows");
+
+/// Rows as the previous version wrote them, without a checksum: key -> (accepted at, ms since
+/// the epoch; private; id; topics joined by LF; the SSE encoding). Rewritten into [`ROWS`] at
+/// the first start, then deleted.
+const LEGACY_UPDATES: TableDefinition<'_, u64, (u64, bool, &str, &str, &[u8])> =
     TableDefinition::new("updates");
+
+/// The store's own settings: [`EPOCH`].
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// The journal's epoch, written in the transaction that takes the previous epoch's records:
+/// records of any other epoch are already in the database.
+const EPOCH: &str = "journal-epoch";
 
 /// When commits are synced to disk (`--fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,8 +110,11 @@ pub enum StoreError {
     Failed(#[from] redb::Error),
     #[error("storage failed: {0}")]
     Io(#[source] io::Error),
-    #[error("a stored update is unreadable (key {0})")]
-    Corrupt(u64),
+    #[error(
+        "damaged storage: {0}; left as it is: start once with --salvage to keep what verifies \
+         and move the damaged file(s) aside"
+    )]
+    Damaged(String),
     #[error("a journal record is unreadable")]
     CorruptJournal,
     #[error("storage failed: the journal is full and the database can't take its records")]
@@ -161,6 +184,8 @@ pub struct Store {
     path: PathBuf,
     db: Database,
     journal: Journal,
+    /// The database's rows, verified, until [`Store::load`] takes them.
+    rows: BTreeMap<u64, Update>,
     /// The records the journal held at start, not yet in the database.
     recovered: Vec<Vec<u8>>,
     fsync: Fsync,
@@ -176,65 +201,94 @@ impl std::fmt::Debug for Op {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`; files left by a crash are recovered. What the
-    /// journal holds is loaded with the database's rows and copied into the database by the
-    /// writer's first checkpoint (so a start needs no room on the disk).
-    pub fn open(dir: &Path, fsync: Fsync) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `dir`; files left by a crash are recovered, and every
+    /// row and journal record is verified. What the journal holds is loaded with the rows and
+    /// copied into the database by the writer's first checkpoint (so a start needs no room on
+    /// the disk). Damage is [`StoreError::Damaged`], unless `salvage`: then what verifies is
+    /// kept (written into the database at once) and the damaged files are moved aside.
+    pub fn open(dir: &Path, fsync: Fsync, salvage: bool) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(StoreError::from_redb)?;
-        // Created on the first start only: later starts write nothing here.
-        let read = db.begin_read().map_err(StoreError::from_redb)?;
-        if let Err(redb::TableError::TableDoesNotExist(_)) = read.open_table(UPDATES) {
-            let txn = db.begin_write().map_err(StoreError::from_redb)?;
-            txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
-            txn.commit().map_err(StoreError::from_redb)?;
+        let mut damage = Vec::new();
+        let db = match Database::create(&path) {
+            Ok(db) => Some(db),
+            // Damaged pages, or not a database at all (redb's `InvalidData`).
+            Err(redb::DatabaseError::Storage(err))
+                if matches!(&err, redb::StorageError::Corrupted(_))
+                    || matches!(&err, redb::StorageError::Io(io)
+                        if io.kind() == io::ErrorKind::InvalidData) =>
+            {
+                damage.push(format!("{FILE_NAME} is unreadable ({err})"));
+                None
+            }
+            Err(err) => return Err(StoreError::from_redb(err)),
+        };
+        let (rows, epoch) = match &db {
+            Some(db) => (read_rows(db)?, stored_epoch(db)?),
+            None => (Rows::default(), None),
+        };
+        damage.extend(rows.damage());
+        let (journal, contents) =
+            Journal::open(&dir.join(JOURNAL_NAME), epoch).map_err(StoreError::from_io)?;
+        if let Some(hurt) = &contents.damage {
+            damage.push(format!(
+                "{JOURNAL_NAME}: record {} (at byte {}) does not verify, and {} record(s) \
+                 written after it was synced do",
+                hurt.seq,
+                hurt.offset,
+                hurt.later.len()
+            ));
         }
-        drop(read);
-        let (journal, records) =
-            Journal::open(&dir.join(JOURNAL_NAME)).map_err(StoreError::from_io)?;
-        if !records.is_empty() {
-            log::info!("{} record(s) recovered from the journal", records.len());
+        match db {
+            Some(db) if damage.is_empty() => {
+                if salvage {
+                    log::info!("--salvage: the durable history verifies, nothing to salvage");
+                }
+                if epoch.is_none() || rows.legacy {
+                    // The first start, or the first of this version: later starts write
+                    // nothing here.
+                    apply(&db, &[], journal.epoch(), rows.legacy.then_some(&rows))?;
+                }
+                if !contents.records.is_empty() {
+                    log::info!(
+                        "{} record(s) recovered from the journal",
+                        contents.records.len()
+                    );
+                }
+                Ok(Self {
+                    path,
+                    db,
+                    journal,
+                    rows: rows.good,
+                    recovered: contents.records,
+                    fsync,
+                })
+            }
+            _ if !salvage => Err(StoreError::Damaged(damage.join("; "))),
+            db => {
+                drop(journal);
+                for what in &damage {
+                    log::warn!("--salvage: {what}");
+                }
+                Salvage {
+                    dir,
+                    db,
+                    rows,
+                    contents,
+                }
+                .run(fsync)
+            }
         }
-        Ok(Self {
-            path,
-            db,
-            journal,
-            recovered: records,
-            fsync,
-        })
     }
 
     /// Every stored update, oldest first: the database's rows, then what the journal holds
     /// applied over them.
-    pub fn load(&self) -> Result<Vec<Loaded>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
-        let table = txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
-        let mut updates = BTreeMap::new();
-        for row in table.range::<u64>(..).map_err(StoreError::from_redb)? {
-            let (key, value) = row.map_err(StoreError::from_redb)?;
-            let key = key.value();
-            let (published_ms, private, id, topics, encoded) = value.value();
-            let row = Row {
-                published_ms,
-                private,
-                id,
-                topics,
-                encoded,
-            };
-            updates.insert(key, row.update().ok_or(StoreError::Corrupt(key))?);
-        }
-        for record in &self.recovered {
-            match Record::decode(record).ok_or(StoreError::CorruptJournal)? {
-                Record::Append { key, row } => {
-                    updates.insert(key, row.update().ok_or(StoreError::CorruptJournal)?);
-                }
-                Record::Trim { before } => updates = updates.split_off(&before),
-            }
-        }
+    pub fn load(&mut self) -> Result<Vec<Loaded>, StoreError> {
+        let mut updates = std::mem::take(&mut self.rows);
+        apply_over(&mut updates, &self.recovered)?;
         Ok(updates
             .into_iter()
             .map(|(key, update)| Loaded { key, update })
@@ -465,14 +519,15 @@ impl Writer {
             return;
         }
         let records = std::mem::take(&mut self.unapplied);
-        let applied = self.db().and_then(|db| apply(db, &records));
+        let epoch = journal::new_epoch();
+        let applied = self.db().and_then(|db| apply(db, &records, epoch, None));
         match applied {
             Ok(()) => {
                 self.unapplied_since = None;
                 self.checkpoint_failed = None;
                 // The database has what was not synced yet, too.
                 self.unsynced_since = None;
-                if let Err(err) = self.journal.start_over() {
+                if let Err(err) = self.journal.start_over(epoch) {
                     log::warn!("could not clear the store's journal: {err}");
                 }
             }
@@ -536,22 +591,30 @@ fn trim_record(before: u64) -> Vec<u8> {
     out
 }
 
-/// Applies journal records to the database in one synced transaction.
-fn apply(db: &Database, records: &[Vec<u8>]) -> Result<(), StoreError> {
+/// Applies journal records to the database in one synced transaction, which also makes
+/// `epoch` the journal's; with `legacy`, the previous version's rows are rewritten with their
+/// checksum first, in the same transaction.
+fn apply(
+    db: &Database,
+    records: &[Vec<u8>],
+    epoch: u64,
+    legacy: Option<&Rows>,
+) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(StoreError::from_redb)?;
     {
-        let mut table = txn.open_table(UPDATES).map_err(StoreError::from_redb)?;
+        let mut table = txn.open_table(ROWS).map_err(StoreError::from_redb)?;
+        for (key, update) in legacy.iter().flat_map(|rows| &rows.good) {
+            let value = row_value(&append_record(*key, update));
+            table
+                .insert(*key, value.as_slice())
+                .map_err(StoreError::from_redb)?;
+        }
         for record in records {
             match Record::decode(record).ok_or(StoreError::CorruptJournal)? {
-                Record::Append { key, row } => {
-                    let row = (
-                        row.published_ms,
-                        row.private,
-                        row.id,
-                        row.topics,
-                        row.encoded,
-                    );
-                    table.insert(key, row).map_err(StoreError::from_redb)?;
+                Record::Append { key, .. } => {
+                    table
+                        .insert(key, row_value(record).as_slice())
+                        .map_err(StoreError::from_redb)?;
                 }
                 Record::Trim { before } => {
                     table
@@ -560,8 +623,295 @@ fn apply(db: &Database, records: &[Vec<u8>]) -> Result<(), StoreError> {
                 }
             }
         }
+        let mut meta = txn.open_table(META).map_err(StoreError::from_redb)?;
+        meta.insert(EPOCH, epoch).map_err(StoreError::from_redb)?;
     }
-    txn.commit().map_err(StoreError::from_redb)
+    if legacy.is_some() {
+        txn.delete_table(LEGACY_UPDATES)
+            .map_err(StoreError::from_redb)?;
+    }
+    txn.commit().map_err(StoreError::from_redb)?;
+    if let Some(rows) = legacy {
+        log::info!(
+            "{} stored update(s) of the previous version rewritten with a checksum",
+            rows.good.len()
+        );
+    }
+    Ok(())
+}
+
+/// Applies journal records to loaded updates.
+fn apply_over(updates: &mut BTreeMap<u64, Update>, records: &[Vec<u8>]) -> Result<(), StoreError> {
+    for record in records {
+        match Record::decode(record).ok_or(StoreError::CorruptJournal)? {
+            Record::Append { key, row } => {
+                updates.insert(key, row.update().ok_or(StoreError::CorruptJournal)?);
+            }
+            Record::Trim { before } => *updates = updates.split_off(&before),
+        }
+    }
+    Ok(())
+}
+
+/// A row's value: the CRC-32 of `record`, then `record`.
+fn row_value(record: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(4 + record.len());
+    value.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+    value.extend_from_slice(record);
+    value
+}
+
+/// The update a row holds, if its checksum verifies, it is the record of an update under its
+/// own key, and its fields parse.
+fn verify_row(key: u64, value: &[u8]) -> Option<Update> {
+    let (crc, record) = value.split_at_checked(4)?;
+    if crc32fast::hash(record).to_le_bytes() != crc {
+        return None;
+    }
+    match Record::decode(record)? {
+        Record::Append { key: own, row } if own == key => row.update(),
+        _ => None,
+    }
+}
+
+/// The database's rows, read and verified.
+#[derive(Debug, Default)]
+struct Rows {
+    /// Those that verify.
+    good: BTreeMap<u64, Update>,
+    /// The keys of those that do not.
+    bad: Vec<u64>,
+    /// Why reading stopped short, if it did: the rows past it are unreadable.
+    unreadable: Option<String>,
+    /// Some are the previous version's, without a checksum.
+    legacy: bool,
+}
+
+impl Rows {
+    /// What is damaged, if anything.
+    fn damage(&self) -> Option<String> {
+        let mut what = Vec::new();
+        if let Some(first) = self.bad.first() {
+            what.push(format!(
+                "{} stored update(s) do not verify (the first under key {first})",
+                self.bad.len()
+            ));
+        }
+        if let Some(err) = &self.unreadable {
+            let after = self.good.keys().chain(&self.bad).max();
+            what.push(match after {
+                Some(key) => format!("the rows after key {key} are unreadable ({err})"),
+                None => format!("its rows are unreadable ({err})"),
+            });
+        }
+        (!what.is_empty()).then(|| {
+            format!(
+                "{FILE_NAME}: {}, {} verify",
+                what.join(" and "),
+                self.good.len()
+            )
+        })
+    }
+}
+
+/// Reads every row, this version's and the previous version's.
+fn read_rows(db: &Database) -> Result<Rows, StoreError> {
+    let mut rows = Rows::default();
+    let txn = db.begin_read().map_err(StoreError::from_redb)?;
+    match txn.open_table(ROWS) {
+        Ok(table) => {
+            let read = table.range::<u64>(..).map_err(|e| e.to_string());
+            for row in read.into_iter().flatten() {
+                match row {
+                    Ok((key, value)) => {
+                        let key = key.value();
+                        match verify_row(key, value.value()) {
+                            Some(update) => drop(rows.good.insert(key, update)),
+                            None => rows.bad.push(key),
+                        }
+                    }
+                    Err(err) => {
+                        rows.unreadable = Some(err.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(err) => rows.unreadable = Some(err.to_string()),
+    }
+    match txn.open_table(LEGACY_UPDATES) {
+        Ok(table) => {
+            rows.legacy = true;
+            for row in table.range::<u64>(..).map_err(StoreError::from_redb)? {
+                let (key, value) = row.map_err(StoreError::from_redb)?;
+                let key = key.value();
+                let (published_ms, private, id, topics, encoded) = value.value();
+                let row = Row {
+                    published_ms,
+                    private,
+                    id,
+                    topics,
+                    encoded,
+                };
+                match row.update() {
+                    Some(update) => drop(rows.good.insert(key, update)),
+                    None => rows.bad.push(key),
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(err) => return Err(StoreError::from_redb(err)),
+    }
+    Ok(rows)
+}
+
+/// The journal's epoch as the database has it; `None` before the first start of this
+/// version.
+fn stored_epoch(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read().map_err(StoreError::from_redb)?;
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta
+            .get(EPOCH)
+            .map_err(StoreError::from_redb)?
+            .map(|epoch| epoch.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(err) => Err(StoreError::from_redb(err)),
+    }
+}
+
+/// A start with `--salvage` on damaged storage: everything that verifies goes into the
+/// database at once, under a new journal epoch; the damaged files are moved aside first.
+struct Salvage<'a> {
+    dir: &'a Path,
+    /// `None` when it could not be opened.
+    db: Option<Database>,
+    rows: Rows,
+    contents: Contents,
+}
+
+impl Salvage<'_> {
+    fn run(self, fsync: Fsync) -> Result<Store, StoreError> {
+        let Self {
+            dir,
+            db,
+            rows,
+            contents,
+        } = self;
+        let path = dir.join(FILE_NAME);
+        let journal_path = dir.join(JOURNAL_NAME);
+        let db_damaged = db.is_none() || rows.damage().is_some();
+        let mut records = contents.records;
+        if let Some(damage) = contents.damage {
+            // A copy, not a link: the journal file is written in place again (once its
+            // records are in the database, a crash leaves it to be started over).
+            let aside = aside(&journal_path);
+            std::fs::copy(&journal_path, &aside).map_err(StoreError::from_io)?;
+            sync_dir(dir)?;
+            log::warn!(
+                "--salvage: {JOURNAL_NAME} copied aside to {}: what does not verify from its \
+                 record {} on is lost; the {} record(s) before it and {} after it that verify \
+                 are kept",
+                aside.display(),
+                damage.seq,
+                records.len(),
+                damage.later.len()
+            );
+            records.extend(damage.later);
+        }
+        let epoch = journal::new_epoch();
+        let db = match db {
+            Some(db) if !db_damaged => {
+                apply(&db, &records, epoch, rows.legacy.then_some(&rows))?;
+                Some(db)
+            }
+            db => {
+                drop(db);
+                None
+            }
+        };
+        let mut updates = rows.good;
+        apply_over(&mut updates, &records)?;
+        let db = match db {
+            Some(db) => db,
+            None => {
+                // A new database beside the damaged one, then swapped in: at no moment is
+                // there none.
+                let fresh = dir.join(format!("{FILE_NAME}.salvage"));
+                match std::fs::remove_file(&fresh) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                        return Err(StoreError::from_io(err))
+                    }
+                    _ => {}
+                }
+                let new = Database::create(&fresh).map_err(StoreError::from_redb)?;
+                let all: Vec<Vec<u8>> = updates
+                    .iter()
+                    .map(|(key, update)| append_record(*key, update))
+                    .collect();
+                apply(&new, &all, epoch, None)?;
+                drop(new);
+                let aside = aside(&path);
+                if path.exists() {
+                    std::fs::hard_link(&path, &aside)
+                        .or_else(|_| std::fs::copy(&path, &aside).map(drop))
+                        .map_err(StoreError::from_io)?;
+                }
+                std::fs::rename(&fresh, &path).map_err(StoreError::from_io)?;
+                sync_dir(dir)?;
+                log::warn!(
+                    "--salvage: {FILE_NAME} moved aside to {}; the new one holds the {} \
+                     update(s) that verify",
+                    aside.display(),
+                    updates.len()
+                );
+                Database::create(&path).map_err(StoreError::from_redb)?
+            }
+        };
+        // Every record that verified is in the database, under the new epoch: the journal's
+        // are old now.
+        let (mut journal, _old) =
+            Journal::open(&journal_path, Some(epoch)).map_err(StoreError::from_io)?;
+        journal.start_over(epoch).map_err(StoreError::from_io)?;
+        log::warn!(
+            "--salvage: {} stored update(s) kept; the hub starts with them",
+            updates.len()
+        );
+        Ok(Store {
+            path,
+            db,
+            journal,
+            rows: updates,
+            recovered: Vec::new(),
+            fsync,
+        })
+    }
+}
+
+/// A free name beside `path` for a damaged file: `NAME.damaged-SECONDS[-N]`.
+fn aside(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".damaged-{secs}"));
+    let first = PathBuf::from(name);
+    let mut candidate = first.clone();
+    let mut n = 1;
+    while candidate.exists() {
+        let mut name = first.as_os_str().to_owned();
+        name.push(format!("-{n}"));
+        candidate = PathBuf::from(name);
+        n += 1;
+    }
+    candidate
+}
+
+/// Makes renames and new names in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::from_io)
 }
 
 /// A stored update's fields, as a row holds them.
@@ -657,5 +1007,98 @@ impl<'a> Reader<'a> {
     fn field(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u64()?).ok()?;
         self.take(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: &str) -> Update {
+        Update::from_parts(
+            EventId::parse(id).unwrap(),
+            vec![Topic::parse("/t").unwrap()],
+            false,
+            Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            1,
+        )
+    }
+
+    fn ids(store: &mut Store) -> Vec<String> {
+        store
+            .load()
+            .unwrap()
+            .iter()
+            .map(|l| l.update.id().as_str().to_owned())
+            .collect()
+    }
+
+    /// Writes a journal as the previous version did after a crash (records not synced, so
+    /// their sync point is 0, as that version wrote it), holding `update` under `key`.
+    fn previous_journal(dir: &Path, key: u64, update: &Update) {
+        let (mut journal, _) = Journal::open(&dir.join(JOURNAL_NAME), None).unwrap();
+        journal
+            .append([append_record(key, update).as_slice()])
+            .unwrap();
+    }
+
+    #[test]
+    fn rows_of_the_previous_version_are_taken_once_and_rewritten_with_a_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(LEGACY_UPDATES).unwrap();
+                for (key, id) in [(1u64, "a"), (2, "b")] {
+                    let encoded = format!("id: {id}\ndata: x\n\n");
+                    table
+                        .insert(key, (1u64, false, id, "/t", encoded.as_bytes()))
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        previous_journal(dir.path(), 3, &update("c"));
+        let mut store = Store::open(dir.path(), Fsync::Always, false).unwrap();
+        assert_eq!(ids(&mut store), ["a", "b", "c"]);
+        drop(store);
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            assert!(txn.open_table(LEGACY_UPDATES).is_err());
+            let rows = txn.open_table(ROWS).unwrap();
+            for key in [1, 2] {
+                let row = rows.get(key).unwrap().unwrap();
+                assert!(verify_row(key, row.value()).is_some());
+            }
+        }
+        // The journal's epoch was recorded with them: its record is still read.
+        let mut store = Store::open(dir.path(), Fsync::Always, false).unwrap();
+        assert_eq!(ids(&mut store), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn an_unreadable_database_is_moved_aside_by_salvage_and_the_journal_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
+        previous_journal(dir.path(), 1, &update("kept"));
+        let refused = Store::open(dir.path(), Fsync::Always, false).unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Damaged(what) if what.contains(FILE_NAME)),
+            "{refused}"
+        );
+        let mut store = Store::open(dir.path(), Fsync::Always, true).unwrap();
+        assert_eq!(ids(&mut store), ["kept"]);
+        drop(store);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("history.redb.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        let mut store = Store::open(dir.path(), Fsync::Always, false).unwrap();
+        assert_eq!(ids(&mut store), ["kept"]);
     }
 }

@@ -412,3 +412,264 @@ async fn a_start_on_a_full_disk_serves_the_journal_and_catches_up_once_there_is_
         expected
     );
 }
+
+/// Starts the hub on `dir` expecting it to refuse: its exit status and what it logged.
+fn refused_start(dir: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(TestHub::binary())
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--jwt-key",
+            KEY,
+            "--tick-interval",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sse-hub");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sse-hub started on damaged storage");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+/// Asserts a refusal to start: exit code 1 and one error line that names `file` and the way
+/// out, and no panic.
+fn assert_refused(dir: &Path, file: &str) -> String {
+    let (status, stderr) = refused_start(dir);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(file) && errors[0].contains("--salvage"),
+        "{stderr}"
+    );
+    errors[0].to_owned()
+}
+
+/// The files in `dir` whose name starts with `prefix`.
+fn named(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
+}
+
+/// The journal's records of its current epoch (what the first record's header names): each
+/// one's offset and body, by the layout of `src/journal.rs` (24-byte header: length, CRC-32,
+/// epoch, sequence in the low 32 bits of the last field).
+fn journal_records(journal: &[u8]) -> Vec<(usize, &[u8])> {
+    let field = |at: usize, n: usize| {
+        let mut le = [0u8; 8];
+        le[..n].copy_from_slice(&journal[at..at + n]);
+        u64::from_le_bytes(le)
+    };
+    let epoch = field(8, 8);
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at + 24 <= journal.len() {
+        let len = usize::try_from(field(at, 4)).unwrap();
+        let seq = field(at + 16, 4);
+        if len == 0 || field(at + 8, 8) != epoch || seq != records.len() as u64 {
+            break;
+        }
+        let body = &journal[at + 24..at + 24 + len];
+        if crc32fast::hash(&[&epoch.to_le_bytes()[..], &journal[at + 16..at + 24], body].concat())
+            != u32::try_from(field(at + 4, 4)).unwrap()
+        {
+            break;
+        }
+        records.push((at, body));
+        at += 24 + len;
+    }
+    records
+}
+
+/// The id of an update's journal record (tag, key, accepted at, private, then the id with its
+/// length).
+fn record_id(body: &[u8]) -> String {
+    assert_eq!(body[0], 0, "an update's record");
+    let len = usize::try_from(u64::from_le_bytes(body[18..26].try_into().unwrap())).unwrap();
+    String::from_utf8(body[26..26 + len].to_vec()).unwrap()
+}
+
+/// Issue 20, item 3: a byte flipped in the middle of the journal used to end what was read
+/// there (a torn write), so every later acknowledged update vanished with one INFO line, and
+/// the next publish wrote over them.
+#[tokio::test]
+async fn a_damaged_journal_record_stops_the_start_and_salvage_keeps_every_record_that_verifies() {
+    // Publishes land in the journal and are copied into the database within a second: the
+    // flood is tried again until the kill finds enough of it still in the journal.
+    let mut attempt = 0;
+    let (dir, acknowledged, journal) = loop {
+        attempt += 1;
+        assert!(attempt <= 5, "every kill came after the journal was copied");
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = hub_in(
+            dir.path(),
+            &["--publish-rate", "100000", "--publish-burst", "100000"],
+        );
+        let mut acknowledged = Vec::new();
+        for batch in 0..30 {
+            let sent = (0..10).map(|i| {
+                let id = format!("j{}", batch * 10 + i);
+                let hub = &hub;
+                async move { hub.publish_ok(&[("topic", "/j"), ("id", &id)]).await }
+            });
+            acknowledged.extend(futures_util::future::join_all(sent).await);
+        }
+        hub.kill();
+        let journal = std::fs::read(dir.path().join("history.journal")).unwrap();
+        if journal_records(&journal).len() >= 30 {
+            break (dir, acknowledged, journal);
+        }
+    };
+    // A byte of a record a third of the way in (later commits follow it) flipped.
+    let records = journal_records(&journal);
+    let (offset, body) = records[records.len() / 3];
+    let lost = record_id(body);
+    let mut damaged = journal.clone();
+    damaged[offset + 24 + body.len() - 1] ^= 0x01;
+    let path = dir.path().join("history.journal");
+    std::fs::write(&path, &damaged).unwrap();
+
+    eprintln!(
+        "attempt {attempt}: {} of {} acknowledged records in the journal; record {} ({lost}) damaged",
+        records.len(),
+        acknowledged.len(),
+        records.len() / 3
+    );
+    let line = assert_refused(dir.path(), "history.journal");
+    eprintln!("{line}");
+    assert!(
+        line.contains(&format!("record {}", records.len() / 3)),
+        "{line}"
+    );
+    // Nothing was written over: the damaged journal is as it was.
+    assert!(std::fs::read(&path).unwrap() == damaged);
+
+    let hub = hub_in(dir.path(), &["--salvage"]);
+    assert!(hub.logged("--salvage"), "{:?}", hub.logs());
+    let aside = named(dir.path(), "history.journal.damaged-");
+    assert_eq!(aside.len(), 1, "{:?}", hub.logs());
+    assert!(std::fs::read(&aside[0]).unwrap() == damaged);
+    // A bystander replaying everything gets every acknowledged update but the damaged one,
+    // then what comes next.
+    let expected: Vec<String> = acknowledged.into_iter().filter(|id| *id != lost).collect();
+    let mut bystander = hub
+        .subscribe(&["/j"], &[], &[("Last-Event-ID", "earliest")])
+        .await;
+    let replayed: Vec<String> = bystander
+        .events(expected.len(), WAIT)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
+    assert_eq!(replayed.len(), expected.len());
+    let (mut got, mut want) = (replayed.clone(), expected.clone());
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "lost {lost}");
+    let next = hub.publish_ok(&[("topic", "/j"), ("id", "after")]).await;
+    assert_eq!(
+        bystander.next_event(WAIT).await.expect("live").id,
+        Some(next)
+    );
+    // The salvaged store is whole: a plain start serves the same.
+    drop(hub);
+    let hub = hub_in(dir.path(), &[]);
+    assert_eq!(
+        resume(&hub, "/j", "earliest", expected.len() + 1)
+            .await
+            .len(),
+        expected.len() + 1
+    );
+}
+
+/// Issue 20, item 4: a payload edited inside `history.redb` used to be replayed as good (redb
+/// checks its pages only when recovering from a crash), and a row that no longer parsed
+/// stopped the hub with no way out but deleting the store.
+#[tokio::test]
+async fn an_altered_stored_update_stops_the_start_and_salvage_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(dir.path(), &[]);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let data = format!("payload-{i:02}");
+        ids.push(
+            hub.publish_ok(&[
+                ("topic", "/rows"),
+                ("id", &format!("r{i}")),
+                ("data", &data),
+            ])
+            .await,
+        );
+    }
+    // A graceful stop copies the journal into the database.
+    hub.terminate();
+    assert!(hub.wait_exit(WAIT).is_some_and(|s| s.success()));
+    drop(hub);
+    let path = dir.path().join("history.redb");
+    let mut db = std::fs::read(&path).unwrap();
+    let (from, to) = (b"payload-07", b"PAYLOAD-07");
+    let mut edits = 0;
+    for at in 0..db.len() - from.len() {
+        if &db[at..at + from.len()] == from {
+            db[at..at + from.len()].copy_from_slice(to);
+            edits += 1;
+        }
+    }
+    assert!(edits > 0, "the payload is not in the database file");
+    std::fs::write(&path, &db).unwrap();
+
+    let line = assert_refused(dir.path(), "history.redb");
+    eprintln!("{line}");
+    assert!(line.contains("1 stored update(s) do not verify"), "{line}");
+    // The altered row is left as it is (redb rewrites its own allocator state on close).
+    let occurrences = |file: &[u8]| file.windows(to.len()).filter(|w| w == to).count();
+    assert_eq!(occurrences(&std::fs::read(&path).unwrap()), edits);
+
+    let hub = hub_in(dir.path(), &["--salvage"]);
+    let aside = named(dir.path(), "history.redb.damaged-");
+    assert_eq!(aside.len(), 1, "{:?}", hub.logs());
+    assert_eq!(occurrences(&std::fs::read(&aside[0]).unwrap()), edits);
+    let mut bystander = hub
+        .subscribe(&["/rows"], &[], &[("Last-Event-ID", "earliest")])
+        .await;
+    let replayed = bystander.events(19, WAIT).await;
+    let expected: Vec<&String> = ids.iter().filter(|id| *id != "r7").collect();
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|e| e.id.as_ref().unwrap())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert!(replayed.iter().all(|e| !e.data.contains("PAYLOAD")));
+    let next = hub.publish_ok(&[("topic", "/rows"), ("id", "after")]).await;
+    assert_eq!(
+        bystander.next_event(WAIT).await.expect("live").id,
+        Some(next)
+    );
+    drop(hub);
+    let hub = hub_in(dir.path(), &[]);
+    assert_eq!(resume(&hub, "/rows", "earliest", 20).await.len(), 20);
+}
