@@ -2,10 +2,9 @@ use std::process::ExitCode;
 
 use std::io::Write as _;
 
-use clap::Parser;
 use sse_hub::{
     auth::{self, Claims, MercureClaim},
-    config::{self, Cli, Command, Config, JwtAlgorithm, TokenArgs},
+    config::{self, Command, Config, JwtAlgorithm, TokenArgs},
     Application,
 };
 
@@ -42,29 +41,17 @@ fn token(config: &Config, args: &TokenArgs) -> Result<String, Box<dyn std::error
     Ok(auth::sign_hs256(&claims, key)?)
 }
 
-/// Puts the `--config` file's settings in the environment, under those already there, so
-/// that flags win over the environment and the environment over the file.
-fn load_config_file() -> Result<(), config::ConfigFileError> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let Some(path) = config::config_file_arg(&args) else {
-        return Ok(());
-    };
-    for (name, value) in config::config_file_env(&path)? {
-        if std::env::var_os(&name).is_none() {
-            // Single-threaded still: nothing else reads the environment yet.
-            std::env::set_var(name, value);
-        }
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    if let Err(err) = load_config_file() {
-        log::error!("{err}");
-        return ExitCode::FAILURE;
-    }
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match config::load(&args) {
+        Ok(cli) => cli,
+        Err(config::LoadError::Display(help)) => help.exit(),
+        Err(err) => {
+            log::error!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(Command::Token(args)) = cli.command {
         return match token(&cli.config, &args) {
             Ok(token) => {

@@ -501,7 +501,7 @@ fn a_key_and_a_jwks_for_one_role_or_plain_http_elsewhere_refuse_to_start() {
     let stderr = String::from_utf8_lossy(&both.stderr);
     assert!(stderr.contains("choose one"), "{stderr}");
     let plain = run(&["--subscriber-jwks-url", "http://idp.example/jwks.json"]);
-    assert_eq!(plain.status.code(), Some(2));
+    assert_eq!(plain.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
 }

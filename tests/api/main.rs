@@ -2,6 +2,7 @@
 
 mod auth;
 mod browser;
+mod config;
 mod core;
 mod deploy;
 mod durability;
