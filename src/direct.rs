@@ -358,6 +358,146 @@ mod tests {
         (Connection::new(server), client)
     }
 
+    /// The outlet of a stream on `conn`, as `Outlet::for_request` makes it on a plain
+    /// connection.
+    fn outlet_on(conn: &Connection) -> Outlet {
+        Outlet {
+            conn: Some(conn.clone()),
+            ..Outlet::default()
+        }
+    }
+
+    /// Polls the outlet as its stream does.
+    fn poll(outlet: &mut Outlet) -> Poll<Option<Bytes>> {
+        outlet.poll_next(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Writes as the dispatcher does until the socket refuses a write: the dispatcher now
+    /// holds unwritten bytes. Returns what the socket took.
+    async fn write_until_refused(conn: &mut Connection) -> usize {
+        let chunk = vec![b'd'; 64 * 1024];
+        let mut written = 0;
+        loop {
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut *conn).poll_write(cx, &chunk))).await {
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(err)) => panic!("write: {err}"),
+                Poll::Pending => return written,
+            }
+        }
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the client reads what was sent")
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_waiting_stream_takes_offered_bytes_on_its_socket() {
+        let (conn, mut client) = pair().await;
+        let mut outlet = outlet_on(&conn);
+        assert!(poll(&mut outlet).is_pending());
+        assert!(outlet.is_waiting());
+        assert_eq!(outlet.offer(&Bytes::from_static(b"one")), Offered::Taken);
+        assert_eq!(outlet.offer(&Bytes::from_static(b"two")), Offered::Taken);
+        assert_eq!(read_exactly(&mut client, 6).await, b"onetwo");
+        assert_eq!(outlet.queued(), 0);
+        // Counted once for the heartbeat, in bytes for the access log.
+        assert!(outlet.take_wrote());
+        assert!(!outlet.take_wrote());
+        assert_eq!(conn.take_direct_bytes(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_running_stream_gets_offered_bytes_through_its_queue() {
+        let (conn, _client) = pair().await;
+        let mut outlet = outlet_on(&conn);
+        // Not polled yet: the stream has its opening bytes and replay to write first.
+        assert!(!outlet.is_waiting());
+        assert_eq!(outlet.offer(&Bytes::from_static(b"one")), Offered::Queued);
+        assert!(poll(&mut outlet) == Poll::Ready(Some(Bytes::from_static(b"one"))));
+        assert!(poll(&mut outlet).is_pending());
+        // Queued bytes stop direct writes until the stream has written them and waits again.
+        outlet.push(Bytes::from_static(b"two"));
+        assert!(!outlet.is_waiting());
+        assert_eq!(outlet.offer(&Bytes::from_static(b"three")), Offered::Queued);
+        assert!(poll(&mut outlet) == Poll::Ready(Some(Bytes::from_static(b"two"))));
+        assert!(poll(&mut outlet) == Poll::Ready(Some(Bytes::from_static(b"three"))));
+        assert!(poll(&mut outlet).is_pending());
+        assert!(outlet.is_waiting());
+        assert!(!outlet.take_wrote());
+        assert_eq!(conn.take_direct_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_queued_with_all_that_follows() {
+        let (conn, mut client) = pair().await;
+        let mut outlet = outlet_on(&conn);
+        assert!(poll(&mut outlet).is_pending());
+        // Offers distinct chunks until the socket takes only part of one.
+        let mut offered = Vec::new();
+        let mut chunk = 0u8;
+        while outlet.offer(&Bytes::from(vec![b'a' + chunk % 26; 64 * 1024])) == Offered::Taken {
+            offered.extend(std::iter::repeat_n(b'a' + chunk % 26, 64 * 1024));
+            chunk += 1;
+        }
+        offered.extend(std::iter::repeat_n(b'a' + chunk % 26, 64 * 1024));
+        let next = Bytes::from_static(b"next");
+        assert_eq!(outlet.offer(&next), Offered::Queued);
+        offered.extend_from_slice(&next);
+        // On the wire what the socket took; then, in order, what the stream writes.
+        let direct = usize::try_from(conn.take_direct_bytes()).unwrap();
+        let mut got = read_exactly(&mut client, direct).await;
+        while let Poll::Ready(Some(bytes)) = poll(&mut outlet) {
+            got.extend_from_slice(&bytes);
+        }
+        assert!(got == offered, "every byte once, in order");
+        assert!(outlet.is_waiting());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_stream_queues_while_the_dispatcher_holds_unwritten_bytes() {
+        let (mut conn, mut client) = pair().await;
+        let mut outlet = outlet_on(&conn);
+        let written = write_until_refused(&mut conn).await;
+        assert!(poll(&mut outlet).is_pending());
+        // The socket has room again, but the dispatcher's bytes go first.
+        read_exactly(&mut client, written).await;
+        assert_eq!(outlet.offer(&Bytes::from_static(b"x")), Offered::Queued);
+        assert!(poll(&mut outlet) == Poll::Ready(Some(Bytes::from_static(b"x"))));
+        // The stream waits again once the dispatcher has written all it holds and flushed.
+        poll_fn(|cx| Pin::new(&mut conn).poll_flush(cx))
+            .await
+            .unwrap();
+        assert!(poll(&mut outlet).is_pending());
+        assert_eq!(outlet.offer(&Bytes::from_static(b"y")), Offered::Taken);
+        assert_eq!(read_exactly(&mut client, 1).await, b"y");
+    }
+
+    #[test]
+    fn without_a_connection_every_byte_goes_through_the_stream() {
+        // A stream over TLS.
+        let mut outlet = Outlet::default();
+        assert!(poll(&mut outlet).is_pending());
+        assert!(!outlet.is_waiting());
+        assert_eq!(outlet.offer(&Bytes::from_static(b"one")), Offered::Queued);
+        assert!(poll(&mut outlet) == Poll::Ready(Some(Bytes::from_static(b"one"))));
+    }
+
+    #[test]
+    fn a_closed_outlet_ends_its_stream_after_what_it_holds() {
+        let mut outlet = Outlet::default();
+        outlet.push(Bytes::from_static(b"last"));
+        outlet.close_slow();
+        assert!(outlet.was_slow());
+        assert!(poll(&mut outlet) == Poll::Ready(Some(Bytes::from_static(b"last"))));
+        assert!(poll(&mut outlet) == Poll::Ready(None));
+        assert!(!outlet.is_waiting());
+    }
+
     #[tokio::test]
     async fn no_direct_write_while_the_dispatcher_holds_unwritten_bytes() {
         let (mut conn, mut client) = pair().await;
