@@ -7,9 +7,9 @@
 //! those streams, which live on the same thread: no lock, no atomic and no cross-thread wake
 //! per delivery.
 //!
-//! Each local subscriber has an [`Outlet`]: a subscriber on a plain HTTP/1 connection whose
-//! stream is waiting is not even woken, the update goes to its socket directly; only what the
-//! socket does not take at once is queued for the stream ([`crate::direct`] has the rules).
+//! Each local subscriber's queue is an [`Outlet`] ([`crate::direct`]): while the stream of a
+//! subscriber on a plain HTTP/1 connection waits, the update goes to its socket directly and
+//! nobody is woken; only what the socket does not take at once is queued for the stream.
 //!
 //! Ordering stays the broadcaster's: it decides when a subscriber starts receiving by sending
 //! [`ShardMsg::Register`] through the same channel as the updates, in the same step as it takes
