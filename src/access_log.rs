@@ -23,7 +23,7 @@ use actix_web::{
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
-use crate::conn::Connection;
+use crate::direct::Connection;
 
 /// The log target of the access log.
 pub const TARGET: &str = "sse_hub::access";
@@ -101,7 +101,8 @@ struct Line {
     status: StatusCode,
     bytes: u64,
     start: Instant,
-    /// A plain connection: the fan-out may write part of the body to it directly.
+    /// A plain connection: the fan-out may write part of the body to it directly, and counts
+    /// what it wrote there.
     conn: Option<Connection>,
 }
 
@@ -127,7 +128,7 @@ impl Line {
             status: StatusCode::OK,
             bytes: 0,
             start: Instant::now(),
-            conn: req.conn_data::<Connection>().cloned(),
+            conn: Connection::of(req.request()),
         }
     }
 }

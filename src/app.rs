@@ -16,7 +16,7 @@ use crate::{
     auth::Auth,
     broadcaster::{self, Broadcaster},
     config::Config,
-    conn::Connection,
+    direct::Connection,
     routes::{self, AppState},
     stats::Stats,
     store::Store,
@@ -197,14 +197,14 @@ impl Application {
                     .finish(map_config(app(), |()| AppConfig::default()))
                     .rustls_0_23(tls.clone())
             }),
-            // HTTP/1 on connections the fan-out may write to directly (`crate::conn`).
+            // HTTP/1 on connections the fan-out may write to directly (`crate::direct`).
             None => builder.listen("sse-hub", listener, move || {
                 let write_timeout = http.write_timeout;
                 let h1 = http
                     .service()
                     .on_connect_ext(move |conn: &Connection, data| {
                         conn.with_socket(|tcp| set_write_timeout(tcp, write_timeout));
-                        data.insert(conn.clone());
+                        conn.attach(data);
                     })
                     .h1(map_config(app(), |()| AppConfig::default()));
                 fn_service(|tcp: TcpStream| {

@@ -8,7 +8,7 @@
 //!   [`history`] (durable in the [`store`]) and the subscriber counts, and sends each update,
 //!   once it is on disk, to every worker's [`shard`], which queues it to the matching
 //!   [`subscription`]s of that worker (indexed in a [`registry`]) and wakes their streams, or
-//!   writes it to their sockets itself while they wait ([`conn`]);
+//!   writes it to their sockets itself while they wait ([`direct`]);
 //! - [`stream`]: one subscriber's response body: opening bytes, replay, live bytes, heartbeats;
 //! - [`routes`]: the HTTP handlers; [`topic`] validates topics and compiles selectors;
 //!   [`auth`] verifies the JWS tokens of publishers and subscribers, with keys configured or
@@ -25,7 +25,7 @@ pub mod app;
 pub mod auth;
 pub mod broadcaster;
 pub mod config;
-pub mod conn;
+pub mod direct;
 pub mod form;
 pub mod history;
 pub mod journal;

@@ -7,10 +7,9 @@
 //! those streams, which live on the same thread: no lock, no atomic and no cross-thread wake
 //! per delivery.
 //!
-//! A subscriber on a plain HTTP/1 connection whose stream is waiting (its queue empty, the
-//! HTTP dispatcher holding nothing unwritten) is not even woken: the shard writes the update to
-//! its socket itself ([`crate::conn`]). Only what the socket does not take at once is queued
-//! for the stream, which then writes it, and what follows, through the dispatcher.
+//! Each local subscriber's queue is an [`Outlet`] ([`crate::direct`]): while the stream of a
+//! subscriber on a plain HTTP/1 connection waits, the update goes to its socket directly and
+//! nobody is woken; only what the socket does not take at once is queued for the stream.
 //!
 //! Ordering stays the broadcaster's: it decides when a subscriber starts receiving by sending
 //! [`ShardMsg::Register`] through the same channel as the updates, in the same step as it takes
@@ -18,12 +17,11 @@
 
 use std::{
     cell::RefCell,
-    collections::VecDeque,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 
 use actix::Addr;
@@ -33,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     broadcaster::{AddShard, Broadcaster, Unsubscribe},
-    conn::Connection,
+    direct::{Offered, Outlet},
     registry::{Delivery, Registry, SubscriberId},
     stats::{DropReason, Stats},
     subscription::Subscription,
@@ -61,41 +59,21 @@ pub enum ShardMsg {
 /// The broadcaster's end of a shard.
 pub type ShardSender = mpsc::UnboundedSender<ShardMsg>;
 
-/// One local subscriber's queue.
-#[derive(Debug, Default)]
-struct Queue {
-    /// Allocates on first use; a subscriber nobody publishes to holds no buffer.
-    items: VecDeque<Bytes>,
-    waker: Option<Waker>,
-    /// No more items will come: the stream ends once `items` is drained.
-    closed: bool,
-    /// Closed because it was full.
-    slow: bool,
-    /// The subscriber's connection, when updates may be written to it directly.
-    conn: Option<Connection>,
-    /// The stream is waiting for its next bytes, with everything before written or buffered
-    /// by the dispatcher: an update may go to `conn` now.
-    waiting: bool,
-    /// An update was written directly since the stream last looked (it counts for the
-    /// heartbeat as the stream's own writes do).
-    wrote: bool,
-}
-
 /// The shard of the current worker thread.
 #[derive(Debug)]
 struct Local {
     id: ShardId,
     registry: Registry,
-    /// Indexed, so the fan-out's second pass finds a queue by its position, without hashing.
-    /// Ids are the shard's own counter, nothing a client chooses: a fast hash is safe.
-    queues: IndexMap<SubscriberId, Queue, foldhash::fast::RandomState>,
+    /// Indexed, so the fan-out's second pass finds an outlet by its position, without
+    /// hashing. Ids are the shard's own counter, nothing a client chooses: a fast hash is safe.
+    queues: IndexMap<SubscriberId, Outlet, foldhash::fast::RandomState>,
     next_id: u64,
     capacity: usize,
     stats: Arc<Stats>,
     broadcaster: Addr<Broadcaster>,
     /// Reused between fan-outs: who was let go as slow by the last one.
     slow: Vec<SubscriberId>,
-    /// Reused between fan-outs: the waiting streams the update is written to directly (their
+    /// Reused between fan-outs: the waiting streams the update is offered to directly (their
     /// places in `queues`, which nothing removes during a fan-out).
     direct: Vec<usize>,
 }
@@ -118,8 +96,8 @@ impl Local {
             }
             ShardMsg::CloseAll => {
                 self.registry.clear();
-                for queue in self.queues.values_mut() {
-                    close(queue);
+                for outlet in self.queues.values_mut() {
+                    outlet.close();
                 }
             }
         }
@@ -139,42 +117,32 @@ impl Local {
         // between (the kernel's work on each write would push them out of the caches again),
         // and the second touches each connection once, to write to it.
         let out = registry.fan_out(update, |id| {
-            let Some((index, _, queue)) = queues.get_full_mut(&id) else {
+            let Some((index, _, outlet)) = queues.get_full_mut(&id) else {
                 return Delivery::Closed;
             };
-            if queue.items.len() >= *capacity {
+            if outlet.queued() >= *capacity {
                 // Never wait for a subscriber: one that can't keep up is let go (its stream
                 // ends after what it holds; it reconnects and resumes from history).
-                queue.slow = true;
-                close(queue);
+                outlet.close_slow();
                 slow.push(id);
                 return Delivery::Full;
             }
-            if queue.waiting {
+            if outlet.is_waiting() {
                 direct.push(index);
                 return Delivery::Sent;
             }
-            queue.waiting = false;
-            push(queue, update.encoded().clone());
+            outlet.push(update.encoded().clone());
             Delivery::Sent
         });
         // Second pass: the writes, back to back.
         let bytes = update.encoded();
         let mut written_directly = 0;
         for index in direct.drain(..) {
-            let Some((_, queue)) = queues.get_index_mut(index) else {
-                continue;
-            };
-            let written = queue.conn.as_ref().and_then(|c| c.write_now(bytes));
-            if written == Some(bytes.len()) {
-                queue.wrote = true;
-                written_directly += 1;
-                continue;
+            if let Some((_, outlet)) = queues.get_index_mut(index) {
+                if outlet.offer(bytes) == Offered::Taken {
+                    written_directly += 1;
+                }
             }
-            // The rest goes through the stream, and so does all that follows it. (`None`: the
-            // dispatcher holds unwritten bytes, which go first.)
-            queue.waiting = false;
-            push(queue, bytes.slice(written.unwrap_or(0)..));
         }
         self.stats.delivered(out.delivered, written_directly);
         if out.slow > 0 {
@@ -192,22 +160,6 @@ impl Local {
     }
 }
 
-/// Queues `bytes` for the stream to write, and wakes it.
-fn push(queue: &mut Queue, bytes: Bytes) {
-    queue.items.push_back(bytes);
-    if let Some(waker) = queue.waker.take() {
-        waker.wake();
-    }
-}
-
-fn close(queue: &mut Queue) {
-    queue.closed = true;
-    queue.waiting = false;
-    if let Some(waker) = queue.waker.take() {
-        waker.wake();
-    }
-}
-
 /// A subscriber's place in its worker's shard, before and after registration. Dropped with
 /// the subscriber's stream (its client left, or the stream ended): it leaves the shard and
 /// tells the broadcaster.
@@ -219,15 +171,13 @@ pub struct LocalQueue {
 }
 
 impl LocalQueue {
-    /// Makes a queue in the current worker's shard, starting the shard (and telling the
+    /// Puts `outlet` in the current worker's shard, starting the shard (and telling the
     /// broadcaster about it) if this is the worker's first subscriber.
-    /// `conn`: the subscriber's connection, if updates may be written to it directly (a plain
-    /// HTTP/1 connection whose response is close-delimited).
     pub fn open(
         broadcaster: &Addr<Broadcaster>,
         capacity: usize,
         stats: &Arc<Stats>,
-        conn: Option<Connection>,
+        outlet: Outlet,
     ) -> Self {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
@@ -235,13 +185,7 @@ impl LocalQueue {
                 local.get_or_insert_with(|| start(broadcaster, capacity, Arc::clone(stats)));
             let id = SubscriberId(local.next_id);
             local.next_id += 1;
-            local.queues.insert(
-                id,
-                Queue {
-                    conn,
-                    ..Queue::default()
-                },
-            );
+            local.queues.insert(id, outlet);
             Self {
                 shard: local.id,
                 id,
@@ -260,47 +204,27 @@ impl LocalQueue {
         self.id
     }
 
-    /// The next queued bytes; `Ready(None)` once the queue is closed and drained.
-    ///
-    /// `Pending` means the stream waits for its next update: until the stream is polled
-    /// again, the shard may write updates to the connection directly. Call it last in the
-    /// stream's poll, when nothing else is to be written.
+    /// The stream's next bytes: [`Outlet::poll_next`]; `Ready(None)` also once the shard
+    /// let the subscriber go.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        LOCAL.with(|local| {
-            let mut local = local.borrow_mut();
-            let Some(queue) = local.as_mut().and_then(|l| l.queues.get_mut(&self.id)) else {
-                return Poll::Ready(None);
-            };
-            queue.waiting = false;
-            if let Some(bytes) = queue.items.pop_front() {
-                return Poll::Ready(Some(bytes));
-            }
-            if queue.closed {
-                return Poll::Ready(None);
-            }
-            queue.waiting = queue.conn.is_some();
-            if !queue
-                .waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                queue.waker = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+        self.with_outlet(|outlet| outlet.poll_next(cx))
+            .unwrap_or(Poll::Ready(None))
     }
-}
 
-impl LocalQueue {
-    /// Whether the shard wrote to the connection since the last call.
+    /// Whether bytes went to the connection directly since the last call:
+    /// [`Outlet::take_wrote`].
     #[must_use]
     pub fn take_direct_write(&self) -> bool {
+        self.with_outlet(Outlet::take_wrote).unwrap_or(false)
+    }
+
+    fn with_outlet<R>(&self, f: impl FnOnce(&mut Outlet) -> R) -> Option<R> {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             local
                 .as_mut()
                 .and_then(|l| l.queues.get_mut(&self.id))
-                .is_some_and(|q| std::mem::take(&mut q.wrote))
+                .map(f)
         })
     }
 }
@@ -313,7 +237,7 @@ impl Drop for LocalQueue {
                 let mut local = local.borrow_mut();
                 let local = local.as_mut()?;
                 local.registry.remove(self.id);
-                local.queues.swap_remove(&self.id).map(|q| q.slow)
+                local.queues.swap_remove(&self.id).map(|o| o.was_slow())
             })
             .ok()
             .flatten()

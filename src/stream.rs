@@ -98,7 +98,7 @@ impl Stream for SubscriberStream {
         };
         while heartbeat.as_mut().poll(cx).is_ready() {
             heartbeat.as_mut().reset(Instant::now() + keep_alive);
-            // Both flags are taken: updates the shard wrote directly count as writes.
+            // Both are taken: updates written to the socket directly count as writes.
             let wrote = std::mem::take(&mut this.wrote_since_beat) | this.queue.take_direct_write();
             if !wrote {
                 // Nothing since the last firing: the heartbeat is the write.

@@ -2,17 +2,19 @@
 //! `GET /.well-known/mercure`.
 
 use actix_web::{
-    http::{
-        header::{self, HeaderValue},
-        ConnectionType,
-    },
+    http::header::{self, HeaderValue},
     web, HttpRequest, HttpResponse, HttpResponseBuilder,
 };
 
 use super::{error::ApiError, AppState};
 use crate::{
-    broadcaster::Subscribe, conn::Connection, history::Cursor, shard::LocalQueue,
-    stream::SubscriberStream, subscription::Subscription, update::check_field,
+    broadcaster::Subscribe,
+    direct::{self, Outlet},
+    history::Cursor,
+    shard::LocalQueue,
+    stream::SubscriberStream,
+    subscription::Subscription,
+    update::check_field,
 };
 
 /// Sets the headers every SSE response carries.
@@ -66,15 +68,11 @@ pub(crate) async fn open_stream(
         .transport
         .catch_up(cursor.as_ref(), &state.broadcaster)
         .await;
-    // On a plain HTTP/1 connection the shard writes updates to the socket itself while the
-    // stream waits (`crate::conn`).
-    let conn = req.conn_data::<Connection>().cloned();
-    let direct = conn.is_some();
     let queue = LocalQueue::open(
         &state.broadcaster,
         state.config.queue_capacity,
         &state.stats,
-        conn,
+        Outlet::for_request(req),
     );
     let subscribed = state
         .broadcaster
@@ -102,14 +100,7 @@ pub(crate) async fn open_stream(
         response.insert_header(("Last-Event-ID", value));
     }
     let mut response = response.streaming(stream);
-    if direct {
-        // Raw bytes on the wire, whoever writes them: no chunked coding, so the body ends
-        // with the connection (RFC 9112, section 6.3). A stream only ends when its client
-        // leaves, its token expires or the hub stops; the client reconnects anyway.
-        let head = response.head_mut();
-        head.no_chunking(true);
-        head.set_connection_type(ConnectionType::Close);
-    }
+    direct::frame(req, response.head_mut());
     Ok(response)
 }
 
