@@ -179,9 +179,12 @@ pub struct TokenArgs {
     /// Topic selector the token may receive private updates of (repeatable).
     #[arg(long = "subscribe", value_name = "SELECTOR")]
     pub subscribe: Vec<String>,
-    /// Lifetime of the token, e.g. `1h`; none means it never expires.
-    #[arg(long, value_parser = duration)]
-    pub exp: Option<Duration>,
+    /// Lifetime of the token, e.g. `30m` or `30d`: it expires this long after it is made.
+    #[arg(long, value_parser = positive_duration, default_value = "1h")]
+    pub exp: Duration,
+    /// Make a token that never expires (for a backend that can't renew one; prefer `--exp`).
+    #[arg(long, conflicts_with = "exp")]
+    pub no_exp: bool,
     /// The `sub` claim.
     #[arg(long)]
     pub sub: Option<String>,

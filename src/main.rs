@@ -35,7 +35,7 @@ fn token(config: &Config, args: &TokenArgs) -> Result<String, Box<dyn std::error
             subscribe: (!args.subscribe.is_empty()).then(|| args.subscribe.clone()),
             payload: None,
         }),
-        exp: args.exp.map(auth::expiry_in),
+        exp: (!args.no_exp).then(|| auth::expiry_in(args.exp)),
         sub: args.sub.clone(),
     };
     Ok(auth::sign_hs256(&claims, key)?)

@@ -27,6 +27,41 @@ async fn the_token_command_takes_the_key_after_it_and_signs_with_it() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("--jwt-key"));
 }
 
+/// The claims of a JWS `token` (its signature is the hub's business, checked elsewhere).
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWS");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&json).expect("JSON claims")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+#[test]
+fn tokens_expire_in_an_hour_unless_told_otherwise() {
+    let printed = |args: &[&str]| {
+        let made = token_command(args);
+        assert!(made.status.success(), "{made:?}");
+        claims_of(String::from_utf8(made.stdout).unwrap().trim())
+    };
+    let default = printed(&["--jwt-key", KEY, "--publish", "*"]);
+    let exp = default["exp"].as_u64().expect("an exp by default");
+    assert!(exp.abs_diff(now() + 3600) <= 5, "exp {exp}");
+    let day = printed(&["--jwt-key", KEY, "--publish", "*", "--exp", "1d"]);
+    assert!(day["exp"].as_u64().unwrap().abs_diff(now() + 86_400) <= 5);
+    let forever = printed(&["--jwt-key", KEY, "--publish", "*", "--no-exp"]);
+    assert_eq!(forever.get("exp"), None, "{forever}");
+    let both = token_command(&["--jwt-key", KEY, "--publish", "*", "--no-exp", "--exp", "1h"]);
+    assert_eq!(both.status.code(), Some(1), "{both:?}");
+}
+
 #[test]
 fn a_token_without_claims_is_refused() {
     let refused = token_command(&["--jwt-key", KEY]);
