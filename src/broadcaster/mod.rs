@@ -31,12 +31,12 @@ use std::{
     time::Duration,
 };
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use crate::registry::SubscriberId;
-use crate::shard::{ShardId, ShardMsg, ShardSender};
+use crate::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
     active::Announced,
     history::{Cursor, History, Projection, Retention, EARLIEST},
@@ -354,6 +354,13 @@ impl Broadcaster {
                 self.trimmed_below = below;
             }
         }
+    }
+}
+
+impl From<&Addr<Broadcaster>> for shard::Owner {
+    /// The shards report to the broadcaster at `addr`.
+    fn from(addr: &Addr<Broadcaster>) -> Self {
+        Self::new(addr.clone().recipient(), addr.clone().recipient())
     }
 }
 
@@ -688,16 +695,6 @@ impl Handler<Broadcast> for Broadcaster {
     }
 }
 
-/// Removes a subscriber (sent by its stream's [`crate::shard::LocalQueue`] when the stream goes).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe {
-    pub shard: ShardId,
-    pub id: SubscriberId,
-    /// It was dropped as slow (counted as such by its shard), rather than it left.
-    pub slow: bool,
-}
-
 impl Handler<Unsubscribe> for Broadcaster {
     type Result = ();
 
@@ -796,14 +793,6 @@ impl Handler<LastSeen> for Broadcaster {
             .last_id()
             .map_or_else(|| EARLIEST.to_owned(), ToString::to_string)
     }
-}
-
-/// A worker's shard announces itself (before its worker's first subscriber).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct AddShard {
-    pub id: ShardId,
-    pub sender: ShardSender,
 }
 
 impl Handler<AddShard> for Broadcaster {

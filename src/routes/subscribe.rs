@@ -71,7 +71,7 @@ pub(crate) async fn open_stream(
     let conn = req.conn_data::<Connection>().cloned();
     let direct = conn.is_some();
     let queue = LocalQueue::open(
-        &state.broadcaster,
+        &state.shard_owner,
         state.config.queue_capacity,
         &state.stats,
         conn,
