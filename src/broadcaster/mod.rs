@@ -24,8 +24,10 @@
 //! that an update evicts from history are deleted from the store in its commit: the actor
 //! projects what history will hold once everything pending is pushed.
 
+mod membership;
+
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{HashSet, VecDeque},
     net::IpAddr,
     sync::Arc,
     time::Duration,
@@ -46,6 +48,7 @@ use crate::{
     transport::presence::Presence,
     update::{now_ms, EventId, Update},
 };
+use membership::Membership;
 
 /// How often updates past `--history-max-age` are looked for.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(1);
@@ -62,15 +65,6 @@ pub struct Limits {
     pub max_subscribers_per_ip: usize,
     /// How much history is kept, in memory and in the store alike.
     pub retention: Retention,
-}
-
-/// What the broadcaster keeps of a registered subscriber: what its counts need and, with
-/// `--subscriptions`, what the subscriptions API lists.
-#[derive(Debug, Clone)]
-struct Member {
-    ip: Option<IpAddr>,
-    selectors: usize,
-    announced: Option<Arc<Announced>>,
 }
 
 /// An update handed to the store, waiting for its commit.
@@ -99,19 +93,12 @@ enum Durable {
 /// then `.start()`.
 #[derive(Debug)]
 pub struct Broadcaster {
-    /// Every registered subscriber, by its shard and its id there.
-    members: HashMap<(ShardId, SubscriberId), Member>,
-    /// With `--subscriptions`: the announced subscribers by selector, then by their id, so the
-    /// list of one topic costs its own subscriptions, not a walk over every subscriber (empty,
-    /// and never touched, without the flag).
-    by_selector: HashMap<String, BTreeMap<String, Arc<Announced>>>,
-    per_ip: HashMap<IpAddr, usize>,
-    selectors: usize,
+    /// Every registered subscriber, their counts and limits, the announced subscriptions.
+    membership: Membership,
     /// Each worker's shard, told of every update.
     shards: Vec<(ShardId, ShardSender)>,
     history: History,
     stats: Arc<Stats>,
-    limits: Limits,
     closing: bool,
     store: Durable,
     /// Updates handed to the store and not yet committed, in key order.
@@ -132,14 +119,10 @@ impl Broadcaster {
     #[must_use]
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
-            members: HashMap::new(),
-            by_selector: HashMap::new(),
-            per_ip: HashMap::new(),
-            selectors: 0,
+            membership: Membership::new(limits.max_subscribers, limits.max_subscribers_per_ip),
             shards: Vec::new(),
             history: History::new(limits.retention),
             stats,
-            limits,
             closing: false,
             store: Durable::Off,
             pending: VecDeque::new(),
@@ -175,7 +158,7 @@ impl Broadcaster {
 
     fn count_subscribers(&self) {
         self.stats
-            .set_subscribers(self.members.len(), self.selectors);
+            .set_subscribers(self.membership.len(), self.membership.selectors());
     }
 
     /// Sends `update` once to every worker's shard, which delivers it to its own subscribers.
@@ -289,62 +272,6 @@ impl Broadcaster {
         }
     }
 
-    /// Adds `announced`'s subscriptions to the index by selector.
-    fn index(&mut self, announced: &Arc<Announced>) {
-        for selector in &announced.selectors {
-            self.by_selector
-                .entry(selector.clone())
-                .or_default()
-                .insert(announced.id.clone(), Arc::clone(announced));
-        }
-    }
-
-    /// Takes `announced`'s subscriptions out of the index by selector.
-    fn unindex(&mut self, announced: &Announced) {
-        for selector in &announced.selectors {
-            if let Some(ids) = self.by_selector.get_mut(selector) {
-                ids.remove(&announced.id);
-                if ids.is_empty() {
-                    self.by_selector.remove(selector);
-                }
-            }
-        }
-    }
-
-    /// The subscription objects [`ListActive`] asks for: one topic's from the index (a lookup,
-    /// then its own subscriptions, already by subscriber), every one by walking the members.
-    fn listed(&self, topic: Option<&str>, subscriber: Option<&str>) -> Vec<serde_json::Value> {
-        match (topic, subscriber) {
-            (Some(topic), Some(subscriber)) => self
-                .by_selector
-                .get(topic)
-                .and_then(|ids| ids.get(subscriber))
-                .map(|a| a.object(topic, true))
-                .into_iter()
-                .collect(),
-            (Some(topic), None) => self
-                .by_selector
-                .get(topic)
-                .into_iter()
-                .flat_map(BTreeMap::values)
-                .map(|a| a.object(topic, true))
-                .collect(),
-            (None, _) => {
-                let mut announced: Vec<&Announced> = self
-                    .members
-                    .values()
-                    .filter_map(|m| m.announced.as_deref())
-                    .filter(|a| subscriber.is_none_or(|s| s == a.id))
-                    .collect();
-                announced.sort_by(|a, b| a.id.cmp(&b.id));
-                announced
-                    .into_iter()
-                    .flat_map(|a| a.selectors.iter().map(|s| a.object(s, true)))
-                    .collect()
-            }
-        }
-    }
-
     /// Deletes from the store what history no longer holds.
     fn trim_store(&mut self) {
         if let Durable::On(store) = &self.store {
@@ -444,15 +371,7 @@ impl Handler<Subscribe> for Broadcaster {
         if self.closing {
             return Err(SubscribeRefused::ShuttingDown);
         }
-        if self.members.len() >= self.limits.max_subscribers {
-            return Err(SubscribeRefused::TooMany);
-        }
-        let from_ip = msg
-            .ip
-            .map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
-        if from_ip >= self.limits.max_subscribers_per_ip {
-            return Err(SubscribeRefused::TooManyFromAddress);
-        }
+        self.membership.admits(msg.ip)?;
         // Taking the missed part of history is a snapshot in O(log n): no copy, no matching here.
         let (updates, resumed_after) = match &msg.cursor {
             Some(cursor) => {
@@ -478,20 +397,9 @@ impl Handler<Subscribe> for Broadcaster {
             // After the registration above: a subscriber of its own subscription events sees
             // them too.
             self.announce(announced, true);
-            self.index(announced);
         }
-        self.members.insert(
-            (msg.shard, msg.id),
-            Member {
-                ip: msg.ip,
-                selectors,
-                announced,
-            },
-        );
-        if let Some(ip) = msg.ip {
-            *self.per_ip.entry(ip).or_default() += 1;
-        }
-        self.selectors += selectors;
+        self.membership
+            .join(msg.shard, msg.id, msg.ip, selectors, announced);
         self.count_subscribers();
         Ok(Subscribed {
             backlog: Backlog {
@@ -699,21 +607,11 @@ impl Handler<Unsubscribe> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        let Some(member) = self.members.remove(&(msg.shard, msg.id)) else {
+        let Some(announced) = self.membership.leave(msg.shard, msg.id) else {
             return;
         };
-        if let Some(ip) = member.ip {
-            if let Some(count) = self.per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
-        }
-        self.selectors -= member.selectors;
-        if let Some(announced) = &member.announced {
+        if let Some(announced) = &announced {
             self.announce(announced, false);
-            self.unindex(announced);
         }
         if !msg.slow {
             self.stats.dropped(DropReason::Left, 1);
@@ -751,7 +649,9 @@ impl Handler<ListActive> for Broadcaster {
     type Result = ResponseFuture<ActiveList>;
 
     fn handle(&mut self, msg: ListActive, _: &mut Self::Context) -> Self::Result {
-        let subscriptions = self.listed(msg.topic.as_deref(), msg.subscriber.as_deref());
+        let subscriptions = self
+            .membership
+            .listed(msg.topic.as_deref(), msg.subscriber.as_deref());
         let Some(pending) = self.pending.back_mut() else {
             let last_event_id = self
                 .history
@@ -819,16 +719,13 @@ impl Handler<Shutdown> for Broadcaster {
         // Other nodes' watchers hear that this node's subscribers left (their streams end
         // now); a node alone has nobody left to tell.
         if let Some(presence) = &self.presence {
-            for announced in self.members.values().filter_map(|m| m.announced.as_ref()) {
+            for announced in self.membership.announced() {
                 presence.ended(Arc::clone(announced));
             }
         }
         self.closing = true;
         self.tell_shards(|| ShardMsg::CloseAll);
-        self.members.clear();
-        self.by_selector.clear();
-        self.per_ip.clear();
-        self.selectors = 0;
+        self.membership.clear();
         self.count_subscribers();
         match std::mem::replace(&mut self.store, Durable::Off) {
             Durable::On(store) => Some(store.close()),
