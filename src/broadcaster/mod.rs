@@ -1,6 +1,8 @@
 //! The broadcaster actor: the one place where subscribing, replay and publishing are ordered.
-//! It owns the history and the subscriber counts and limits, and sends each update once to
-//! every worker's [`crate::shard`], which fans it out to the worker's own subscribers.
+//! It owns the history, asks its membership (`membership.rs`: the subscribers, their counts
+//! and limits, the announced subscriptions) and its durable pipeline (`durable.rs`: the updates
+//! on their way to the store), and sends each update once to every worker's [`crate::shard`],
+//! which fans it out to the worker's own subscribers.
 //!
 //! # Slow-consumer policy
 //! Nothing awaits a subscriber. Each subscriber has a bounded queue (`--queue-capacity`
@@ -16,22 +18,13 @@
 //! registration is missed and nothing replayed is sent twice.
 //!
 //! # Durability
-//! With a [`Store`], a published update is first handed to the store's writer and kept
-//! *pending*; only when the writer reports its commit is the update added to history, fanned
-//! out and acknowledged, in publish order. So a subscriber never sees an update that a crash
-//! could lose, and a `200` means the update is on disk. An update whose id is already in
-//! history (or pending) is acknowledged again and not stored or delivered twice. The updates
-//! that an update evicts from history are deleted from the store in its commit: the actor
-//! projects what history will hold once everything pending is pushed.
+//! With a store, an update is delivered and acknowledged only once it is on disk, in publish
+//! order; `durable.rs` tells how.
 
+mod durable;
 mod membership;
 
-use std::{
-    collections::{HashSet, VecDeque},
-    net::IpAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, net::IpAddr, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
@@ -41,13 +34,14 @@ pub use crate::registry::SubscriberId;
 use crate::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
     active::Announced,
-    history::{Cursor, History, Projection, Retention, EARLIEST},
+    history::{Cursor, History, Retention, EARLIEST},
     stats::{DropReason, Stats},
-    store::{Commit, Loaded, Store, StoreError, StoreHandle},
+    store::{Commit, Loaded, Store, StoreError},
     subscription::Subscription,
     transport::presence::Presence,
     update::{now_ms, EventId, Update},
 };
+use durable::{Durable, Pending, Waiter};
 use membership::Membership;
 
 /// How often updates past `--history-max-age` are looked for.
@@ -67,28 +61,6 @@ pub struct Limits {
     pub retention: Retention,
 }
 
-/// An update handed to the store, waiting for its commit.
-#[derive(Debug)]
-struct Pending {
-    key: u64,
-    update: Arc<Update>,
-    /// What its commit deletes from the store: every key below this one, evicted by it.
-    trim: Option<u64>,
-    /// Every publish of this update (retries of the same id included).
-    waiters: Vec<Waiter>,
-}
-
-/// A publish waiting for its update's outcome.
-type Waiter = oneshot::Sender<Result<EventId, PublishRefused>>;
-
-/// The store: not started until the actor is (its writer reports to the actor's address).
-#[derive(Debug)]
-enum Durable {
-    Off,
-    Starting(Store),
-    On(StoreHandle),
-}
-
 /// The actor. Start it with [`Broadcaster::new`] (memory only) or [`Broadcaster::durable`],
 /// then `.start()`.
 #[derive(Debug)]
@@ -100,15 +72,8 @@ pub struct Broadcaster {
     history: History,
     stats: Arc<Stats>,
     closing: bool,
-    store: Durable,
-    /// Updates handed to the store and not yet committed, in key order.
-    pending: VecDeque<Pending>,
-    pending_ids: HashSet<EventId>,
-    /// The store holds no key below this one (what was last trimmed).
-    trimmed_below: u64,
-    /// What history will hold once every pending update is pushed, if known (forgotten when
-    /// history changes otherwise: a failed commit, expiry).
-    projection: Option<Projection>,
+    /// The updates on their way to the store, and what the store holds.
+    durable: Durable,
     /// With `--subscriptions` and Redis: where subscribers coming and going are told, so the
     /// events go through the event stream and the list is the cluster's.
     presence: Option<Presence>,
@@ -124,11 +89,7 @@ impl Broadcaster {
             history: History::new(limits.retention),
             stats,
             closing: false,
-            store: Durable::Off,
-            pending: VecDeque::new(),
-            pending_ids: HashSet::new(),
-            trimmed_below: 0,
-            projection: None,
+            durable: Durable::off(),
             presence: None,
         }
     }
@@ -146,12 +107,12 @@ impl Broadcaster {
     #[must_use]
     pub fn durable(limits: Limits, stats: Arc<Stats>, store: Store, loaded: Vec<Loaded>) -> Self {
         let mut broadcaster = Self::new(limits, stats);
-        broadcaster.trimmed_below = loaded.first().map_or(0, |l| l.key);
+        let trimmed_below = loaded.first().map_or(0, |l| l.key);
         for Loaded { key, update } in loaded {
             broadcaster.history.push(key, Arc::new(update));
         }
         broadcaster.history.expire(now_ms());
-        broadcaster.store = Durable::Starting(store);
+        broadcaster.durable = Durable::starting(store, trimmed_below);
         broadcaster.count_history();
         broadcaster
     }
@@ -183,38 +144,8 @@ impl Broadcaster {
     fn deliver(&mut self, key: u64, update: Arc<Update>, trimmed: Option<u64>) {
         self.fan_out(&update);
         self.history.push(key, update);
-        if let Some(below) = trimmed {
-            // What the push evicted, unless an update counted in the projection then failed
-            // to commit: history then follows the store and holds a little less for a while.
-            self.history.evict_below(below);
-            self.trimmed_below = self.trimmed_below.max(below);
-        }
+        self.durable.pushed(&mut self.history, trimmed);
         self.count_history();
-        self.trim_store();
-    }
-
-    /// What the store may delete in the same commit as the update `key` (after every pending
-    /// one): the updates history will evict when it is pushed, if any are still stored. So an
-    /// acknowledged update's evictions are on disk with it.
-    fn trim_with(&mut self, key: u64, update: &Update) -> Option<u64> {
-        let mut projection = self.projection.take().unwrap_or_else(|| {
-            self.history
-                .project(self.pending.iter().map(|p| p.update.footprint()))
-        });
-        let footprint = update.footprint();
-        let (history, pending) = (&self.history, &self.pending);
-        projection.push(self.history.retention(), key, footprint, |from| {
-            history.oldest_from(from).or_else(|| {
-                let at = pending.partition_point(|p| p.key < from);
-                match pending.get(at) {
-                    Some(p) => Some((p.key, p.update.footprint())),
-                    None => (from <= key).then_some((key, footprint)),
-                }
-            })
-        });
-        self.projection = Some(projection);
-        let below = projection.below();
-        (below > self.trimmed_below).then_some(below)
     }
 
     /// Publishes an update the hub makes itself (a subscription event) the way a publisher's
@@ -228,7 +159,7 @@ impl Broadcaster {
     /// Takes a new update: without a store it is delivered at once; with one it is handed to
     /// the writer and kept pending until its commit. `waiters` hear the outcome either way.
     fn accept(&mut self, update: Arc<Update>, waiters: Vec<Waiter>) {
-        if !matches!(self.store, Durable::On(_)) {
+        if !self.durable.is_on() {
             let id = update.id().clone();
             let key = self.history.next_key();
             self.deliver(key, update, None);
@@ -237,21 +168,7 @@ impl Broadcaster {
             }
             return;
         }
-        let key = self
-            .pending
-            .back()
-            .map_or(self.history.next_key(), |p| p.key + 1);
-        let trim = self.trim_with(key, &update);
-        if let Durable::On(store) = &self.store {
-            store.append(key, Arc::clone(&update), trim);
-        }
-        self.pending_ids.insert(update.id().clone());
-        self.pending.push_back(Pending {
-            key,
-            update,
-            trim,
-            waiters,
-        });
+        self.durable.append(&self.history, update, waiters);
     }
 
     /// Announces that `announced`'s subscriptions started or ended: here, or through the
@@ -271,17 +188,6 @@ impl Broadcaster {
             }
         }
     }
-
-    /// Deletes from the store what history no longer holds.
-    fn trim_store(&mut self) {
-        if let Durable::On(store) = &self.store {
-            let below = self.history.first_kept_key();
-            if below > self.trimmed_below {
-                store.trim(below);
-                self.trimmed_below = below;
-            }
-        }
-    }
 }
 
 impl From<&Addr<Broadcaster>> for shard::Owner {
@@ -296,30 +202,23 @@ impl Actor for Broadcaster {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        if let Durable::Starting(_) = &self.store {
-            let Durable::Starting(store) = std::mem::replace(&mut self.store, Durable::Off) else {
-                return;
-            };
-            // A weak address: the writer must not keep the actor alive.
-            let me = ctx.address().downgrade();
-            match store.start(move |commit| {
-                if let Some(me) = me.upgrade() {
-                    me.do_send(Committed(commit));
-                }
-            }) {
-                Ok(handle) => self.store = Durable::On(handle),
-                Err(err) => {
-                    log::error!("cannot start the store's writer: {err}");
-                    self.closing = true;
-                }
+        // A weak address: the writer must not keep the actor alive.
+        let me = ctx.address().downgrade();
+        let started = self.durable.start(move |commit| {
+            if let Some(me) = me.upgrade() {
+                me.do_send(Committed(commit));
             }
-            self.trim_store();
+        });
+        if let Err(err) = started {
+            log::error!("cannot start the store's writer: {err}");
+            self.closing = true;
         }
+        self.durable.trim_store(&self.history);
         ctx.run_interval(EXPIRY_PERIOD, |this, _| {
             if this.history.expire(now_ms()) {
-                this.projection = None;
+                this.durable.history_changed();
                 this.count_history();
-                this.trim_store();
+                this.durable.trim_store(&this.history);
             }
         });
     }
@@ -530,14 +429,9 @@ impl Handler<Publish> for Broadcaster {
             return answer(Err(PublishRefused::ShuttingDown));
         }
         let (tx, rx) = oneshot::channel();
-        let on_its_way = self.pending_ids.contains(&id);
-        match on_its_way
-            .then(|| self.pending.iter_mut().find(|p| *p.update.id() == id))
-            .flatten()
-        {
-            // A retry of an update on its way to disk: answered with it.
-            Some(pending) => pending.waiters.push(tx),
-            None => self.accept(Arc::new(update), vec![tx]),
+        // A retry of an update on its way to disk is answered with it.
+        if let Err(tx) = self.durable.wait_for(&id, tx) {
+            self.accept(Arc::new(update), vec![tx]);
         }
         Box::pin(async move { rx.await.unwrap_or(Err(PublishRefused::ShuttingDown)) })
     }
@@ -552,32 +446,20 @@ impl Handler<Committed> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, Committed(commit): Committed, _: &mut Self::Context) {
-        while self
-            .pending
-            .front()
-            .is_some_and(|p| p.key <= commit.through)
+        while let Some(Pending {
+            key,
+            update,
+            trim,
+            waiters,
+        }) = self.durable.next_committed(&commit)
         {
-            let Some(Pending {
-                key,
-                update,
-                trim,
-                waiters,
-            }) = self.pending.pop_front()
-            else {
-                break;
-            };
-            self.pending_ids.remove(update.id());
             let result = match &commit.result {
                 Ok(()) => {
                     let id = update.id().clone();
                     self.deliver(key, update, trim);
                     Ok(id)
                 }
-                Err(err) => {
-                    // The projection counted this update.
-                    self.projection = None;
-                    Err(PublishRefused::from(&**err))
-                }
+                Err(err) => Err(PublishRefused::from(&**err)),
             };
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
@@ -652,7 +534,7 @@ impl Handler<ListActive> for Broadcaster {
         let subscriptions = self
             .membership
             .listed(msg.topic.as_deref(), msg.subscriber.as_deref());
-        let Some(pending) = self.pending.back_mut() else {
+        let Some((newest, rx)) = self.durable.wait_for_newest() else {
             let last_event_id = self
                 .history
                 .last_id()
@@ -662,9 +544,7 @@ impl Handler<ListActive> for Broadcaster {
                 subscriptions,
             }));
         };
-        let last_event_id = pending.update.id().to_string();
-        let (tx, rx) = oneshot::channel();
-        pending.waiters.push(tx);
+        let last_event_id = newest.to_string();
         Box::pin(async move {
             // Answered once the commit is done, whatever its outcome: had it failed, the id
             // is unknown to history and resuming from it replays all of history, which loses
@@ -727,10 +607,7 @@ impl Handler<Shutdown> for Broadcaster {
         self.tell_shards(|| ShardMsg::CloseAll);
         self.membership.clear();
         self.count_subscribers();
-        match std::mem::replace(&mut self.store, Durable::Off) {
-            Durable::On(store) => Some(store.close()),
-            _ => None,
-        }
+        self.durable.close()
     }
 }
 
@@ -772,7 +649,7 @@ impl Handler<Remember> for Broadcaster {
         if !self.history.contains(update.id()) {
             let key = self.history.next_key();
             self.history.push(key, Arc::new(update));
-            self.projection = None;
+            self.durable.history_changed();
             self.count_history();
         }
     }
