@@ -178,11 +178,7 @@ impl Durable {
     /// Takes the oldest pending update if `commit` covers it, so a commit's updates come out
     /// one by one, in key order. A failed commit makes the projection unknown: it counted them.
     pub(super) fn next_committed(&mut self, commit: &Commit) -> Option<Pending> {
-        if !self
-            .pending
-            .front()
-            .is_some_and(|p| p.key <= commit.through)
-        {
+        if self.pending.front()?.key > commit.through {
             return None;
         }
         let pending = self.pending.pop_front()?;
