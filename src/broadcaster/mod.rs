@@ -407,6 +407,7 @@ impl Handler<Broadcast> for Broadcaster {
     }
 }
 
+// Sent by a shard (the message is defined there: the shard needs nothing from this module).
 impl Handler<Unsubscribe> for Broadcaster {
     type Result = ();
 
@@ -497,6 +498,7 @@ impl Handler<LastSeen> for Broadcaster {
     }
 }
 
+// Sent by a shard before its worker's first subscriber (defined there too).
 impl Handler<AddShard> for Broadcaster {
     type Result = ();
 
