@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     direct::Connection,
     routes::{self, AppState},
+    shard,
     stats::Stats,
     store::Store,
     ticker::{self, Ticker},
@@ -147,6 +148,7 @@ impl Application {
         .map_err(|e| StartError::Transport(e.to_string()))?;
         let state = AppState {
             broadcaster: broadcaster.clone(),
+            shard_owner: shard::Owner::from(&broadcaster),
             stats,
             config: Arc::new(config.clone()),
             auth: Arc::clone(&auth),

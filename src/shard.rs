@@ -24,13 +24,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::mpsc;
 
 use crate::{
-    broadcaster::{AddShard, Broadcaster, Unsubscribe},
     direct::{Offered, Outlet},
     registry::{Delivery, Registry, SubscriberId},
     stats::{DropReason, Stats},
@@ -59,6 +58,53 @@ pub enum ShardMsg {
 /// The broadcaster's end of a shard.
 pub type ShardSender = mpsc::UnboundedSender<ShardMsg>;
 
+/// A worker's shard announces itself (before its worker's first subscriber).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AddShard {
+    pub id: ShardId,
+    pub sender: ShardSender,
+}
+
+/// Removes a subscriber: sent by its stream's [`LocalQueue`] when the stream goes, and by the
+/// fan-out when it lets the subscriber go as slow.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub shard: ShardId,
+    pub id: SubscriberId,
+    /// It was dropped as slow (counted as such by its shard), rather than it left.
+    pub slow: bool,
+}
+
+/// Where shards report back: the broadcaster, known here only by the two messages it takes
+/// ([`AddShard`], [`Unsubscribe`]), so this module does not depend on it.
+///
+/// Cloned for every subscriber: a shared reference, no allocation.
+#[derive(Debug, Clone)]
+pub struct Owner(Arc<Recipients>);
+
+#[derive(Debug)]
+struct Recipients {
+    added: Recipient<AddShard>,
+    left: Recipient<Unsubscribe>,
+}
+
+impl Owner {
+    #[must_use]
+    pub fn new(added: Recipient<AddShard>, left: Recipient<Unsubscribe>) -> Self {
+        Self(Arc::new(Recipients { added, left }))
+    }
+
+    fn add_shard(&self, msg: AddShard) {
+        self.0.added.do_send(msg);
+    }
+
+    fn unsubscribe(&self, msg: Unsubscribe) {
+        self.0.left.do_send(msg);
+    }
+}
+
 /// The shard of the current worker thread.
 #[derive(Debug)]
 struct Local {
@@ -70,7 +116,7 @@ struct Local {
     next_id: u64,
     capacity: usize,
     stats: Arc<Stats>,
-    broadcaster: Addr<Broadcaster>,
+    owner: Owner,
     /// Reused between fan-outs: who was let go as slow by the last one.
     slow: Vec<SubscriberId>,
     /// Reused between fan-outs: the waiting streams the update is offered to directly (their
@@ -150,7 +196,7 @@ impl Local {
             // It stops counting at once, though its stream may linger until its connection
             // is written to or times out.
             for id in self.slow.drain(..) {
-                self.broadcaster.do_send(Unsubscribe {
+                self.owner.unsubscribe(Unsubscribe {
                     shard: self.id,
                     id,
                     slow: true,
@@ -167,29 +213,28 @@ impl Local {
 pub struct LocalQueue {
     shard: ShardId,
     id: SubscriberId,
-    broadcaster: Addr<Broadcaster>,
+    owner: Owner,
 }
 
 impl LocalQueue {
     /// Puts `outlet` in the current worker's shard, starting the shard (and telling the
     /// broadcaster about it) if this is the worker's first subscriber.
     pub fn open(
-        broadcaster: &Addr<Broadcaster>,
+        owner: &Owner,
         capacity: usize,
         stats: &Arc<Stats>,
         outlet: Outlet,
     ) -> Self {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            let local =
-                local.get_or_insert_with(|| start(broadcaster, capacity, Arc::clone(stats)));
+            let local = local.get_or_insert_with(|| start(owner, capacity, Arc::clone(stats)));
             let id = SubscriberId(local.next_id);
             local.next_id += 1;
             local.queues.insert(id, outlet);
             Self {
                 shard: local.id,
                 id,
-                broadcaster: broadcaster.clone(),
+                owner: owner.clone(),
             }
         })
     }
@@ -242,7 +287,7 @@ impl Drop for LocalQueue {
             .ok()
             .flatten()
             .unwrap_or(false);
-        self.broadcaster.do_send(Unsubscribe {
+        self.owner.unsubscribe(Unsubscribe {
             shard: self.shard,
             id: self.id,
             slow,
@@ -251,11 +296,11 @@ impl Drop for LocalQueue {
 }
 
 /// Starts this worker's shard: its state and the task that applies the broadcaster's messages.
-fn start(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: Arc<Stats>) -> Local {
+fn start(owner: &Owner, capacity: usize, stats: Arc<Stats>) -> Local {
     let id = ShardId(NEXT_SHARD.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Sent before this worker's first `Subscribe`, so the broadcaster knows the shard by then.
-    broadcaster.do_send(AddShard { id, sender: tx });
+    owner.add_shard(AddShard { id, sender: tx });
     actix_web::rt::spawn(async move {
         while let Some(msg) = rx.recv().await {
             LOCAL.with(|local| {
@@ -272,7 +317,7 @@ fn start(broadcaster: &Addr<Broadcaster>, capacity: usize, stats: Arc<Stats>) ->
         next_id: 0,
         capacity: capacity.max(1),
         stats,
-        broadcaster: broadcaster.clone(),
+        owner: owner.clone(),
         slow: Vec::new(),
         direct: Vec::new(),
     }

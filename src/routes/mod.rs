@@ -27,6 +27,8 @@ use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub broadcaster: Addr<Broadcaster>,
+    /// Where each worker's shard reports to the broadcaster (made once: shared by every stream).
+    pub shard_owner: crate::shard::Owner,
     pub stats: Arc<Stats>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,

@@ -69,7 +69,7 @@ pub(crate) async fn open_stream(
         .catch_up(cursor.as_ref(), &state.broadcaster)
         .await;
     let queue = LocalQueue::open(
-        &state.broadcaster,
+        &state.shard_owner,
         state.config.queue_capacity,
         &state.stats,
         Outlet::for_request(req),

@@ -1,6 +1,8 @@
 //! The broadcaster actor: the one place where subscribing, replay and publishing are ordered.
-//! It owns the history and the subscriber counts and limits, and sends each update once to
-//! every worker's [`crate::shard`], which fans it out to the worker's own subscribers.
+//! It owns the history, asks its membership (`membership.rs`: the subscribers, their counts
+//! and limits, the announced subscriptions) and its durable pipeline (`durable.rs`: the updates
+//! on their way to the store), and sends each update once to every worker's [`crate::shard`],
+//! which fans it out to the worker's own subscribers.
 //!
 //! # Slow-consumer policy
 //! Nothing awaits a subscriber. Each subscriber has a bounded queue (`--queue-capacity`
@@ -16,36 +18,32 @@
 //! registration is missed and nothing replayed is sent twice.
 //!
 //! # Durability
-//! With a [`Store`], a published update is first handed to the store's writer and kept
-//! *pending*; only when the writer reports its commit is the update added to history, fanned
-//! out and acknowledged, in publish order. So a subscriber never sees an update that a crash
-//! could lose, and a `200` means the update is on disk. An update whose id is already in
-//! history (or pending) is acknowledged again and not stored or delivered twice. The updates
-//! that an update evicts from history are deleted from the store in its commit: the actor
-//! projects what history will hold once everything pending is pushed.
+//! With a store, an update is delivered and acknowledged only once it is on disk, in publish
+//! order; `durable.rs` tells how.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
-    net::IpAddr,
-    sync::Arc,
-    time::Duration,
-};
+mod backlog;
+mod durable;
+mod membership;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
-use bytes::Bytes;
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use tokio::sync::oneshot;
 
 pub use crate::registry::SubscriberId;
-use crate::shard::{ShardId, ShardMsg, ShardSender};
+use crate::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
     active::Announced,
-    history::{Cursor, History, Projection, Retention, EARLIEST},
+    history::{Cursor, History, Retention, EARLIEST},
     stats::{DropReason, Stats},
-    store::{Commit, Loaded, Store, StoreError, StoreHandle},
+    store::{Commit, Loaded, Store, StoreError},
     subscription::Subscription,
     transport::presence::Presence,
     update::{now_ms, EventId, Update},
 };
+pub use backlog::{Backlog, BacklogStep};
+use durable::{Durable, Pending, Waiter};
+use membership::Membership;
 
 /// How often updates past `--history-max-age` are looked for.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(1);
@@ -64,64 +62,19 @@ pub struct Limits {
     pub retention: Retention,
 }
 
-/// What the broadcaster keeps of a registered subscriber: what its counts need and, with
-/// `--subscriptions`, what the subscriptions API lists.
-#[derive(Debug, Clone)]
-struct Member {
-    ip: Option<IpAddr>,
-    selectors: usize,
-    announced: Option<Arc<Announced>>,
-}
-
-/// An update handed to the store, waiting for its commit.
-#[derive(Debug)]
-struct Pending {
-    key: u64,
-    update: Arc<Update>,
-    /// What its commit deletes from the store: every key below this one, evicted by it.
-    trim: Option<u64>,
-    /// Every publish of this update (retries of the same id included).
-    waiters: Vec<Waiter>,
-}
-
-/// A publish waiting for its update's outcome.
-type Waiter = oneshot::Sender<Result<EventId, PublishRefused>>;
-
-/// The store: not started until the actor is (its writer reports to the actor's address).
-#[derive(Debug)]
-enum Durable {
-    Off,
-    Starting(Store),
-    On(StoreHandle),
-}
-
 /// The actor. Start it with [`Broadcaster::new`] (memory only) or [`Broadcaster::durable`],
 /// then `.start()`.
 #[derive(Debug)]
 pub struct Broadcaster {
-    /// Every registered subscriber, by its shard and its id there.
-    members: HashMap<(ShardId, SubscriberId), Member>,
-    /// With `--subscriptions`: the announced subscribers by selector, then by their id, so the
-    /// list of one topic costs its own subscriptions, not a walk over every subscriber (empty,
-    /// and never touched, without the flag).
-    by_selector: HashMap<String, BTreeMap<String, Arc<Announced>>>,
-    per_ip: HashMap<IpAddr, usize>,
-    selectors: usize,
+    /// Every registered subscriber, their counts and limits, the announced subscriptions.
+    membership: Membership,
     /// Each worker's shard, told of every update.
     shards: Vec<(ShardId, ShardSender)>,
     history: History,
     stats: Arc<Stats>,
-    limits: Limits,
     closing: bool,
-    store: Durable,
-    /// Updates handed to the store and not yet committed, in key order.
-    pending: VecDeque<Pending>,
-    pending_ids: HashSet<EventId>,
-    /// The store holds no key below this one (what was last trimmed).
-    trimmed_below: u64,
-    /// What history will hold once every pending update is pushed, if known (forgotten when
-    /// history changes otherwise: a failed commit, expiry).
-    projection: Option<Projection>,
+    /// The updates on their way to the store, and what the store holds.
+    durable: Durable,
     /// With `--subscriptions` and Redis: where subscribers coming and going are told, so the
     /// events go through the event stream and the list is the cluster's.
     presence: Option<Presence>,
@@ -132,20 +85,12 @@ impl Broadcaster {
     #[must_use]
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
-            members: HashMap::new(),
-            by_selector: HashMap::new(),
-            per_ip: HashMap::new(),
-            selectors: 0,
+            membership: Membership::new(limits.max_subscribers, limits.max_subscribers_per_ip),
             shards: Vec::new(),
             history: History::new(limits.retention),
             stats,
-            limits,
             closing: false,
-            store: Durable::Off,
-            pending: VecDeque::new(),
-            pending_ids: HashSet::new(),
-            trimmed_below: 0,
-            projection: None,
+            durable: Durable::off(),
             presence: None,
         }
     }
@@ -163,19 +108,19 @@ impl Broadcaster {
     #[must_use]
     pub fn durable(limits: Limits, stats: Arc<Stats>, store: Store, loaded: Vec<Loaded>) -> Self {
         let mut broadcaster = Self::new(limits, stats);
-        broadcaster.trimmed_below = loaded.first().map_or(0, |l| l.key);
+        let trimmed_below = loaded.first().map_or(0, |l| l.key);
         for Loaded { key, update } in loaded {
             broadcaster.history.push(key, Arc::new(update));
         }
         broadcaster.history.expire(now_ms());
-        broadcaster.store = Durable::Starting(store);
+        broadcaster.durable = Durable::starting(store, trimmed_below);
         broadcaster.count_history();
         broadcaster
     }
 
     fn count_subscribers(&self) {
         self.stats
-            .set_subscribers(self.members.len(), self.selectors);
+            .set_subscribers(self.membership.len(), self.membership.selectors());
     }
 
     /// Sends `update` once to every worker's shard, which delivers it to its own subscribers.
@@ -200,38 +145,8 @@ impl Broadcaster {
     fn deliver(&mut self, key: u64, update: Arc<Update>, trimmed: Option<u64>) {
         self.fan_out(&update);
         self.history.push(key, update);
-        if let Some(below) = trimmed {
-            // What the push evicted, unless an update counted in the projection then failed
-            // to commit: history then follows the store and holds a little less for a while.
-            self.history.evict_below(below);
-            self.trimmed_below = self.trimmed_below.max(below);
-        }
+        self.durable.pushed(&mut self.history, trimmed);
         self.count_history();
-        self.trim_store();
-    }
-
-    /// What the store may delete in the same commit as the update `key` (after every pending
-    /// one): the updates history will evict when it is pushed, if any are still stored. So an
-    /// acknowledged update's evictions are on disk with it.
-    fn trim_with(&mut self, key: u64, update: &Update) -> Option<u64> {
-        let mut projection = self.projection.take().unwrap_or_else(|| {
-            self.history
-                .project(self.pending.iter().map(|p| p.update.footprint()))
-        });
-        let footprint = update.footprint();
-        let (history, pending) = (&self.history, &self.pending);
-        projection.push(self.history.retention(), key, footprint, |from| {
-            history.oldest_from(from).or_else(|| {
-                let at = pending.partition_point(|p| p.key < from);
-                match pending.get(at) {
-                    Some(p) => Some((p.key, p.update.footprint())),
-                    None => (from <= key).then_some((key, footprint)),
-                }
-            })
-        });
-        self.projection = Some(projection);
-        let below = projection.below();
-        (below > self.trimmed_below).then_some(below)
     }
 
     /// Publishes an update the hub makes itself (a subscription event) the way a publisher's
@@ -245,7 +160,7 @@ impl Broadcaster {
     /// Takes a new update: without a store it is delivered at once; with one it is handed to
     /// the writer and kept pending until its commit. `waiters` hear the outcome either way.
     fn accept(&mut self, update: Arc<Update>, waiters: Vec<Waiter>) {
-        if !matches!(self.store, Durable::On(_)) {
+        if !self.durable.is_on() {
             let id = update.id().clone();
             let key = self.history.next_key();
             self.deliver(key, update, None);
@@ -254,21 +169,7 @@ impl Broadcaster {
             }
             return;
         }
-        let key = self
-            .pending
-            .back()
-            .map_or(self.history.next_key(), |p| p.key + 1);
-        let trim = self.trim_with(key, &update);
-        if let Durable::On(store) = &self.store {
-            store.append(key, Arc::clone(&update), trim);
-        }
-        self.pending_ids.insert(update.id().clone());
-        self.pending.push_back(Pending {
-            key,
-            update,
-            trim,
-            waiters,
-        });
+        self.durable.append(&self.history, update, waiters);
     }
 
     /// Announces that `announced`'s subscriptions started or ended: here, or through the
@@ -288,72 +189,12 @@ impl Broadcaster {
             }
         }
     }
+}
 
-    /// Adds `announced`'s subscriptions to the index by selector.
-    fn index(&mut self, announced: &Arc<Announced>) {
-        for selector in &announced.selectors {
-            self.by_selector
-                .entry(selector.clone())
-                .or_default()
-                .insert(announced.id.clone(), Arc::clone(announced));
-        }
-    }
-
-    /// Takes `announced`'s subscriptions out of the index by selector.
-    fn unindex(&mut self, announced: &Announced) {
-        for selector in &announced.selectors {
-            if let Some(ids) = self.by_selector.get_mut(selector) {
-                ids.remove(&announced.id);
-                if ids.is_empty() {
-                    self.by_selector.remove(selector);
-                }
-            }
-        }
-    }
-
-    /// The subscription objects [`ListActive`] asks for: one topic's from the index (a lookup,
-    /// then its own subscriptions, already by subscriber), every one by walking the members.
-    fn listed(&self, topic: Option<&str>, subscriber: Option<&str>) -> Vec<serde_json::Value> {
-        match (topic, subscriber) {
-            (Some(topic), Some(subscriber)) => self
-                .by_selector
-                .get(topic)
-                .and_then(|ids| ids.get(subscriber))
-                .map(|a| a.object(topic, true))
-                .into_iter()
-                .collect(),
-            (Some(topic), None) => self
-                .by_selector
-                .get(topic)
-                .into_iter()
-                .flat_map(BTreeMap::values)
-                .map(|a| a.object(topic, true))
-                .collect(),
-            (None, _) => {
-                let mut announced: Vec<&Announced> = self
-                    .members
-                    .values()
-                    .filter_map(|m| m.announced.as_deref())
-                    .filter(|a| subscriber.is_none_or(|s| s == a.id))
-                    .collect();
-                announced.sort_by(|a, b| a.id.cmp(&b.id));
-                announced
-                    .into_iter()
-                    .flat_map(|a| a.selectors.iter().map(|s| a.object(s, true)))
-                    .collect()
-            }
-        }
-    }
-
-    /// Deletes from the store what history no longer holds.
-    fn trim_store(&mut self) {
-        if let Durable::On(store) = &self.store {
-            let below = self.history.first_kept_key();
-            if below > self.trimmed_below {
-                store.trim(below);
-                self.trimmed_below = below;
-            }
-        }
+impl From<&Addr<Broadcaster>> for shard::Owner {
+    /// The shards report to the broadcaster at `addr`.
+    fn from(addr: &Addr<Broadcaster>) -> Self {
+        Self::new(addr.clone().recipient(), addr.clone().recipient())
     }
 }
 
@@ -362,30 +203,23 @@ impl Actor for Broadcaster {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        if let Durable::Starting(_) = &self.store {
-            let Durable::Starting(store) = std::mem::replace(&mut self.store, Durable::Off) else {
-                return;
-            };
-            // A weak address: the writer must not keep the actor alive.
-            let me = ctx.address().downgrade();
-            match store.start(move |commit| {
-                if let Some(me) = me.upgrade() {
-                    me.do_send(Committed(commit));
-                }
-            }) {
-                Ok(handle) => self.store = Durable::On(handle),
-                Err(err) => {
-                    log::error!("cannot start the store's writer: {err}");
-                    self.closing = true;
-                }
+        // A weak address: the writer must not keep the actor alive.
+        let me = ctx.address().downgrade();
+        let started = self.durable.start(move |commit| {
+            if let Some(me) = me.upgrade() {
+                me.do_send(Committed(commit));
             }
-            self.trim_store();
+        });
+        if let Err(err) = started {
+            log::error!("cannot start the store's writer: {err}");
+            self.closing = true;
         }
+        self.durable.trim_store(&self.history);
         ctx.run_interval(EXPIRY_PERIOD, |this, _| {
             if this.history.expire(now_ms()) {
-                this.projection = None;
+                this.durable.history_changed();
                 this.count_history();
-                this.trim_store();
+                this.durable.trim_store(&this.history);
             }
         });
     }
@@ -437,15 +271,7 @@ impl Handler<Subscribe> for Broadcaster {
         if self.closing {
             return Err(SubscribeRefused::ShuttingDown);
         }
-        if self.members.len() >= self.limits.max_subscribers {
-            return Err(SubscribeRefused::TooMany);
-        }
-        let from_ip = msg
-            .ip
-            .map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
-        if from_ip >= self.limits.max_subscribers_per_ip {
-            return Err(SubscribeRefused::TooManyFromAddress);
-        }
+        self.membership.admits(msg.ip)?;
         // Taking the missed part of history is a snapshot in O(log n): no copy, no matching here.
         let (updates, resumed_after) = match &msg.cursor {
             Some(cursor) => {
@@ -471,104 +297,14 @@ impl Handler<Subscribe> for Broadcaster {
             // After the registration above: a subscriber of its own subscription events sees
             // them too.
             self.announce(announced, true);
-            self.index(announced);
         }
-        self.members.insert(
-            (msg.shard, msg.id),
-            Member {
-                ip: msg.ip,
-                selectors,
-                announced,
-            },
-        );
-        if let Some(ip) = msg.ip {
-            *self.per_ip.entry(ip).or_default() += 1;
-        }
-        self.selectors += selectors;
+        self.membership
+            .join(msg.shard, msg.id, msg.ip, selectors, announced);
         self.count_subscribers();
         Ok(Subscribed {
-            backlog: Backlog {
-                updates,
-                next: 0,
-                found: VecDeque::new(),
-                subscription,
-                stats: Arc::clone(&self.stats),
-            },
+            backlog: Backlog::new(updates, subscription, Arc::clone(&self.stats)),
             resumed_after,
         })
-    }
-}
-
-/// History updates a subscriber's stream looks at per poll before it lets other tasks of its
-/// worker run (a reconnect storm must not starve publishes and live streams).
-const BACKLOG_SCAN: usize = 1024;
-
-/// The part of history a subscriber missed, sent before its live updates. It is a snapshot
-/// (sharing the history's storage), read in place by position: filtering it by the
-/// subscription happens here, on the subscriber's worker, a bounded slice per poll.
-#[derive(Debug)]
-pub struct Backlog {
-    updates: imbl::Vector<Arc<Update>>,
-    /// Position of the next update to look at.
-    next: usize,
-    /// Matching updates found by the last scan, not yet sent.
-    found: VecDeque<Bytes>,
-    subscription: Arc<Subscription>,
-    stats: Arc<Stats>,
-}
-
-/// What the backlog has for the stream now.
-#[derive(Debug)]
-pub enum BacklogStep {
-    /// The next missed update this subscriber wants.
-    Send(Bytes),
-    /// A slice was scanned with nothing to send: poll again after other tasks ran.
-    Yield,
-    /// Nothing more: go on with live updates.
-    Done,
-}
-
-impl Backlog {
-    pub fn step(&mut self) -> BacklogStep {
-        if let Some(bytes) = self.found.pop_front() {
-            return BacklogStep::Send(bytes);
-        }
-        let len = self.updates.len();
-        if self.next >= len {
-            if len > 0 {
-                // Let go of the snapshot: it may hold updates history has since evicted.
-                self.updates = imbl::Vector::new();
-                self.next = 0;
-            }
-            return BacklogStep::Done;
-        }
-        let Self {
-            updates,
-            next,
-            found,
-            subscription,
-            ..
-        } = self;
-        let end = (*next + BACKLOG_SCAN).min(len);
-        let mut focus = updates.focus();
-        while *next < end {
-            // Whole leaves at a time: a slice walk, no lookup or reference count per update.
-            let (range, leaf) = focus.chunk_at(*next);
-            let upto = range.end.min(end);
-            for update in &leaf[*next - range.start..upto - range.start] {
-                if subscription.wants(update) {
-                    found.push_back(update.encoded().clone());
-                }
-            }
-            *next = upto;
-        }
-        match self.found.pop_front() {
-            Some(bytes) => {
-                self.stats.delivered(1 + self.found.len() as u64, 0);
-                BacklogStep::Send(bytes)
-            }
-            None => BacklogStep::Yield,
-        }
     }
 }
 
@@ -615,14 +351,9 @@ impl Handler<Publish> for Broadcaster {
             return answer(Err(PublishRefused::ShuttingDown));
         }
         let (tx, rx) = oneshot::channel();
-        let on_its_way = self.pending_ids.contains(&id);
-        match on_its_way
-            .then(|| self.pending.iter_mut().find(|p| *p.update.id() == id))
-            .flatten()
-        {
-            // A retry of an update on its way to disk: answered with it.
-            Some(pending) => pending.waiters.push(tx),
-            None => self.accept(Arc::new(update), vec![tx]),
+        // A retry of an update on its way to disk is answered with it.
+        if let Err(tx) = self.durable.wait_for(&id, tx) {
+            self.accept(Arc::new(update), vec![tx]);
         }
         Box::pin(async move { rx.await.unwrap_or(Err(PublishRefused::ShuttingDown)) })
     }
@@ -637,32 +368,20 @@ impl Handler<Committed> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, Committed(commit): Committed, _: &mut Self::Context) {
-        while self
-            .pending
-            .front()
-            .is_some_and(|p| p.key <= commit.through)
+        while let Some(Pending {
+            key,
+            update,
+            trim,
+            waiters,
+        }) = self.durable.next_committed(&commit)
         {
-            let Some(Pending {
-                key,
-                update,
-                trim,
-                waiters,
-            }) = self.pending.pop_front()
-            else {
-                break;
-            };
-            self.pending_ids.remove(update.id());
             let result = match &commit.result {
                 Ok(()) => {
                     let id = update.id().clone();
                     self.deliver(key, update, trim);
                     Ok(id)
                 }
-                Err(err) => {
-                    // The projection counted this update.
-                    self.projection = None;
-                    Err(PublishRefused::from(&**err))
-                }
+                Err(err) => Err(PublishRefused::from(&**err)),
             };
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
@@ -688,35 +407,16 @@ impl Handler<Broadcast> for Broadcaster {
     }
 }
 
-/// Removes a subscriber (sent by its stream's [`crate::shard::LocalQueue`] when the stream goes).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe {
-    pub shard: ShardId,
-    pub id: SubscriberId,
-    /// It was dropped as slow (counted as such by its shard), rather than it left.
-    pub slow: bool,
-}
-
+// Sent by a shard (the message is defined there: the shard needs nothing from this module).
 impl Handler<Unsubscribe> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        let Some(member) = self.members.remove(&(msg.shard, msg.id)) else {
+        let Some(announced) = self.membership.leave(msg.shard, msg.id) else {
             return;
         };
-        if let Some(ip) = member.ip {
-            if let Some(count) = self.per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
-        }
-        self.selectors -= member.selectors;
-        if let Some(announced) = &member.announced {
+        if let Some(announced) = &announced {
             self.announce(announced, false);
-            self.unindex(announced);
         }
         if !msg.slow {
             self.stats.dropped(DropReason::Left, 1);
@@ -754,8 +454,10 @@ impl Handler<ListActive> for Broadcaster {
     type Result = ResponseFuture<ActiveList>;
 
     fn handle(&mut self, msg: ListActive, _: &mut Self::Context) -> Self::Result {
-        let subscriptions = self.listed(msg.topic.as_deref(), msg.subscriber.as_deref());
-        let Some(pending) = self.pending.back_mut() else {
+        let subscriptions = self
+            .membership
+            .listed(msg.topic.as_deref(), msg.subscriber.as_deref());
+        let Some((newest, rx)) = self.durable.wait_for_newest() else {
             let last_event_id = self
                 .history
                 .last_id()
@@ -765,9 +467,7 @@ impl Handler<ListActive> for Broadcaster {
                 subscriptions,
             }));
         };
-        let last_event_id = pending.update.id().to_string();
-        let (tx, rx) = oneshot::channel();
-        pending.waiters.push(tx);
+        let last_event_id = newest.to_string();
         Box::pin(async move {
             // Answered once the commit is done, whatever its outcome: had it failed, the id
             // is unknown to history and resuming from it replays all of history, which loses
@@ -798,14 +498,7 @@ impl Handler<LastSeen> for Broadcaster {
     }
 }
 
-/// A worker's shard announces itself (before its worker's first subscriber).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct AddShard {
-    pub id: ShardId,
-    pub sender: ShardSender,
-}
-
+// Sent by a shard before its worker's first subscriber (defined there too).
 impl Handler<AddShard> for Broadcaster {
     type Result = ();
 
@@ -830,21 +523,15 @@ impl Handler<Shutdown> for Broadcaster {
         // Other nodes' watchers hear that this node's subscribers left (their streams end
         // now); a node alone has nobody left to tell.
         if let Some(presence) = &self.presence {
-            for announced in self.members.values().filter_map(|m| m.announced.as_ref()) {
+            for announced in self.membership.announced() {
                 presence.ended(Arc::clone(announced));
             }
         }
         self.closing = true;
         self.tell_shards(|| ShardMsg::CloseAll);
-        self.members.clear();
-        self.by_selector.clear();
-        self.per_ip.clear();
-        self.selectors = 0;
+        self.membership.clear();
         self.count_subscribers();
-        match std::mem::replace(&mut self.store, Durable::Off) {
-            Durable::On(store) => Some(store.close()),
-            _ => None,
-        }
+        self.durable.close()
     }
 }
 
@@ -886,57 +573,8 @@ impl Handler<Remember> for Broadcaster {
         if !self.history.contains(update.id()) {
             let key = self.history.next_key();
             self.history.push(key, Arc::new(update));
-            self.projection = None;
+            self.durable.history_changed();
             self.count_history();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::topic::{Topic, TopicSelector};
-
-    #[test]
-    fn a_backlog_sends_what_matches_in_order_and_yields_between_slices() {
-        let updates: imbl::Vector<Arc<Update>> = (0..3000)
-            .map(|i| {
-                let topic = if i == 999 || i == 2999 {
-                    "/want"
-                } else {
-                    "/other"
-                };
-                let id = EventId::parse(&i.to_string()).unwrap();
-                Arc::new(Update::new(
-                    id,
-                    vec![Topic::parse(topic).unwrap()],
-                    "x",
-                    false,
-                    None,
-                    None,
-                ))
-            })
-            .collect();
-        let selector = TopicSelector::parse("/want").unwrap();
-        let mut backlog = Backlog {
-            updates,
-            next: 0,
-            found: VecDeque::new(),
-            subscription: Arc::new(Subscription::new(vec![selector], Vec::new(), None)),
-            stats: Arc::new(Stats::default()),
-        };
-        let mut steps = Vec::new();
-        loop {
-            match backlog.step() {
-                BacklogStep::Send(bytes) => {
-                    steps.push(String::from_utf8_lossy(&bytes)[4..7].to_owned())
-                }
-                BacklogStep::Yield => steps.push("yield".to_owned()),
-                BacklogStep::Done => break,
-            }
-        }
-        // Slices of 1,024: the first holds 999, the second nothing, the third 2999.
-        assert_eq!(steps, ["999", "yield", "299"]);
-        assert!(backlog.updates.is_empty(), "the snapshot is let go");
     }
 }

@@ -1,0 +1,319 @@
+//! Who is subscribed: every registered subscriber, the counts and per-address limits that
+//! refuse one more, and (with `--subscriptions`) the announced subscriptions the API lists.
+//!
+//! The broadcaster asks [`Membership::admits`] before it registers a subscriber and records it
+//! with [`Membership::join`] once its shard has it; [`Membership::leave`] undoes both.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use super::SubscribeRefused;
+use crate::{active::Announced, registry::SubscriberId, shard::ShardId};
+
+/// What is kept of a registered subscriber: what the counts need and, with `--subscriptions`,
+/// what the subscriptions API lists.
+#[derive(Debug, Clone)]
+struct Member {
+    ip: Option<IpAddr>,
+    selectors: usize,
+    announced: Option<Arc<Announced>>,
+}
+
+/// Every registered subscriber, by its shard and its id there.
+#[derive(Debug)]
+pub(super) struct Membership {
+    members: HashMap<(ShardId, SubscriberId), Member>,
+    /// With `--subscriptions`: the announced subscribers by selector, then by their id, so the
+    /// list of one topic costs its own subscriptions, not a walk over every subscriber (empty,
+    /// and never touched, without the flag).
+    by_selector: HashMap<String, BTreeMap<String, Arc<Announced>>>,
+    per_ip: HashMap<IpAddr, usize>,
+    selectors: usize,
+    max_subscribers: usize,
+    max_per_ip: usize,
+}
+
+impl Membership {
+    /// No subscriber yet; at most `max_subscribers` at once, `max_per_ip` from one address.
+    pub(super) fn new(max_subscribers: usize, max_per_ip: usize) -> Self {
+        Self {
+            members: HashMap::new(),
+            by_selector: HashMap::new(),
+            per_ip: HashMap::new(),
+            selectors: 0,
+            max_subscribers,
+            max_per_ip,
+        }
+    }
+
+    /// Subscribers registered now.
+    pub(super) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Topic selectors of every registered subscriber, summed.
+    pub(super) fn selectors(&self) -> usize {
+        self.selectors
+    }
+
+    /// Whether one more subscriber, from `ip` if known, is within the limits.
+    pub(super) fn admits(&self, ip: Option<IpAddr>) -> Result<(), SubscribeRefused> {
+        if self.members.len() >= self.max_subscribers {
+            return Err(SubscribeRefused::TooMany);
+        }
+        let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
+        if from_ip >= self.max_per_ip {
+            return Err(SubscribeRefused::TooManyFromAddress);
+        }
+        Ok(())
+    }
+
+    /// Records a registered subscriber with its `selectors` count; an `announced` one is
+    /// listed by the subscriptions API until it leaves.
+    pub(super) fn join(
+        &mut self,
+        shard: ShardId,
+        id: SubscriberId,
+        ip: Option<IpAddr>,
+        selectors: usize,
+        announced: Option<Arc<Announced>>,
+    ) {
+        if let Some(announced) = &announced {
+            self.index(announced);
+        }
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+        self.selectors += selectors;
+        self.members.insert(
+            (shard, id),
+            Member {
+                ip,
+                selectors,
+                announced,
+            },
+        );
+    }
+
+    /// Removes a subscriber and gives back what it announced (`Some(None)`: it announced
+    /// nothing); `None` if it was not registered (it left before its registration, or twice).
+    pub(super) fn leave(
+        &mut self,
+        shard: ShardId,
+        id: SubscriberId,
+    ) -> Option<Option<Arc<Announced>>> {
+        let member = self.members.remove(&(shard, id))?;
+        self.forget(&member);
+        Some(member.announced)
+    }
+
+    /// Every announced subscriber registered now.
+    pub(super) fn announced(&self) -> impl Iterator<Item = &Arc<Announced>> {
+        self.members.values().filter_map(|m| m.announced.as_ref())
+    }
+
+    /// Forgets every subscriber (shutdown).
+    pub(super) fn clear(&mut self) {
+        self.members.clear();
+        self.by_selector.clear();
+        self.per_ip.clear();
+        self.selectors = 0;
+    }
+
+    /// The active subscription objects, one topic's from the index (a lookup, then its own
+    /// subscriptions, already by subscriber), every one by walking the members; by subscriber
+    /// id (so in connection order), then selector.
+    pub(super) fn listed(
+        &self,
+        topic: Option<&str>,
+        subscriber: Option<&str>,
+    ) -> Vec<serde_json::Value> {
+        match (topic, subscriber) {
+            (Some(topic), Some(subscriber)) => self
+                .by_selector
+                .get(topic)
+                .and_then(|ids| ids.get(subscriber))
+                .map(|a| a.object(topic, true))
+                .into_iter()
+                .collect(),
+            (Some(topic), None) => self
+                .by_selector
+                .get(topic)
+                .into_iter()
+                .flat_map(BTreeMap::values)
+                .map(|a| a.object(topic, true))
+                .collect(),
+            (None, _) => {
+                let mut announced: Vec<&Announced> = self
+                    .members
+                    .values()
+                    .filter_map(|m| m.announced.as_deref())
+                    .filter(|a| subscriber.is_none_or(|s| s == a.id))
+                    .collect();
+                announced.sort_by(|a, b| a.id.cmp(&b.id));
+                announced
+                    .into_iter()
+                    .flat_map(|a| a.selectors.iter().map(|s| a.object(s, true)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Takes a member that went out of the counts and the index.
+    fn forget(&mut self, member: &Member) {
+        if let Some(ip) = member.ip {
+            if let Some(count) = self.per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
+        self.selectors -= member.selectors;
+        if let Some(announced) = &member.announced {
+            self.unindex(announced);
+        }
+    }
+
+    /// Adds `announced`'s subscriptions to the index by selector.
+    fn index(&mut self, announced: &Arc<Announced>) {
+        for selector in &announced.selectors {
+            self.by_selector
+                .entry(selector.clone())
+                .or_default()
+                .insert(announced.id.clone(), Arc::clone(announced));
+        }
+    }
+
+    /// Takes `announced`'s subscriptions out of the index by selector.
+    fn unindex(&mut self, announced: &Announced) {
+        for selector in &announced.selectors {
+            if let Some(ids) = self.by_selector.get_mut(selector) {
+                ids.remove(&announced.id);
+                if ids.is_empty() {
+                    self.by_selector.remove(selector);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced(id: &str, selectors: &[&str]) -> Arc<Announced> {
+        Arc::new(Announced {
+            id: id.to_owned(),
+            selectors: selectors.iter().map(|s| (*s).to_owned()).collect(),
+            payload: None,
+        })
+    }
+
+    fn key(id: u64) -> (ShardId, SubscriberId) {
+        (ShardId(0), SubscriberId(id))
+    }
+
+    /// Each listed object as "subscriber topic".
+    fn pairs(listed: &[serde_json::Value]) -> Vec<String> {
+        listed
+            .iter()
+            .map(|o| format!("{} {}", o["subscriber"], o["topic"]).replace('"', ""))
+            .collect()
+    }
+
+    #[test]
+    fn the_per_address_limit_refuses_one_more_and_a_leaving_subscriber_releases_its_place() {
+        let mut members = Membership::new(10, 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        for id in 0..2 {
+            assert_eq!(members.admits(Some(ip)), Ok(()));
+            let (shard, id) = key(id);
+            members.join(shard, id, Some(ip), 1, None);
+        }
+        assert_eq!(
+            members.admits(Some(ip)),
+            Err(SubscribeRefused::TooManyFromAddress)
+        );
+        assert_eq!(members.admits(Some(other)), Ok(()));
+        assert_eq!(
+            members.admits(None),
+            Ok(()),
+            "no address, no per-address limit"
+        );
+        let (shard, id) = key(0);
+        assert!(matches!(members.leave(shard, id), Some(None)));
+        assert_eq!(members.admits(Some(ip)), Ok(()));
+        let (shard, id) = key(1);
+        members.leave(shard, id);
+        assert!(
+            members.per_ip.is_empty(),
+            "an address with nobody left is forgotten"
+        );
+    }
+
+    #[test]
+    fn the_total_limit_counts_every_subscriber_and_leaving_twice_counts_once() {
+        let mut members = Membership::new(2, 10);
+        members.join(ShardId(0), SubscriberId(0), None, 3, None);
+        members.join(ShardId(1), SubscriberId(0), None, 2, None);
+        assert_eq!((members.len(), members.selectors()), (2, 5));
+        assert_eq!(members.admits(None), Err(SubscribeRefused::TooMany));
+        assert!(members.leave(ShardId(1), SubscriberId(0)).is_some());
+        assert!(members.leave(ShardId(1), SubscriberId(0)).is_none());
+        assert!(members.leave(ShardId(2), SubscriberId(0)).is_none());
+        assert_eq!((members.len(), members.selectors()), (1, 3));
+        assert_eq!(members.admits(None), Ok(()));
+        members.clear();
+        assert_eq!((members.len(), members.selectors()), (0, 0));
+    }
+
+    #[test]
+    fn subscriptions_are_listed_by_subscriber_then_selector_whole_or_by_topic() {
+        let mut members = Membership::new(10, 10);
+        let (second, first) = (
+            announced("urn:2", &["/b", "/a"]),
+            announced("urn:1", &["/a"]),
+        );
+        members.join(
+            ShardId(0),
+            SubscriberId(0),
+            None,
+            2,
+            Some(Arc::clone(&second)),
+        );
+        members.join(ShardId(0), SubscriberId(1), None, 1, None);
+        members.join(ShardId(1), SubscriberId(0), None, 1, Some(first));
+        assert_eq!(
+            pairs(&members.listed(None, None)),
+            ["urn:1 /a", "urn:2 /b", "urn:2 /a"]
+        );
+        assert_eq!(
+            pairs(&members.listed(Some("/a"), None)),
+            ["urn:1 /a", "urn:2 /a"]
+        );
+        assert_eq!(
+            pairs(&members.listed(Some("/a"), Some("urn:2"))),
+            ["urn:2 /a"]
+        );
+        assert_eq!(
+            pairs(&members.listed(None, Some("urn:2"))),
+            ["urn:2 /b", "urn:2 /a"]
+        );
+        assert!(members.listed(Some("/c"), None).is_empty());
+        assert_eq!(members.announced().count(), 2);
+
+        let gone = members.leave(ShardId(0), SubscriberId(0));
+        assert!(gone.flatten().is_some_and(|a| Arc::ptr_eq(&a, &second)));
+        assert_eq!(pairs(&members.listed(None, None)), ["urn:1 /a"]);
+        assert!(members.listed(Some("/b"), None).is_empty());
+        assert!(
+            !members.by_selector.contains_key("/b"),
+            "a selector nobody holds leaves the index"
+        );
+    }
+}
