@@ -1,4 +1,6 @@
-//! The repo's own `nginx.conf` in front of the hub, with the real `nginx` binary.
+//! The repo's own nginx files in front of the hub, with the real `nginx` binary: `nginx.conf`
+//! as shipped (plain HTTP), with its HTTPS include, and the locations snippet in another
+//! server.
 
 use std::{
     net::TcpStream,
@@ -16,58 +18,87 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// nginx running the repo's `nginx.conf` with the ports substituted, in a temp prefix.
+/// nginx running one of the repo's configurations, in a temp prefix, on free ports.
 pub struct TestNginx {
     child: Child,
     pub port: u16,
-    /// The HTTPS (HTTP/2) port, with a self-signed certificate for `localhost`.
-    pub tls_port: u16,
-    _prefix: tempfile::TempDir,
+    /// The HTTPS (HTTP/2) port of [`TestNginx::start_tls`], with a self-signed certificate for
+    /// `localhost`.
+    pub tls_port: Option<u16>,
+    prefix: tempfile::TempDir,
 }
 
 impl TestNginx {
-    /// Starts nginx proxying to `upstreams` (host:port each).
+    /// Starts the shipped `nginx.conf` as it is (plain HTTP, no certificate anywhere), proxying
+    /// to `upstreams` (host:port each).
     pub fn start(upstreams: &[&str]) -> Self {
-        let conf =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx.conf"))
-                .expect("read nginx.conf");
+        Self::shipped(upstreams, false)
+    }
+
+    /// [`TestNginx::start`] with the include of `deploy/nginx-tls.conf` uncommented.
+    pub fn start_tls(upstreams: &[&str]) -> Self {
+        Self::shipped(upstreams, true)
+    }
+
+    fn shipped(upstreams: &[&str], tls: bool) -> Self {
+        let prefix = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let servers: String = upstreams
             .iter()
             .map(|u| format!("server {u};"))
             .collect::<Vec<_>>()
             .join("\n        ");
+        let conf = shipped_file("nginx.conf");
         let conf = replace_once(
             &conf,
             "listen 127.0.0.1:8000;",
             &format!("listen 127.0.0.1:{port};"),
         );
-        let conf = replace_once(&conf, "server 127.0.0.1:8080;", &servers);
-        let prefix = tempfile::tempdir().expect("temp dir");
-        let tls_port = free_port();
-        let (cert, key) = self_signed_certificate(prefix.path());
-        let conf = replace_once(
-            &conf,
-            "listen 127.0.0.1:8443 ssl http2;",
-            &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
-        );
-        let conf = replace_once(&conf, "/etc/ssl/sse-hub/fullchain.pem", &cert);
-        let conf = replace_once(&conf, "/etc/ssl/sse-hub/privkey.pem", &key);
+        let mut conf = replace_once(&conf, "server 127.0.0.1:8080;", &servers);
+        // The includes are read beside nginx.conf: the files go into the prefix as shipped.
+        write(prefix.path(), LOCATIONS, &shipped_file(LOCATIONS));
+        let mut tls_port = None;
+        if tls {
+            let include = "include deploy/nginx-tls.conf;";
+            conf = replace_once(&conf, &format!("# {include}"), include);
+            let port = free_port();
+            let (cert, key) = self_signed_certificate(prefix.path());
+            let tls_conf = shipped_file("deploy/nginx-tls.conf");
+            let tls_conf = replace_once(
+                &tls_conf,
+                "listen 127.0.0.1:8443 ssl http2;",
+                &format!("listen 127.0.0.1:{port} ssl http2;"),
+            );
+            let tls_conf = replace_once(&tls_conf, "/etc/ssl/sse-hub/fullchain.pem", &cert);
+            let tls_conf = replace_once(&tls_conf, "/etc/ssl/sse-hub/privkey.pem", &key);
+            write(prefix.path(), "deploy/nginx-tls.conf", &tls_conf);
+            tls_port = Some(port);
+        }
+        write(prefix.path(), "nginx.conf", &conf);
+        Self::run(prefix, port, tls_port)
+    }
+
+    /// Runs nginx on the `nginx.conf` already written in `prefix` and waits until it listens on
+    /// `port` (and `tls_port`). It starts as a service often does: with a soft limit of 1024
+    /// open files.
+    fn run(prefix: tempfile::TempDir, port: u16, tls_port: Option<u16>) -> Self {
         for dir in ["logs", "temp"] {
             std::fs::create_dir_all(prefix.path().join(dir)).unwrap();
         }
-        let conf_path = prefix.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nginx_binary())
+        // What nginx says before its error log is open (a file it can't read, say).
+        let stderr = std::fs::File::create(prefix.path().join("logs/stderr.log")).unwrap();
+        let child = Command::new("sh")
+            .args(["-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\""])
+            .arg(nginx_binary())
             .arg("-p")
             .arg(prefix.path())
             .arg("-c")
-            .arg(&conf_path)
+            .arg(prefix.path().join("nginx.conf"))
             .args(["-g", "daemon off;"])
             .stdin(Stdio::null())
             // Its own output would hold the test runner's pipes open; it logs to the prefix.
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             // Its own process group, so its workers can be stopped with it.
             .process_group(0)
             .spawn()
@@ -76,15 +107,17 @@ impl TestNginx {
             child,
             port,
             tls_port,
-            _prefix: prefix,
+            prefix,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || TcpStream::connect(("127.0.0.1", tls_port)).is_err()
-        {
+        let listening = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
+        while !listening(port) || !tls_port.is_none_or(listening) {
             if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx._prefix.path().join("logs/error.log"));
-                panic!("nginx exited with {status}: {log:?}");
+                let stderr = std::fs::read_to_string(nginx.prefix.path().join("logs/stderr.log"));
+                panic!(
+                    "nginx exited with {status}: {stderr:?} {}",
+                    nginx.error_log()
+                );
             }
             assert!(Instant::now() < deadline, "nginx did not listen in time");
             std::thread::sleep(Duration::from_millis(20));
@@ -98,7 +131,28 @@ impl TestNginx {
 
     /// What nginx wrote to its access log so far.
     pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self._prefix.path().join("logs/access.log")).unwrap_or_default()
+        std::fs::read_to_string(self.prefix.path().join("logs/access.log")).unwrap_or_default()
+    }
+
+    /// What nginx wrote to its error log so far (warnings and worse).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.path().join("logs/error.log")).unwrap_or_default()
+    }
+
+    /// The soft limit on open files of each worker process, once there are workers.
+    pub fn worker_file_limits(&self) -> Vec<u64> {
+        let workers = Command::new("pgrep")
+            .args(["-P", &self.child.id().to_string()])
+            .output()
+            .expect("run pgrep");
+        String::from_utf8_lossy(&workers.stdout)
+            .split_whitespace()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/limits")).ok())
+            .filter_map(|limits| {
+                let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+                line.split_whitespace().nth(3)?.parse().ok()
+            })
+            .collect()
     }
 }
 
@@ -109,6 +163,22 @@ impl Drop for TestNginx {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// The server-level file of the hub's locations, also the snippet for an existing nginx.
+const LOCATIONS: &str = "deploy/nginx-locations.conf";
+
+/// A file of the repo, as shipped.
+fn shipped_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// Writes `text` to `dir`/`path`, making its folder.
+fn write(dir: &Path, path: &str, text: &str) {
+    let full = dir.join(path);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(full, text).unwrap();
 }
 
 /// Makes a self-signed certificate for `localhost` and 127.0.0.1 in `dir`; returns the paths.
@@ -149,7 +219,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(
         text.matches(from).count(),
         1,
-        "nginx.conf must contain `{from}` once"
+        "the nginx file must contain `{from}` once"
     );
     text.replace(from, to)
 }
@@ -188,7 +258,7 @@ async fn events_stream_through_nginx_keeps_headers_and_flows_live() {
 #[tokio::test]
 async fn https_with_http2_serves_the_stream() {
     let hub = TestHub::spawn(&["--tick-interval", "100ms"]);
-    let nginx = TestNginx::start(&[&hub.addr]);
+    let nginx = TestNginx::start_tls(&[&hub.addr]);
     // curl speaks HTTP/2 over TLS and reports the version it used.
     let output = tokio::process::Command::new("curl")
         .args([
@@ -200,7 +270,10 @@ async fn https_with_http2_serves_the_stream() {
             "--no-buffer",
         ])
         .args(["--write-out", "\nHTTP_VERSION=%{http_version}\n"])
-        .arg(format!("https://localhost:{}/events", nginx.tls_port))
+        .arg(format!(
+            "https://localhost:{}/events",
+            nginx.tls_port.unwrap()
+        ))
         .output()
         .await
         .expect("run curl");
@@ -252,4 +325,120 @@ async fn tokens_in_query_strings_stay_out_of_the_nginx_access_log() {
         assert!(!log.contains(secret), "{secret} was logged:\n{log}");
     }
     still_serving(&hub, &mut watch).await;
+}
+
+/// A client whose connections come from 127.0.0.2: another host, as far as nginx can tell.
+fn client_elsewhere() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// The status of GET `url` from `client`.
+async fn status(client: &reqwest::Client, url: &str) -> u16 {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn the_plain_config_starts_without_certificates_or_warnings_and_proxies_a_stream() {
+    let hub = TestHub::spawn(&["--tick-interval", "100ms"]);
+    let nginx = TestNginx::start(&[&hub.addr]);
+    let mut sse = SseClient::connect(&nginx.url("/events"), &[]).await;
+    assert_eq!(sse.status, 200);
+    sse.next_event(WAIT).await.expect("an event through nginx");
+    // Started with a soft limit of 1024 open files: worker_rlimit_nofile raises each worker's
+    // to what worker_connections needs, so nginx has nothing to warn about.
+    let raised = wait_until(WAIT, || async {
+        let limits = nginx.worker_file_limits();
+        !limits.is_empty() && limits.iter().all(|&l| l >= 16384)
+    })
+    .await;
+    assert!(raised, "workers' limits: {:?}", nginx.worker_file_limits());
+    let errors = nginx.error_log();
+    assert!(errors.trim().is_empty(), "{errors}");
+}
+
+#[tokio::test]
+async fn metrics_and_stats_through_nginx_answer_this_host_only() {
+    let hub = TestHub::spawn(&["--tick-interval", "0"]);
+    let nginx = TestNginx::start(&[&hub.addr]);
+    let elsewhere = client_elsewhere();
+    // Spellings that nginx and the hub both read as the counters' paths.
+    for path in ["/metrics", "/stats", "/%6Detrics", "//stats", "/stats?x=1"] {
+        assert_eq!(status(&elsewhere, &nginx.url(path)).await, 403, "{path}");
+    }
+    // Refused for the address, not for the client: the rest of the hub answers it.
+    assert_eq!(status(&elsewhere, &nginx.url("/healthz")).await, 200);
+    for path in ["/metrics", "/stats"] {
+        assert_eq!(status(&client(), &nginx.url(path)).await, 200, "{path}");
+        // The hub's own port is not behind the rule.
+        assert_eq!(status(&elsewhere, &hub.url(path)).await, 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_locations_snippet_adds_the_hub_to_an_existing_server() {
+    let hub = TestHub::spawn(&["--tick-interval", "100ms"]);
+    let snippet = shipped_file(LOCATIONS);
+    // The `upstream` block its header tells you to add, as written there.
+    let upstream: Vec<&str> = snippet
+        .lines()
+        .filter_map(|l| l.strip_prefix("#     "))
+        .skip_while(|l| !l.starts_with("upstream sse_hub {"))
+        .take_while(|l| !l.starts_with("include "))
+        .collect();
+    assert_eq!(upstream.last(), Some(&"}"), "{upstream:?}");
+    let upstream = replace_once(
+        &upstream.join("\n"),
+        "server 127.0.0.1:8080;",
+        &format!("server {};", hub.addr),
+    );
+    let prefix = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let site = format!(
+        "pid logs/nginx.pid;\n\
+         error_log logs/error.log warn;\n\
+         events {{}}\n\
+         http {{\n\
+         client_body_temp_path temp/client_body;\n\
+         proxy_temp_path temp/proxy;\n\
+         fastcgi_temp_path temp/fastcgi;\n\
+         uwsgi_temp_path temp/uwsgi;\n\
+         scgi_temp_path temp/scgi;\n\
+         access_log logs/access.log;\n\
+         {upstream}\n\
+         server {{\n\
+         listen 127.0.0.1:{port};\n\
+         location / {{ return 200 \"my own site\\n\"; }}\n\
+         include sse-hub-locations.conf;\n\
+         }}\n\
+         }}\n"
+    );
+    write(prefix.path(), "nginx.conf", &site);
+    write(prefix.path(), "sse-hub-locations.conf", &snippet);
+    let nginx = TestNginx::run(prefix, port, None);
+
+    let site = client().get(nginx.url("/")).send().await.unwrap();
+    assert_eq!(site.text().await.unwrap(), "my own site\n");
+    let mut sse = SseClient::connect(&nginx.url("/events"), &[]).await;
+    assert_eq!(sse.status, 200);
+    sse.next_event(WAIT).await.expect("an event through nginx");
+    let errors = nginx.error_log();
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert_eq!(status(&client(), &nginx.url("/metrics")).await, 200);
+    assert_eq!(
+        status(&client_elsewhere(), &nginx.url("/metrics")).await,
+        403
+    );
+    assert!(nginx.error_log().contains("access forbidden by rule"));
 }

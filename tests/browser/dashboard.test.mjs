@@ -5,7 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import {
+  copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -88,26 +90,32 @@ async function publish(base, form) {
   return text;
 }
 
-/** Starts nginx with the repo's nginx.conf (ports, upstream and certificate substituted). */
+/** Starts nginx with the repo's nginx.conf and its HTTPS include (ports, upstream and
+ * certificate substituted). */
 async function startNginx(upstream) {
   const prefix = mkdtempSync(join(tmpdir(), 'sse-hub-nginx-'));
   mkdirSync(join(prefix, 'logs'));
   mkdirSync(join(prefix, 'temp'));
+  mkdirSync(join(prefix, 'deploy'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
     '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
     '-keyout', join(prefix, 'key.pem'), '-out', join(prefix, 'cert.pem')], { stdio: 'ignore' });
   const [port, tlsPort] = [await freePort(), await freePort()];
   const swap = (text, from, to) => {
-    assert.equal(text.split(from).length, 2, `nginx.conf must contain ${from} once`);
+    assert.equal(text.split(from).length, 2, `the nginx file must contain ${from} once`);
     return text.replace(from, to);
   };
   let conf = readFileSync(join(REPO, 'nginx.conf'), 'utf8');
   conf = swap(conf, 'listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
-  conf = swap(conf, 'listen 127.0.0.1:8443 ssl http2;', `listen 127.0.0.1:${tlsPort} ssl http2;`);
   conf = swap(conf, 'server 127.0.0.1:8080;', `server ${upstream};`);
-  conf = swap(conf, '/etc/ssl/sse-hub/fullchain.pem', join(prefix, 'cert.pem'));
-  conf = swap(conf, '/etc/ssl/sse-hub/privkey.pem', join(prefix, 'key.pem'));
+  conf = swap(conf, '# include deploy/nginx-tls.conf;', 'include deploy/nginx-tls.conf;');
+  let tls = readFileSync(join(REPO, 'deploy/nginx-tls.conf'), 'utf8');
+  tls = swap(tls, 'listen 127.0.0.1:8443 ssl http2;', `listen 127.0.0.1:${tlsPort} ssl http2;`);
+  tls = swap(tls, '/etc/ssl/sse-hub/fullchain.pem', join(prefix, 'cert.pem'));
+  tls = swap(tls, '/etc/ssl/sse-hub/privkey.pem', join(prefix, 'key.pem'));
   writeFileSync(join(prefix, 'nginx.conf'), conf);
+  writeFileSync(join(prefix, 'deploy/nginx-tls.conf'), tls);
+  copyFileSync(join(REPO, 'deploy/nginx-locations.conf'), join(prefix, 'deploy/nginx-locations.conf'));
   const bin = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find(existsSync) ?? 'nginx';
   const child = spawn(bin, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-g', 'daemon off;'],
     { stdio: 'ignore', detached: true });
