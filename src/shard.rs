@@ -219,12 +219,7 @@ pub struct LocalQueue {
 impl LocalQueue {
     /// Puts `outlet` in the current worker's shard, starting the shard (and telling the
     /// broadcaster about it) if this is the worker's first subscriber.
-    pub fn open(
-        owner: &Owner,
-        capacity: usize,
-        stats: &Arc<Stats>,
-        outlet: Outlet,
-    ) -> Self {
+    pub fn open(owner: &Owner, capacity: usize, stats: &Arc<Stats>, outlet: Outlet) -> Self {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             let local = local.get_or_insert_with(|| start(owner, capacity, Arc::clone(stats)));

@@ -58,7 +58,15 @@ fn tokens_expire_in_an_hour_unless_told_otherwise() {
     assert!(day["exp"].as_u64().unwrap().abs_diff(now() + 86_400) <= 5);
     let forever = printed(&["--jwt-key", KEY, "--publish", "*", "--no-exp"]);
     assert_eq!(forever.get("exp"), None, "{forever}");
-    let both = token_command(&["--jwt-key", KEY, "--publish", "*", "--no-exp", "--exp", "1h"]);
+    let both = token_command(&[
+        "--jwt-key",
+        KEY,
+        "--publish",
+        "*",
+        "--no-exp",
+        "--exp",
+        "1h",
+    ]);
     assert_eq!(both.status.code(), Some(1), "{both:?}");
 }
 
