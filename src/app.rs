@@ -17,13 +17,14 @@ use crate::{
     broadcaster::{self, Broadcaster},
     config::Config,
     direct::Connection,
+    presence::Presence,
     routes::{self, AppState},
     shard,
     stats::Stats,
     store::Store,
     ticker::{self, Ticker},
     topic::{Topic, TopicSelector},
-    transport::{presence::Presence, TransportKind},
+    transport::TransportKind,
 };
 
 /// Why the hub could not start.

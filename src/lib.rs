@@ -30,6 +30,7 @@ pub mod form;
 pub mod history;
 pub mod journal;
 pub mod jwks;
+pub mod presence;
 pub mod publication;
 pub mod registry;
 pub mod routes;

@@ -104,7 +104,7 @@ impl Transport {
         history_size: usize,
         broadcaster: Addr<Broadcaster>,
         stats: Arc<Stats>,
-        presence: Option<presence::Changes>,
+        presence: Option<crate::presence::Changes>,
     ) -> Result<Self, redis::RedisError> {
         match kind {
             TransportKind::Local => Ok(Self::Local),

@@ -35,10 +35,10 @@ use crate::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
     active::Announced,
     history::{Cursor, History, Retention, EARLIEST},
+    presence::Presence,
     stats::{DropReason, Stats},
     store::{Commit, Loaded, Store, StoreError},
     subscription::Subscription,
-    transport::presence::Presence,
     update::{now_ms, EventId, Update},
 };
 pub use backlog::{Backlog, BacklogStep};

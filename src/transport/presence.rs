@@ -36,13 +36,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus::IntGauge;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{encode, RedisTransport, TransportError};
 use crate::{
     active::{self, Announced},
+    presence::{Change, Changes},
     update::EventId,
 };
 
@@ -59,80 +59,6 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Removes a node from the set when its hash is gone, in one step (a script runs atomically).
 const FORGET_GONE: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
                            return redis.call('SREM', KEYS[2], ARGV[1]) end return 0";
-
-/// What the broadcaster tells the writer.
-#[derive(Debug)]
-enum Change {
-    Started(Arc<Announced>),
-    Ended(Arc<Announced>),
-    /// Delete this node's hash and answer; the writer ends.
-    Stop(oneshot::Sender<()>),
-}
-
-/// The broadcaster's end: tells the writer of subscribers coming and going. Never blocks: the
-/// queue is unbounded, and stays short however long Redis is away, since the writer then takes
-/// changes into its own record at once rather than one transaction at a time (see
-/// `Writer::absorb`).
-#[derive(Debug, Clone)]
-pub struct Presence {
-    changes: mpsc::UnboundedSender<Change>,
-    /// Changes sent and not yet taken by the writer (a metric).
-    queued: IntGauge,
-}
-
-/// The writer's end of a [`Presence`], handed to [`super::Transport::start`].
-#[derive(Debug)]
-pub struct Changes {
-    changes: mpsc::UnboundedReceiver<Change>,
-    queued: IntGauge,
-    ttl: Duration,
-}
-
-impl Presence {
-    /// A presence whose writer keeps this node's hash alive for `ttl` past its last renewal;
-    /// `queued` counts the changes waiting for the writer.
-    #[must_use]
-    pub fn channel(ttl: Duration, queued: IntGauge) -> (Self, Changes) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let changes = Changes {
-            changes: rx,
-            queued: queued.clone(),
-            ttl,
-        };
-        (
-            Self {
-                changes: tx,
-                queued,
-            },
-            changes,
-        )
-    }
-
-    /// `announced` subscribed: its events go out and its subscriptions are listed.
-    pub fn started(&self, announced: Arc<Announced>) {
-        self.send(Change::Started(announced));
-    }
-
-    /// `announced` left.
-    pub fn ended(&self, announced: Arc<Announced>) {
-        self.send(Change::Ended(announced));
-    }
-
-    fn send(&self, change: Change) {
-        if self.changes.send(change).is_ok() {
-            self.queued.inc();
-        }
-    }
-
-    /// Writes what is queued, deletes this node's hash and stops the writer; returns when done
-    /// (at once if the writer is gone).
-    pub async fn stop(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.changes.send(Change::Stop(tx)).is_ok() {
-            let _ = rx.await;
-        }
-    }
-}
 
 fn nodes_key(stream: &str) -> String {
     format!("{stream}:nodes")
