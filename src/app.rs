@@ -15,7 +15,7 @@ use futures_util::future::ready;
 use crate::{
     auth::Auth,
     broadcaster::{self, Broadcaster},
-    config::Config,
+    config::{Config, Listen, TlsSettings},
     direct::Connection,
     presence::Presence,
     routes::{self, AppState},
@@ -64,49 +64,50 @@ impl Application {
     /// Binds the listener, then starts the broadcaster, transport, server and ticker. Call
     /// inside an actix system.
     pub fn build(config: Config) -> Result<Self, StartError> {
-        let time_topic =
-            Topic::parse(&config.time_topic).map_err(|e| StartError::TimeTopic(e.to_string()))?;
+        let time_topic = Topic::parse(&config.streams.time_topic)
+            .map_err(|e| StartError::TimeTopic(e.to_string()))?;
         let time_selector = TopicSelector::parse(time_topic.as_str())
             .ok()
             .filter(|s| s.exact().is_some())
             .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
-        let auth = Arc::new(Auth::from_config(&config)?);
+        let auth = Arc::new(Auth::from_config(&config.auth)?);
         // Bind before starting anything: an address in use is then a plain error, with no actor
         // half-started to be torn down as the runtime goes (the ticker panicked doing that).
         let bind_error = |source| StartError::Bind {
-            addr: config.bind,
+            addr: config.listen.bind,
             source,
         };
         // Read the certificate before anything starts: a bad one is a plain error too.
-        let tls = tls_config(&config)?;
-        let listener = listen(config.bind).map_err(bind_error)?;
+        let tls = tls_config(&config.tls)?;
+        let listener = listen(config.listen.bind).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let fetches_https = [&config.publisher_jwks_url, &config.subscriber_jwks_url]
-            .into_iter()
-            .flatten()
-            .any(|url| matches!(url, crate::jwks::JwksUrl::Remote(u) if u.scheme() == "https"));
-        if config.jwks_ca_cert.is_some() && !fetches_https {
+        let fetches_https = [
+            &config.auth.publisher_jwks_url,
+            &config.auth.subscriber_jwks_url,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|url| matches!(url, crate::jwks::JwksUrl::Remote(u) if u.scheme() == "https"));
+        if config.auth.jwks_ca_cert.is_some() && !fetches_https {
             log::warn!("--jwks-ca-cert is unused: no https:// JWK set URL is configured");
         }
-        if config.publisher_key().is_none() && config.publisher_jwks_url.is_none() {
+        if config.auth.publisher_key().is_none() && config.auth.publisher_jwks_url.is_none() {
             log::warn!(
                 "no publisher key (--jwt-key, --publisher-jwt-key or --publisher-jwks-url): publishing is off"
             );
         }
         let stats = Arc::new(Stats::default());
         let limits = broadcaster::Limits {
-            max_subscribers: config.max_subscribers,
-            max_subscribers_per_ip: config.max_subscribers_per_ip,
-            retention: config.retention(),
+            max_subscribers: config.streams.max_subscribers,
+            max_subscribers_per_ip: config.streams.max_subscribers_per_ip,
+            retention: config.history.retention(),
         };
-        let broadcaster = match (&config.transport, &config.data_dir.0) {
+        let broadcaster = match (&config.transport.transport, &config.history.data_dir.0) {
             (TransportKind::Local, Some(dir)) => {
-                let mut store =
-                    Store::open(dir, config.fsync, config.salvage).map_err(|source| {
-                        StartError::Store {
-                            dir: dir.clone(),
-                            source,
-                        }
+                let mut store = Store::open(dir, config.history.fsync, config.history.salvage)
+                    .map_err(|source| StartError::Store {
+                        dir: dir.clone(),
+                        source,
                     })?;
                 let loaded = store.load().map_err(|source| StartError::Store {
                     dir: dir.clone(),
@@ -116,7 +117,7 @@ impl Application {
                     "durable history in {} ({} updates stored, --fsync {})",
                     dir.display(),
                     loaded.len(),
-                    format!("{:?}", config.fsync).to_lowercase()
+                    format!("{:?}", config.history.fsync).to_lowercase()
                 );
                 Broadcaster::durable(limits, Arc::clone(&stats), store, loaded)
             }
@@ -129,19 +130,20 @@ impl Application {
         };
         // With Redis, subscribers coming and going go through the transport: their events
         // reach every node, and the subscriptions API lists every node's.
-        let (presence, changes) = match (&config.transport, config.subscriptions) {
+        let (presence, changes) = match (&config.transport.transport, config.streams.subscriptions)
+        {
             (TransportKind::Redis(_), true) => {
                 let (presence, changes) =
-                    Presence::channel(config.subscriptions_ttl, stats.presence_queued());
+                    Presence::channel(config.streams.subscriptions_ttl, stats.presence_queued());
                 (Some(presence), Some(changes))
             }
             _ => (None, None),
         };
         let broadcaster = broadcaster.with_presence(presence.clone()).start();
         let transport = crate::transport::Transport::start(
-            &config.transport,
-            &config.redis_stream,
-            config.history_size,
+            &config.transport.transport,
+            &config.transport.redis_stream,
+            config.history.history_size,
             broadcaster.clone(),
             Arc::clone(&stats),
             changes,
@@ -155,11 +157,11 @@ impl Application {
             auth: Arc::clone(&auth),
             transport,
             publish_limiter: Arc::new(routes::publish_rate::PublishLimiter::new(
-                config.publish_rate,
-                config.publish_burst,
+                config.publishing.publish_rate,
+                config.publishing.publish_burst,
             )),
             time_selector,
-            templates: crate::topic::Templates::new(config.max_template_memory),
+            templates: crate::topic::Templates::new(config.streams.max_template_memory),
         };
         let app = move || {
             App::new()
@@ -176,15 +178,15 @@ impl Application {
             // Signals are handled in `run_until_stopped`: streams must be ended before the
             // server's graceful stop can complete.
             .disable_signals()
-            .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
-        if config.workers > 0 {
-            builder = builder.workers(config.workers);
+            .shutdown_timeout(config.listen.shutdown_timeout.as_secs().max(1));
+        if config.listen.workers > 0 {
+            builder = builder.workers(config.listen.workers);
         }
         let http = HttpSettings {
-            keep_alive: config.idle_timeout,
-            request_header_timeout: config.request_header_timeout,
-            write_timeout: config.write_timeout,
-            h2_limits: h2_limits(&config),
+            keep_alive: config.listen.idle_timeout,
+            request_header_timeout: config.listen.request_header_timeout,
+            write_timeout: config.listen.write_timeout,
+            h2_limits: h2_limits(&config.listen),
             local_addr,
             shutdown: builder.graceful_shutdown_signal(),
         };
@@ -220,9 +222,15 @@ impl Application {
         .map_err(bind_error)?;
         // The ticker publishes to this node's subscribers only: with several nodes on one
         // stream, each node's clock would otherwise tick once per node.
-        let jwks = auth.start_jwks(config.jwks_refresh_interval);
-        let ticker = (!config.tick_interval.is_zero())
-            .then(|| Ticker::new(broadcaster.clone(), time_topic, config.tick_interval).start());
+        let jwks = auth.start_jwks(config.auth.jwks_refresh_interval);
+        let ticker = (!config.streams.tick_interval.is_zero()).then(|| {
+            Ticker::new(
+                broadcaster.clone(),
+                time_topic,
+                config.streams.tick_interval,
+            )
+            .start()
+        });
         Ok(Self {
             server: builder.run(),
             local_addr,
@@ -379,8 +387,8 @@ impl HttpSettings {
 /// well HPACK compresses them on the wire. (The HPACK table a peer may make the hub keep is
 /// RFC 9113's default, 4,096 bytes a connection, which the `h2` crate does not let a server
 /// change.)
-fn h2_limits(config: &Config) -> actix_http::H2Limits {
-    let header_list = config.max_header_size + config.max_url_size + H2_HEADER_LIST_ALLOWANCE;
+fn h2_limits(listen: &Listen) -> actix_http::H2Limits {
+    let header_list = listen.max_header_size + listen.max_url_size + H2_HEADER_LIST_ALLOWANCE;
     actix_http::H2Limits::default()
         .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX))
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
@@ -399,9 +407,9 @@ fn set_write_timeout(tcp: &TcpStream, timeout: Duration) {
 type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
 /// The TLS configuration of `--tls-cert` and `--tls-key` (PEM files), if given.
-fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartError> {
+fn tls_config(tls: &TlsSettings) -> Result<Option<rustls::ServerConfig>, StartError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+    let (cert, key) = match (&tls.tls_cert, &tls.tls_key) {
         (None, None) => return Ok(None),
         (Some(cert), Some(key)) => (cert, key),
         _ => return Err(StartError::Tls("give both, or neither".into())),

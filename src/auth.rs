@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, JwtAlgorithm, Secret},
+    config::{Authorization, JwtAlgorithm, Secret},
     jwks::{Jwks, JwksUrl},
     topic::{Budget, SelectorError, Templates, TopicSelector},
 };
@@ -190,7 +190,7 @@ fn key_material(secret: &Secret) -> Result<Vec<u8>, KeyError> {
 
 /// The checks of `config` on a token's claims, for tokens of `alg` only: `alg: none` and
 /// algorithm confusion fail.
-fn validation(alg: Algorithm, config: &Config) -> Validation {
+fn validation(alg: Algorithm, config: &Authorization) -> Validation {
     let mut validation = Validation::new(alg);
     validation.required_spec_claims.clear();
     validation.validate_exp = true;
@@ -211,7 +211,7 @@ fn validation(alg: Algorithm, config: &Config) -> Validation {
 }
 
 impl Verifier {
-    fn new(secret: &Secret, config: &Config) -> Result<Self, KeyError> {
+    fn new(secret: &Secret, config: &Authorization) -> Result<Self, KeyError> {
         let alg = config.jwt_algorithm;
         let material = key_material(secret)?;
         let parse = |source| KeyError::Parse {
@@ -237,7 +237,7 @@ impl Verifier {
         specific_key: Option<&Secret>,
         key: Option<&Secret>,
         ca: &[reqwest::Certificate],
-        config: &Config,
+        config: &Authorization,
     ) -> Result<Option<Self>, KeyError> {
         match (url, specific_key) {
             (Some(_), Some(_)) => Err(KeyError::Conflict { role }),
@@ -308,7 +308,7 @@ pub enum Subscriber {
 }
 
 impl Auth {
-    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+    pub fn from_config(config: &Authorization) -> Result<Self, KeyError> {
         let ca = match &config.jwks_ca_cert {
             Some(path) => crate::jwks::ca_certificates(path)?,
             None => Vec::new(),

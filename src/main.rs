@@ -4,14 +4,14 @@ use std::io::Write as _;
 
 use sse_hub::{
     auth::{self, Claims, MercureClaim},
-    config::{self, Command, Config, JwtAlgorithm, TokenArgs},
+    config::{self, Authorization, Command, JwtAlgorithm, TokenArgs},
     Application,
 };
 
 /// Signs the token asked for by `sse-hub token`: with the publisher key when it may publish,
 /// else with the subscriber key.
-fn token(config: &Config, args: &TokenArgs) -> Result<String, Box<dyn std::error::Error>> {
-    if config.jwt_algorithm != JwtAlgorithm::HS256 {
+fn token(auth: &Authorization, args: &TokenArgs) -> Result<String, Box<dyn std::error::Error>> {
+    if auth.jwt_algorithm != JwtAlgorithm::HS256 {
         return Err(
             "`sse-hub token` signs HS256 tokens only; sign RS256/ES256 with your private key"
                 .into(),
@@ -24,9 +24,9 @@ fn token(config: &Config, args: &TokenArgs) -> Result<String, Box<dyn std::error
         );
     }
     let key = if args.publish.is_empty() && !args.subscribe.is_empty() {
-        config.subscriber_key()
+        auth.subscriber_key()
     } else {
-        config.publisher_key()
+        auth.publisher_key()
     }
     .ok_or("no key: give --jwt-key KEY (or set SSE_HUB_JWT_KEY)")?;
     let claims = Claims {
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Token(args)) = cli.command {
-        return match token(&cli.config, &args) {
+        return match token(&cli.config.auth, &args) {
             Ok(token) => {
                 let mut out = std::io::stdout().lock();
                 match writeln!(out, "{token}") {

@@ -8,7 +8,7 @@ use super::{error::ApiError, single, subscribe, AppState};
 use crate::{
     active::Announced,
     auth::{AuthError, MercureClaim, Subscriber},
-    config::Config,
+    config::Listen,
     publication::Publication,
     subscription::Subscription,
     topic::Budget,
@@ -23,7 +23,7 @@ pub const PATH: &str = "/.well-known/mercure";
 /// `--cors-origin` list; with `*`, any origin but no cookies. Requests from other origins are
 /// not refused here (same-origin browsers send `Origin` too): they just get no CORS headers, so
 /// a browser keeps the response from the page.
-pub(super) fn cors(config: &Config, methods: &[&'static str]) -> Cors {
+pub(super) fn cors(listen: &Listen, methods: &[&'static str]) -> Cors {
     let mut cors = Cors::default()
         .block_on_origin_mismatch(false)
         .allowed_methods(methods.iter().copied())
@@ -36,13 +36,13 @@ pub(super) fn cors(config: &Config, methods: &[&'static str]) -> Cors {
         // A page's script must be able to read the id of a publish answered 503, to retry it.
         .expose_headers([header::HeaderName::from_static("mercure-update-id")])
         .max_age(3600);
-    if config.cors_origins.iter().any(|o| o == "*") {
+    if listen.cors_origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin().send_wildcard();
     } else {
-        for origin in &config.cors_origins {
+        for origin in &listen.cors_origins {
             cors = cors.allowed_origin(origin);
         }
-        if !config.cors_origins.is_empty() {
+        if !listen.cors_origins.is_empty() {
             cors = cors.supports_credentials();
         }
     }
@@ -80,10 +80,10 @@ pub(super) async fn subscribe(
     if count == 0 {
         return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
     }
-    if count > state.config.max_topics {
+    if count > state.config.streams.max_topics {
         return Err(ApiError::BadRequest(format!(
             "too many topic selectors (at most {})",
-            state.config.max_topics
+            state.config.streams.max_topics
         )));
     }
     // The request's templates and its token's share one budget, checked as each is compiled.
@@ -94,7 +94,7 @@ pub(super) async fn subscribe(
     let cursor = subscribe::cursor(&req, single(&query, "lastEventID")?)?;
     // Only hub-endpoint subscribers are announced: `/events` is not part of the protocol.
     let announce = |payload: Option<&serde_json::Value>| {
-        state.config.subscriptions.then(|| {
+        state.config.streams.subscriptions.then(|| {
             Announced::new(
                 selectors.iter().map(|s| s.as_str().to_owned()).collect(),
                 payload.cloned(),
@@ -113,7 +113,7 @@ pub(super) async fn subscribe(
         Subscriber::Token(claims) => {
             // An expiry too far ahead to represent is no expiry at all.
             let expires = claims
-                .time_left(state.config.jwt_leeway)
+                .time_left(state.config.auth.jwt_leeway)
                 .and_then(|left| tokio::time::Instant::now().checked_add(left));
             let authorized =
                 claims.selectors(&state.templates, &mut budget, |m| m.subscribe.as_ref())?;
@@ -149,7 +149,7 @@ pub(super) async fn publish(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let limit = state.config.max_body_size;
+    let limit = state.config.listen.max_body_size;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -185,14 +185,16 @@ pub(super) async fn publish(
     let body = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
     let form = Publication::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if form.topics.len() > state.config.max_topics_per_update {
+    if form.topics.len() > state.config.publishing.max_topics_per_update {
         return Err(ApiError::BadRequest(format!(
             "too many topics in one update (at most {})",
-            state.config.max_topics_per_update
+            state.config.publishing.max_topics_per_update
         )));
     }
-    if form.data.len() > state.config.max_data_size {
-        return Err(ApiError::PayloadTooLarge(state.config.max_data_size));
+    if form.data.len() > state.config.publishing.max_data_size {
+        return Err(ApiError::PayloadTooLarge(
+            state.config.publishing.max_data_size,
+        ));
     }
 
     let allowed = claims.selectors(

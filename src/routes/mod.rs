@@ -42,10 +42,10 @@ pub struct AppState {
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
-    let static_dir = state.config.static_dir.clone();
-    let hub_cors = mercure::cors(&state.config, &["GET", "POST"]);
-    if state.config.subscriptions {
-        subscriptions::configure(cfg, &state.config);
+    let static_dir = state.config.listen.static_dir.clone();
+    let hub_cors = mercure::cors(&state.config.listen, &["GET", "POST"]);
+    if state.config.streams.subscriptions {
+        subscriptions::configure(cfg, &state.config.listen);
     }
     cfg.app_data(web::Data::new(state))
         .service(

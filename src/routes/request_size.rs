@@ -15,9 +15,12 @@ pub async fn request_size(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let limits = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| (s.config.max_url_size, s.config.max_header_size));
+    let limits = req.app_data::<web::Data<AppState>>().map(|s| {
+        (
+            s.config.listen.max_url_size,
+            s.config.listen.max_header_size,
+        )
+    });
     if let Some((max_url, max_headers)) = limits {
         let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         let headers: usize = req

@@ -70,7 +70,7 @@ pub(crate) async fn open_stream(
         .await;
     let queue = LocalQueue::open(
         &state.shard_owner,
-        state.config.queue_capacity,
+        state.config.streams.queue_capacity,
         &state.stats,
         Outlet::for_request(req),
     );
@@ -81,17 +81,17 @@ pub(crate) async fn open_stream(
             id: queue.id(),
             subscription,
             cursor,
-            ip: super::client_ip::client_ip(req, &state.config.trusted_proxies),
+            ip: super::client_ip::client_ip(req, &state.config.listen.trusted_proxies),
             announced,
         })
         .await??;
     let resumed_after = subscribed.resumed_after.clone();
-    let retry_ms = u64::try_from(state.config.retry.as_millis()).unwrap_or(u64::MAX);
+    let retry_ms = u64::try_from(state.config.streams.retry.as_millis()).unwrap_or(u64::MAX);
     let stream = SubscriberStream::new(
         subscribed,
         queue,
         retry_ms,
-        state.config.keep_alive,
+        state.config.streams.keep_alive,
         expires,
     );
     let mut response = HttpResponse::Ok();

@@ -17,7 +17,7 @@ use crate::{
     active::{self, PREFIX},
     auth::Subscriber,
     broadcaster::{ActiveList, LastSeen, ListActive},
-    config::Config,
+    config::Listen,
     topic::Budget,
     transport::Transport,
 };
@@ -25,7 +25,7 @@ use crate::{
 /// Registers the three paths (one handler reads the raw path itself), with the hub endpoint's
 /// CORS: a page of a `--cors-origin` reads the API as it subscribes (its token still decides
 /// what it may read).
-pub(super) fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig, listen: &Listen) {
     for path in [
         PREFIX,
         "/.well-known/mercure/subscriptions/{topic}",
@@ -33,7 +33,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     ] {
         cfg.service(
             super::resource(path, "GET")
-                .wrap(mercure::cors(config, &["GET"]))
+                .wrap(mercure::cors(listen, &["GET"]))
                 .route(web::get().to(list)),
         );
     }

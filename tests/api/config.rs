@@ -121,7 +121,7 @@ fn a_comma_inside_a_cors_origin_list_element_is_refused_not_split() {
     // Split at the comma, it used to give `https://evil.example` CORS.
     let error = refused_file("cors-origin = [\"https://a.example,https://evil.example\"]\n");
     assert!(
-        error.contains("'https://a.example,https://evil.example' for '--cors-origin")
+        error.contains("`cors-origin`: invalid value \"https://a.example,https://evil.example\"")
             && error.contains("one origin per list element"),
         "{error}"
     );
@@ -175,7 +175,7 @@ fn a_tick_interval_under_100ms_is_refused_saying_so() {
     // `1ns` sent 38,341 events in 2 s.
     let error = refused_file("tick-interval = \"1ns\"\n");
     assert!(
-        error.contains("--tick-interval") && error.contains("must be 0 (off) or at least 100ms"),
+        error.contains("`tick-interval`") && error.contains("must be 0 (off) or at least 100ms"),
         "{error}"
     );
 }
@@ -185,7 +185,58 @@ fn a_keep_alive_under_100ms_is_refused_saying_so() {
     // `1ns` sent 919 heartbeats a second.
     let error = refused_file("keep-alive = \"1ns\"\n");
     assert!(
-        error.contains("--keep-alive") && error.contains("must be 0 (off) or at least 100ms"),
+        error.contains("`keep-alive`") && error.contains("must be 0 (off) or at least 100ms"),
         "{error}"
     );
+}
+
+#[test]
+fn a_misspelt_key_a_wrongly_typed_value_or_a_table_stops_the_hub_with_one_line() {
+    // A typo used to leave the default in force without a word.
+    let error = refused_file("max-subscriber = 5\n");
+    assert!(
+        error.contains("\"max-subscriber\" is not a setting: did you mean `max-subscribers`?"),
+        "{error}"
+    );
+    let error = refused_file("max-subscribers = \"many\"\n");
+    assert!(
+        error.contains("`max-subscribers`: invalid value \"many\": invalid digit"),
+        "{error}"
+    );
+    let error = refused_file("[bind]\nhost = \"0.0.0.0\"\n");
+    assert!(
+        error.contains("`bind` must be a string, number, boolean or a list of them, not a table"),
+        "{error}"
+    );
+}
+
+#[test]
+fn help_shows_the_settings_in_their_sections() {
+    let help = Command::new(TestHub::binary())
+        .arg("--help")
+        .output()
+        .expect("run sse-hub --help");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for (heading, flag) in [
+        ("Listening and HTTP limits:", "--max-header-size"),
+        ("TLS:", "--tls-cert"),
+        ("Subscribers and streams:", "--keep-alive"),
+        ("Publishing:", "--publish-rate"),
+        ("History and store:", "--history-size"),
+        ("Authorization:", "--jwt-key"),
+        ("Transport:", "--redis-stream"),
+    ] {
+        // A section runs to the next heading: a line that is not indented.
+        let (_, after) = text
+            .split_once(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("no {heading} in {text}"));
+        let end = after
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .find(|&i| after[i..].starts_with(|c: char| c.is_ascii_alphabetic()))
+            .unwrap_or(after.len());
+        let section = &after[..end];
+        assert!(section.contains(flag), "{flag} not under {heading}: {text}");
+    }
 }

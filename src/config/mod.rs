@@ -1,0 +1,298 @@
+//! Command line, environment and file configuration: every flag `--x-y` can also be set as
+//! `SSE_HUB_X_Y`, or as `x-y = …` in the TOML file of `--config` (flags win over the
+//! environment, which wins over the file).
+//!
+//! An empty `SSE_HUB_*` variable counts as unset. A list flag's environment variable (or a
+//! single string in the file) is split at commas; an element of a TOML array stays whole. A
+//! mistake anywhere is one line and exit code 1 ([`load`]).
+//!
+//! The settings come in sections ([`Config`]'s fields, each under its heading in `--help`),
+//! and each part of the hub is given the sections it uses.
+
+mod file;
+mod sections;
+mod values;
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use file::{config_file_arg, ConfigFileError, FileSettings, SettingError};
+pub use sections::{
+    Authorization, HistorySettings, Listen, Publishing, Streams, TlsSettings, TransportSettings,
+};
+use values::positive_duration;
+pub use values::{DataDir, JwtAlgorithm, Secret, MIN_INTERVAL};
+
+/// sse-hub: publish events over HTTP, receive them as Server-Sent Events (Mercure protocol).
+#[derive(Debug, Parser)]
+#[command(name = "sse-hub", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a token for publishing or subscribing, signed (HS256) with the key of `--jwt-key`
+    /// (or `SSE_HUB_JWT_KEY`; `--publisher-jwt-key` / `--subscriber-jwt-key` when set), e.g.
+    /// `sse-hub token --jwt-key KEY --publish '*'`.
+    Token(TokenArgs),
+}
+
+/// Claims of a token made by `sse-hub token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Topic selector the token may publish to (repeatable).
+    #[arg(long = "publish", value_name = "SELECTOR")]
+    pub publish: Vec<String>,
+    /// Topic selector the token may receive private updates of (repeatable).
+    #[arg(long = "subscribe", value_name = "SELECTOR")]
+    pub subscribe: Vec<String>,
+    /// Lifetime of the token, e.g. `30m` or `30d`: it expires this long after it is made.
+    #[arg(long, value_parser = positive_duration, default_value = "1h")]
+    pub exp: Duration,
+    /// Make a token that never expires (for a backend that can't renew one; prefer `--exp`).
+    #[arg(long, conflicts_with = "exp")]
+    pub no_exp: bool,
+    /// The `sub` claim.
+    #[arg(long)]
+    pub sub: Option<String>,
+}
+
+/// Everything the hub needs to run, in sections: each part of the hub is given its own.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// A TOML file of settings, `flag-name = value` (e.g. `bind = "0.0.0.0:8080"`,
+    /// `allow-anonymous = true`, `cors-origin = ["https://app.example"]`); flags and
+    /// environment variables override it.
+    #[arg(
+        long = "config",
+        env = "SSE_HUB_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config_file: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "Listening and HTTP limits")]
+    pub listen: Listen,
+
+    #[command(flatten, next_help_heading = "TLS")]
+    pub tls: TlsSettings,
+
+    #[command(flatten, next_help_heading = "Subscribers and streams")]
+    pub streams: Streams,
+
+    #[command(flatten, next_help_heading = "Publishing")]
+    pub publishing: Publishing,
+
+    #[command(flatten, next_help_heading = "History and store")]
+    pub history: HistorySettings,
+
+    #[command(flatten, next_help_heading = "Authorization")]
+    pub auth: Authorization,
+
+    #[command(flatten, next_help_heading = "Transport")]
+    pub transport: TransportSettings,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `--help` or `--version`: clap prints it and exits 0; not an error.
+    #[error("{0}")]
+    Display(clap::Error),
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// A flag, variable or file value clap refused, told on one line.
+    #[error("{}", one_line(.0))]
+    Invalid(clap::Error),
+}
+
+impl From<clap::Error> for LoadError {
+    fn from(err: clap::Error) -> Self {
+        if err.use_stderr() {
+            Self::Invalid(err)
+        } else {
+            Self::Display(err)
+        }
+    }
+}
+
+/// A clap error without its usage and help hints, its lines joined: one log line.
+pub(crate) fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = lines.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .map_or_else(|| joined.clone(), str::to_owned)
+}
+
+/// Reads the configuration from `args` (the process's, program name first), the `SSE_HUB_*`
+/// environment variables and the `--config` file, in that order of precedence.
+///
+/// An empty `SSE_HUB_*` variable counts as unset (as `X=` in a unit file or `docker -e X=`
+/// usually means). Nothing here writes the environment.
+pub fn load(args: &[OsString]) -> Result<Cli, LoadError> {
+    let mut command = Cli::command();
+    let file = match config_file_arg(args) {
+        Some(path) => Some(FileSettings::read(&path, &command)?),
+        None => None,
+    };
+    let empty: Vec<String> = command
+        .get_arguments()
+        .filter(|arg| {
+            arg.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty())
+        })
+        .map(|arg| arg.get_id().to_string())
+        .collect();
+    for id in empty {
+        command = command.mut_arg(id, |arg| arg.env(None));
+    }
+    let Some(file) = file else {
+        return Ok(Cli::from_arg_matches(&command.try_get_matches_from(args)?)?);
+    };
+    let command = file.apply(command);
+    let matches = command.clone().try_get_matches_from(args)?;
+    let whole = file.lists_used(&command, &matches);
+    if whole.is_empty() {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    }
+    let command = whole.iter().fold(command, |command, id| {
+        command.mut_arg(id, |arg| arg.value_delimiter(None))
+    });
+    Ok(Cli::from_arg_matches(&command.try_get_matches_from(args)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sse-hub").chain(args.iter().copied()))
+            .expect("valid arguments")
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = parse(&[]).config;
+        assert_eq!(c.listen.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.streams.tick_interval, Duration::from_secs(1));
+        assert_eq!(c.streams.keep_alive, Duration::from_secs(15));
+        assert_eq!(c.listen.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.history.history_size, 10_000);
+        assert_eq!(c.history.data_dir, DataDir(Some("sse-hub-data".into())));
+        assert_eq!(
+            parse(&["--data-dir", "none"]).config.history.data_dir,
+            DataDir(None)
+        );
+    }
+
+    #[test]
+    fn durations_accept_units_and_zero() {
+        let c = parse(&["--tick-interval", "500ms", "--keep-alive", "0"]).config;
+        assert_eq!(c.streams.tick_interval, Duration::from_millis(500));
+        assert_eq!(c.streams.keep_alive, Duration::ZERO);
+        assert!(Cli::try_parse_from(["sse-hub", "--tick-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_subscriptions_ttl_is_at_least_a_second() {
+        assert_eq!(
+            parse(&[]).config.streams.subscriptions_ttl,
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            parse(&["--subscriptions-ttl", "3s"])
+                .config
+                .streams
+                .subscriptions_ttl,
+            Duration::from_secs(3)
+        );
+        for short in ["0", "500ms"] {
+            assert!(Cli::try_parse_from(["sse-hub", "--subscriptions-ttl", short]).is_err());
+        }
+    }
+
+    #[test]
+    fn intervals_are_off_or_at_least_their_minimum() {
+        let c = parse(&["--keep-alive", "100ms", "--tick-interval", "0"]).config;
+        assert_eq!(c.streams.keep_alive, MIN_INTERVAL);
+        assert_eq!(c.streams.tick_interval, Duration::ZERO);
+        for flag in [
+            "--tick-interval",
+            "--keep-alive",
+            "--write-timeout",
+            "--request-header-timeout",
+            "--idle-timeout",
+        ] {
+            let err = Cli::try_parse_from(["sse-hub", flag, "99ms"]).unwrap_err();
+            assert!(
+                one_line(&err).ends_with("must be 0 (off) or at least 100ms"),
+                "{err}"
+            );
+        }
+        let err = Cli::try_parse_from(["sse-hub", "--jwks-refresh-interval", "9s"]).unwrap_err();
+        assert!(one_line(&err).ends_with("must be at least 10s"), "{err}");
+        assert!(Cli::try_parse_from(["sse-hub", "--workers", "513"]).is_err());
+    }
+
+    #[test]
+    fn a_clap_error_is_one_line_without_the_usage() {
+        let err = Cli::try_parse_from(["sse-hub", "--fsync", "x"]).unwrap_err();
+        assert_eq!(
+            one_line(&err),
+            "invalid value 'x' for '--fsync <FSYNC>' [possible values: always, batch, never]"
+        );
+        let help = Cli::try_parse_from(["sse-hub", "--help"]).unwrap_err();
+        assert!(matches!(LoadError::from(help), LoadError::Display(_)));
+    }
+
+    #[test]
+    fn the_key_may_follow_the_token_command() {
+        let cli = parse(&["token", "--jwt-key", "k", "--publish", "*"]);
+        assert_eq!(
+            cli.config.auth.publisher_key().map(Secret::expose),
+            Some("k")
+        );
+        assert!(matches!(cli.command, Some(Command::Token(_))));
+    }
+
+    #[test]
+    fn jwks_urls_are_checked_when_parsed() {
+        let c = parse(&["--publisher-jwks-url", "https://idp.example/jwks.json"]).config;
+        assert!(c.auth.publisher_jwks_url.is_some() && c.auth.subscriber_jwks_url.is_none());
+        assert_eq!(c.auth.jwks_refresh_interval, Duration::from_secs(300));
+        assert_eq!(c.auth.jwks_ca_cert, None);
+        let c = parse(&["--jwks-ca-cert", "/etc/sse-hub/idp-ca.pem"]).config;
+        assert_eq!(
+            c.auth.jwks_ca_cert,
+            Some(PathBuf::from("/etc/sse-hub/idp-ca.pem"))
+        );
+        for bad in [
+            "http://idp.example/jwks",
+            "jwks.json",
+            "ftp://idp.example/jwks",
+        ] {
+            let args = ["sse-hub", "--subscriber-jwks-url", bad];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = parse(&["--jwt-key", "hunter2"]).config;
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.auth.publisher_key().map(Secret::expose), Some("hunter2"));
+    }
+}
