@@ -11,7 +11,7 @@
     'test-events', 'test-status', 'stats', 'sub-form', 'sub-topics', 'sub-types', 'sub-token',
     'sub-connect', 'sub-disconnect', 'sub-state', 'sub-count', 'sub-dupes', 'sub-updates',
     'pub-form', 'pub-topics', 'pub-data', 'pub-type', 'pub-id', 'pub-private', 'pub-token',
-    'pub-send', 'pub-result',
+    'pub-send', 'pub-result', 'pub-help',
   ];
   const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());
   const els = Object.fromEntries(IDS.map((id) => [camel(id), $(id)]));
@@ -89,6 +89,10 @@
 
   // ---- live clock (fed only by `time` events) ---------------------------
 
+  // `seq` of the latest tick: how many ticks the hub has sent since it started (0 until one
+  // arrives, and with ticks off). The stats line takes them out of the hub's published count.
+  let tickSeq = 0;
+
   const onTime = (e) => {
     logEvent(e);
     let payload;
@@ -97,6 +101,7 @@
     } catch {
       return; // a malformed event is still logged above; just don't touch the clock
     }
+    if (Number.isSafeInteger(payload.seq)) tickSeq = payload.seq;
     // Prefer the server's ISO string; fall back to unix_ms if it is missing or unparsable.
     let date = new Date(payload.time);
     if (Number.isNaN(date.getTime())) date = new Date(payload.unix_ms);
@@ -277,7 +282,7 @@
   const nextStep = (status) => {
     if (status === 401) {
       return ' — to subscribe without a token, start the hub with --allow-anonymous; '
-        + 'or paste a token made with: sse-hub token --jwt-key KEY --subscribe \'*\'';
+        + 'or paste a token made with: sse-hub token --jwt-key KEY --subscribe \'*\' --exp 1h';
     }
     return '';
   };
@@ -401,8 +406,8 @@
       const text = await res.text();
       if (res.ok) setPubResult(true, `published: ${text.trim()}`);
       else if (res.status === 401) {
-        setPubResult(false, `error 401: ${firstLine(text) || res.statusText} — start the hub with a key `
-          + "(--jwt-key KEY) and paste a token made with: sse-hub token --jwt-key KEY --publish '*'");
+        els.pubHelp.open = true;
+        setPubResult(false, `error 401: ${firstLine(text) || res.statusText} — see "How to get a publisher token" above`);
       } else setPubResult(false, `error ${res.status}: ${firstLine(text) || res.statusText}`);
     } catch {
       setPubResult(false, 'error: the hub could not be reached');
@@ -433,6 +438,20 @@
     if (!prev || !lastSample || published < prev.published) return '… events/s';
     const rate = ((published - prev.published) * 1000) / (now - prev.at);
     return `${rate.toFixed(1)} events/s`;
+  };
+
+  // /stats counts every update fanned out, the clock's ticks included (a tick is an update on
+  // the time topic). Updates published by users are that count less the ticks. A tick counted
+  // in a snapshot can reach the page just after the snapshot does, so a figure is taken only
+  // from a poll during which no tick arrived, and shown once two such polls agree.
+  const userUpdates = { candidate: null, shown: null };
+
+  const countUserUpdates = (published, seqBefore) => {
+    // While the clock stream is down the hub ticks on unseen, so tickSeq is behind.
+    if (!Number.isFinite(published) || state !== 'open' || tickSeq !== seqBefore) return;
+    const estimate = Math.max(0, published - tickSeq);
+    if (estimate === userUpdates.candidate) userUpdates.shown = estimate;
+    userUpdates.candidate = estimate;
   };
 
   // ---- activity chart: subscribers and deliveries/s over the last minutes ----
@@ -473,19 +492,23 @@
     // A hung request must not stall the poll loop, so abort it before the next tick.
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), STATS_EVERY_MS - 200);
+    const seqBefore = tickSeq;
     try {
       const res = await fetch('stats', { cache: 'no-store', headers: { Accept: 'application/json' }, signal: ctrl.signal });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const s = await res.json();
       const plural = s.subscribers === 1 ? '' : 's';
+      countUserUpdates(s.events_published, seqBefore);
+      const published = userUpdates.shown === null ? '…' : show(userUpdates.shown);
       els.stats.textContent =
         `${show(s.subscribers)} subscriber${plural} connected · ${eventRate(s.events_published)} · ` +
-        `${show(s.events_published)} published · ${show(s.events_delivered)} delivered · ` +
-        `${show(s.subscribers_dropped_slow)} dropped (slow)`;
+        `${published} updates published · ${show(tickSeq)} clock ticks · ` +
+        `${show(s.events_delivered)} delivered · ${show(s.subscribers_dropped_slow)} dropped (slow)`;
       plot(s);
     } catch {
       lastSample = null;
       lastDelivered = null;
+      userUpdates.candidate = null; // the hub may come back restarted, its counts from zero
       els.stats.textContent = 'stats unavailable'; // quiet by design: no console noise
     } finally {
       clearTimeout(timer);
@@ -496,6 +519,8 @@
 
   rememberInput(els.subToken, 'sse-hub.sub-token');
   rememberInput(els.pubToken, 'sse-hub.pub-token');
+  // Open on first load; folded away once this tab has a publisher token.
+  if (els.pubToken.value) els.pubHelp.open = false;
   setState('connecting');
   connect();
   pollStats();

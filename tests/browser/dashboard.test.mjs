@@ -281,6 +281,78 @@ test('after a hub restart the page resumes and lists every update exactly once',
   await stopHub(own);
 });
 
+/** The status line's figures as a reader sees them, or null while one is not shown yet. */
+async function figures(page) {
+  const line = await text(page, '#stats');
+  const count = (re) => {
+    const m = line.match(re);
+    return m ? Number(m[1].replace(/,/g, '')) : null;
+  };
+  const published = count(/(\d[\d,]*) updates published/);
+  const ticks = count(/(\d[\d,]*) clock ticks/);
+  return published === null || ticks === null ? null : { published, ticks, line };
+}
+
+test('published updates are counted apart from clock ticks, and the page says how to get a token', async () => {
+  // A hub of its own, so no other test's updates are in its counts.
+  const port = await freePort();
+  const own = await startHub(port, ['--tick-interval', '250ms']);
+  const url = `http://127.0.0.1:${port}`;
+  const page = await openPage(`${url}/`);
+
+  // On first load, before any failure, the publish panel shows the commands.
+  assert.equal(await page.getAttribute('#pub-help', 'open'), '', 'the help is open on first load');
+  assert.ok(await page.locator('#pub-help-token').isVisible());
+  assert.equal((await text(page, '#pub-help-hub')).trim(),
+    'export SSE_HUB_JWT_KEY=change-me-to-a-long-random-secret\nsse-hub --allow-anonymous');
+  // One shell command, continued over two lines so it reads in the card.
+  const command = (await text(page, '#pub-help-token')).trim().replace(/ \\\n\s*/g, ' ');
+  assert.equal(command,
+    "sse-hub token --jwt-key change-me-to-a-long-random-secret --publish '*' --exp 1h");
+
+  // Ticks flow and nobody publishes: the ticks go up, the published figure stays 0.
+  const first = await waitFor('figures shown', () => figures(page), 15_000);
+  assert.equal(first.published, 0, first.line);
+  await waitFor('more ticks', async () => {
+    const now = await figures(page);
+    if (!now) return false; // a poll that failed: the line says "stats unavailable"
+    assert.equal(now.published, 0, now.line);
+    return now.ticks >= first.ticks + 12;
+  }, 15_000);
+
+  // The token command as shown, run with this hub's key: a real token from `sse-hub token`.
+  const args = command.split(' ').slice(1).map((arg) => arg.replace(/^'(.*)'$/, '$1')
+    .replace('change-me-to-a-long-random-secret', KEY));
+  const token = execFileSync(HUB_BIN, args, { encoding: 'utf8', env: {}, timeout: 10_000 }).trim();
+  await subscribeOnPage(page, ['https://example.com/books/{id}']);
+  const res = await fetch(`${url}/.well-known/mercure`, {
+    method: 'POST',
+    body: new URLSearchParams({ topic: 'https://example.com/books/1', data: 'the first user update' }),
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const id = (await res.text()).trim();
+  assert.equal(res.status, 200, id);
+  await waitFor('the update listed', async () => (await updateIds(page)).includes(id));
+  const after = await waitFor('published 1', async () => {
+    const now = await figures(page);
+    return now?.published === 1 && now;
+  }, 15_000);
+  await waitFor('ticks still counted apart', async () => {
+    const now = await figures(page);
+    if (!now) return false;
+    assert.equal(now.published, 1, now.line);
+    return now.ticks >= after.ticks + 12;
+  }, 15_000);
+
+  // Once the tab has a publisher token, the help is folded away on the next load.
+  await page.fill('#pub-token', token);
+  await page.reload();
+  assert.equal(await page.inputValue('#pub-token'), token);
+  assert.equal(await page.getAttribute('#pub-help', 'open'), null);
+  await page.context().close();
+  await stopHub(own);
+});
+
 /** Opens ten EventSources on `page` and answers how many got a time event within 8 s. */
 const tenStreams = (page) => page.evaluate(() => new Promise((resolve) => {
   const got = new Set();
@@ -347,6 +419,7 @@ test('a screenshot of the dashboard', async () => {
   await page.click('#run-test');
   await waitFor('test done', async () => (await text(page, '#test-status')) === 'done', 10_000);
   await waitFor('updates listed', async () => (await updateIds(page)).length === 2);
+  await waitFor('figures shown', () => figures(page), 15_000);
   const file = join(OUT, 'dashboard.png');
   await page.screenshot({ path: file, fullPage: true });
   assert.ok(existsSync(file));
