@@ -14,16 +14,16 @@ use futures_util::future::ready;
 
 use crate::{
     auth::Auth,
-    broadcaster::{self, Broadcaster},
     config::{Config, Listen, TlsSettings},
-    direct::Connection,
-    presence::Presence,
-    routes::{self, AppState},
-    shard,
+    fanout::broadcaster::{self, Broadcaster},
+    fanout::direct::Connection,
+    fanout::presence::Presence,
+    fanout::shard,
+    history::store::Store,
+    http::routes::{self, AppState},
+    protocol::topic::{Topic, TopicSelector},
     stats::Stats,
-    store::Store,
     ticker::{self, Ticker},
-    topic::{Topic, TopicSelector},
     transport::TransportKind,
 };
 
@@ -43,7 +43,7 @@ pub enum StartError {
     #[error("cannot open the durable history in {}: {source}", dir.display())]
     Store {
         dir: std::path::PathBuf,
-        source: crate::store::StoreError,
+        source: crate::history::store::StoreError,
     },
 }
 
@@ -87,7 +87,7 @@ impl Application {
         ]
         .into_iter()
         .flatten()
-        .any(|url| matches!(url, crate::jwks::JwksUrl::Remote(u) if u.scheme() == "https"));
+        .any(|url| matches!(url, crate::auth::jwks::JwksUrl::Remote(u) if u.scheme() == "https"));
         if config.auth.jwks_ca_cert.is_some() && !fetches_https {
             log::warn!("--jwks-ca-cert is unused: no https:// JWK set URL is configured");
         }
@@ -161,7 +161,7 @@ impl Application {
                 config.publishing.publish_burst,
             )),
             time_selector,
-            templates: crate::topic::Templates::new(config.streams.max_template_memory),
+            templates: crate::protocol::topic::Templates::new(config.streams.max_template_memory),
         };
         let app = move || {
             App::new()
@@ -171,7 +171,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     routes::request_size::request_size,
                 ))
-                .wrap(crate::access_log::AccessLog)
+                .wrap(crate::http::access_log::AccessLog)
                 .configure(|cfg| routes::configure(cfg, state.clone()))
         };
         let mut builder = actix_web::dev::Server::build()
@@ -202,7 +202,7 @@ impl Application {
                     .finish(map_config(app(), |()| AppConfig::default()))
                     .rustls_0_23(tls.clone())
             }),
-            // HTTP/1 on connections the fan-out may write to directly (`crate::direct`).
+            // HTTP/1 on connections the fan-out may write to directly (`crate::fanout::direct`).
             None => builder.listen("sse-hub", listener, move || {
                 let write_timeout = http.write_timeout;
                 let h1 = http

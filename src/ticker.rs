@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 
 use crate::{
-    broadcaster::{Broadcast, Broadcaster},
-    topic::Topic,
-    update::{EventId, EventType, Update},
+    fanout::broadcaster::{Broadcast, Broadcaster},
+    protocol::topic::Topic,
+    protocol::update::{EventId, EventType, Update},
 };
 
 /// Event type of the server-time updates.

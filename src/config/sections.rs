@@ -174,7 +174,7 @@ pub struct HistorySettings {
     /// gathers updates while they keep coming, up to 2 ms), both before answering 200; or
     /// `never` (synced within a second; a crash may lose the last second).
     #[arg(long, env = "SSE_HUB_FSYNC", value_enum, default_value = "always")]
-    pub fsync: crate::store::Fsync,
+    pub fsync: crate::history::store::Fsync,
 
     /// Start even if the durable history is damaged: keep every stored update that verifies
     /// and move the damaged files aside (`history.*.damaged-…`, never deleted), logging what
@@ -228,12 +228,12 @@ pub struct Authorization {
     /// JWK set whose keys verify publisher tokens, picked by `kid` (`https://…`, `file://…`, or
     /// `http://` to a loopback address); instead of `--publisher-jwt-key`.
     #[arg(long, env = "SSE_HUB_PUBLISHER_JWKS_URL", value_name = "URL")]
-    pub publisher_jwks_url: Option<crate::jwks::JwksUrl>,
+    pub publisher_jwks_url: Option<crate::auth::jwks::JwksUrl>,
 
     /// JWK set whose keys verify subscriber tokens (same forms); instead of
     /// `--subscriber-jwt-key`.
     #[arg(long, env = "SSE_HUB_SUBSCRIBER_JWKS_URL", value_name = "URL")]
-    pub subscriber_jwks_url: Option<crate::jwks::JwksUrl>,
+    pub subscriber_jwks_url: Option<crate::auth::jwks::JwksUrl>,
 
     /// CA certificates (one PEM file, one or more certificates) trusted for `https://` JWK sets,
     /// besides the built-in web roots: for an identity provider behind a private CA.

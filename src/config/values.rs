@@ -39,7 +39,7 @@ pub(super) fn interval(value: &str) -> Result<Duration, String> {
 /// Parses the JWK set refresh period: no shorter than the wait between the fetches unknown
 /// `kid`s make, so nothing fetches a set more often.
 pub(super) fn jwks_interval(value: &str) -> Result<Duration, String> {
-    at_least(value, crate::jwks::MIN_REFETCH_INTERVAL)
+    at_least(value, crate::auth::jwks::MIN_REFETCH_INTERVAL)
 }
 
 /// Parses a duration of at least `min`.

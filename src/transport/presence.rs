@@ -1,6 +1,6 @@
 //! Active subscriptions across nodes (`--subscriptions` with `--transport redis://…`).
 //!
-//! The broadcaster tells its node's [`Presence`] when a subscriber with announced subscriptions
+//! The broadcaster tells its node's [`Presence`](crate::fanout::presence::Presence) when a subscriber with announced subscriptions
 //! comes or goes; one task per node, the writer, turns what is queued into one `MULTI` … `EXEC`:
 //! - the subscription events (`active` true or false), added to the event stream like any
 //!   publish, so every node delivers them and keeps them in its history;
@@ -41,9 +41,9 @@ use tokio::sync::oneshot;
 
 use super::{encode, RedisTransport, TransportError};
 use crate::{
-    active::{self, Announced},
-    presence::{Change, Changes},
-    update::EventId,
+    fanout::active::{self, Announced},
+    fanout::presence::{Change, Changes},
+    protocol::update::EventId,
 };
 
 /// Changes the writer takes into one transaction, at most.

@@ -474,7 +474,7 @@ fn named(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
 }
 
 /// The journal's records of its current epoch (what the first record's header names): each
-/// one's offset and body, by the layout of `src/journal.rs` (24-byte header: length, CRC-32,
+/// one's offset and body, by the layout of `src/history/journal.rs` (24-byte header: length, CRC-32,
 /// epoch, sequence in the low 32 bits of the last field).
 fn journal_records(journal: &[u8]) -> Vec<(usize, &[u8])> {
     let field = |at: usize, n: usize| {

@@ -858,11 +858,11 @@ async fn metric(hub: &TestHub, name: &str) -> u64 {
 }
 
 /// While a plain HTTP/1 subscriber waits, the fan-out writes updates to its socket itself
-/// (`src/direct.rs`); what the socket does not take goes through the stream. A subscriber that
+/// (`src/fanout/direct.rs`); what the socket does not take goes through the stream. A subscriber that
 /// stops reading (a small receive buffer; 16 KB updates until the socket is full, about 3 MB
 /// here) and then reads again, slowly, while more updates come, gets every update whole and in
 /// order, across both paths, on a close-delimited response. (That a direct write never
-/// overtakes bytes the dispatcher holds is checked directly in `src/direct.rs`'s tests.)
+/// overtakes bytes the dispatcher holds is checked directly in `src/fanout/direct.rs`'s tests.)
 #[tokio::test]
 async fn a_subscriber_that_pauses_gets_every_update_whole_and_in_order() {
     let hub = TestHub::protocol(&["--queue-capacity", "10000"]);

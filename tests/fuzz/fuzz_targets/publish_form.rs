@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_hub::publication::Publication;
+use sse_hub::protocol::publication::Publication;
 
 fn clean(s: &str) -> bool {
     !s.contains(['\r', '\n', '\0'])

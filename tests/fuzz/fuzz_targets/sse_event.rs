@@ -92,7 +92,7 @@ fuzz_target!(|input: Input| {
     if has_line_break_or_nul(&input.id) || has_line_break_or_nul(&input.event) {
         return;
     }
-    let bytes = sse_hub::sse::event(
+    let bytes = sse_hub::protocol::sse::event(
         input.id.as_deref(),
         input.event.as_deref(),
         input.retry,

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_hub::topic::TopicSelector;
+use sse_hub::protocol::topic::TopicSelector;
 
 fuzz_target!(|input: (&str, &str)| {
     let (source, topic) = input;

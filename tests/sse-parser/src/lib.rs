@@ -14,7 +14,7 @@
 //! invalid sequence can't straddle the ASCII CR, LF or colon that delimit values.
 //!
 //! It is shared by the hub's black-box tests (`tests/api/helpers.rs`), the hub's own wire tests
-//! (`src/sse.rs`) and the load generator (`tests/bench/loadgen/`), which is why items are handed
+//! (`src/protocol/sse.rs`) and the load generator (`tests/bench/loadgen/`), which is why items are handed
 //! to a callback as borrowed slices: parsing allocates nothing per event once its buffers have
 //! grown.
 //!

@@ -6,9 +6,9 @@ use actix_web::{
 };
 
 use crate::{
-    broadcaster::{PublishRefused, SubscribeRefused},
-    topic::SelectorError,
-    update::EventId,
+    fanout::broadcaster::{PublishRefused, SubscribeRefused},
+    protocol::topic::SelectorError,
+    protocol::update::EventId,
 };
 
 /// Seconds a client is asked to wait before retrying a 503.

@@ -23,7 +23,7 @@ use actix_web::{
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
-use crate::direct::Connection;
+use crate::fanout::direct::Connection;
 
 /// The log target of the access log.
 pub const TARGET: &str = "sse_hub::access";
@@ -238,7 +238,7 @@ fn redact_query(query: &str) -> Cow<'_, str> {
 /// compared as sent.
 fn is_secret(piece: &str) -> bool {
     let raw = piece.split_once('=').map_or(piece, |(name, _)| name);
-    let name = crate::form::parse(raw)
+    let name = crate::protocol::form::parse(raw)
         .ok()
         .and_then(|mut pairs| pairs.pop())
         .map_or(Cow::Borrowed(raw), |(name, _)| name);

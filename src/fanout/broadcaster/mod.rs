@@ -1,7 +1,7 @@
 //! The broadcaster actor: the one place where subscribing, replay and publishing are ordered.
 //! It owns the history, asks its membership (`membership.rs`: the subscribers, their counts
 //! and limits, the announced subscriptions) and its durable pipeline (`durable.rs`: the updates
-//! on their way to the store), and sends each update once to every worker's [`crate::shard`],
+//! on their way to the store), and sends each update once to every worker's [`crate::fanout::shard`],
 //! which fans it out to the worker's own subscribers.
 //!
 //! # Slow-consumer policy
@@ -10,7 +10,7 @@
 //! - a subscriber whose queue is full is **disconnected**: its queue is closed, so its stream
 //!   ends after the bytes already queued and its `EventSource` reconnects (with `Last-Event-ID`,
 //!   so it loses nothing still in history); it is counted in `subscribers_dropped_slow`;
-//! - a subscriber whose client left is removed at once, by its stream's [`crate::shard::LocalQueue`] when
+//! - a subscriber whose client left is removed at once, by its stream's [`crate::fanout::shard::LocalQueue`] when
 //!   actix drops the stream.
 //!
 //! Subscribing, resuming from history and publishing are all handled by this one actor, so a
@@ -30,16 +30,16 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use tokio::sync::oneshot;
 
-pub use crate::registry::SubscriberId;
-use crate::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
+pub use crate::fanout::registry::SubscriberId;
+use crate::fanout::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
-    active::Announced,
-    history::{Cursor, History, Retention, EARLIEST},
-    presence::Presence,
+    fanout::active::Announced,
+    fanout::presence::Presence,
+    fanout::subscription::Subscription,
+    history::store::{Commit, Loaded, Store, StoreError},
+    history::{History, Retention},
+    protocol::update::{now_ms, Cursor, EventId, Update, EARLIEST},
     stats::{DropReason, Stats},
-    store::{Commit, Loaded, Store, StoreError},
-    subscription::Subscription,
-    update::{now_ms, EventId, Update},
 };
 pub use backlog::{Backlog, BacklogStep};
 use durable::{Durable, Pending, Waiter};

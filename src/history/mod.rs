@@ -12,8 +12,10 @@ use std::{
 
 use imbl::Vector;
 
-pub use crate::update::{Cursor, EARLIEST};
-use crate::update::{EventId, Update};
+pub mod journal;
+pub mod store;
+
+use crate::protocol::update::{Cursor, EventId, Update, EARLIEST};
 
 /// What history gives a reconnecting subscriber.
 #[derive(Debug)]
@@ -278,7 +280,7 @@ impl std::borrow::Borrow<str> for EventId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::Topic;
+    use crate::protocol::topic::Topic;
 
     fn update(id: &str, data: &str) -> Arc<Update> {
         Arc::new(Update::new(

@@ -30,12 +30,11 @@ use tokio::sync::{watch, Mutex, Notify};
 
 use self::entry_id::EntryId;
 use crate::{
-    broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
-    history::Cursor,
-    publication::Publication,
+    fanout::broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
+    protocol::publication::Publication,
+    protocol::topic::Topic,
+    protocol::update::{Cursor, EventId, EventType, Update},
     stats::Stats,
-    topic::Topic,
-    update::{EventId, EventType, Update},
 };
 
 /// How long a publish waits for Redis before answering 503.
@@ -104,7 +103,7 @@ impl Transport {
         history_size: usize,
         broadcaster: Addr<Broadcaster>,
         stats: Arc<Stats>,
-        presence: Option<crate::presence::Changes>,
+        presence: Option<crate::fanout::presence::Changes>,
     ) -> Result<Self, redis::RedisError> {
         match kind {
             TransportKind::Local => Ok(Self::Local),

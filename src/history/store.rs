@@ -41,9 +41,9 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::{
-    journal::{self, Contents, Journal},
-    topic::Topic,
-    update::{EventId, Update},
+    history::journal::{self, Contents, Journal},
+    protocol::topic::Topic,
+    protocol::update::{EventId, Update},
 };
 
 /// The longest an update waits for others to share its commit with `--fsync batch`.
@@ -60,7 +60,7 @@ pub const LAZY_SYNC: Duration = Duration::from_secs(1);
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The journal is copied into the database once it holds this much, however recent.
-const CHECKPOINT_BYTES: u64 = crate::journal::INITIAL_SIZE / 2;
+const CHECKPOINT_BYTES: u64 = crate::history::journal::INITIAL_SIZE / 2;
 
 /// Updates committed together at most.
 const MAX_BATCH: usize = 4096;

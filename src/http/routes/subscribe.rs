@@ -8,13 +8,12 @@ use actix_web::{
 
 use super::{error::ApiError, AppState};
 use crate::{
-    broadcaster::Subscribe,
-    direct::{self, Outlet},
-    history::Cursor,
-    shard::LocalQueue,
-    stream::SubscriberStream,
-    subscription::Subscription,
-    update::check_field,
+    fanout::broadcaster::Subscribe,
+    fanout::direct::{self, Outlet},
+    fanout::shard::LocalQueue,
+    fanout::subscription::Subscription,
+    http::stream::SubscriberStream,
+    protocol::update::{check_field, Cursor},
 };
 
 /// Sets the headers every SSE response carries.
@@ -62,7 +61,7 @@ pub(crate) async fn open_stream(
     subscription: Subscription,
     cursor: Option<Cursor>,
     expires: Option<tokio::time::Instant>,
-    announced: Option<crate::active::Announced>,
+    announced: Option<crate::fanout::active::Announced>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .transport

@@ -3,8 +3,10 @@
 //! A token is read from the `Authorization: Bearer` header, else the `authorization` query
 //! parameter, else the cookie (`mercureAuthorization` by default), and only from the first of
 //! those present. Publisher and subscriber tokens are verified with separate keys: a configured
-//! key (`--jwt-key`, …) or the keys of a JWK set ([`crate::jwks`]). The hub understands no JWS
+//! key (`--jwt-key`, …) or the keys of a JWK set ([`crate::auth::jwks`]). The hub understands no JWS
 //! extension: a token whose header has `crit` is refused.
+
+pub mod jwks;
 
 use std::{
     sync::Arc,
@@ -17,9 +19,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    auth::jwks::{Jwks, JwksUrl},
     config::{Authorization, JwtAlgorithm, Secret},
-    jwks::{Jwks, JwksUrl},
-    topic::{Budget, SelectorError, Templates, TopicSelector},
+    protocol::topic::{Budget, SelectorError, Templates, TopicSelector},
 };
 
 /// Why a token was refused (the client is told only "invalid token"; the cause goes to the log).
@@ -55,7 +57,7 @@ pub enum KeyError {
     #[error("--{role}-jwt-key and --{role}-jwks-url are both given: choose one")]
     Conflict { role: &'static str },
     #[error(transparent)]
-    CaCert(#[from] crate::jwks::CaCertError),
+    CaCert(#[from] crate::auth::jwks::CaCertError),
     #[error("cannot make an HTTP client for {url}: {source}")]
     Client {
         url: JwksUrl,
@@ -310,7 +312,7 @@ pub enum Subscriber {
 impl Auth {
     pub fn from_config(config: &Authorization) -> Result<Self, KeyError> {
         let ca = match &config.jwks_ca_cert {
-            Some(path) => crate::jwks::ca_certificates(path)?,
+            Some(path) => crate::auth::jwks::ca_certificates(path)?,
             None => Vec::new(),
         };
         Ok(Self {

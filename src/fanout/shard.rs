@@ -7,7 +7,7 @@
 //! those streams, which live on the same thread: no lock, no atomic and no cross-thread wake
 //! per delivery.
 //!
-//! Each local subscriber's queue is an [`Outlet`] ([`crate::direct`]): while the stream of a
+//! Each local subscriber's queue is an [`Outlet`] ([`crate::fanout::direct`]): while the stream of a
 //! subscriber on a plain HTTP/1 connection waits, the update goes to its socket directly and
 //! nobody is woken; only what the socket does not take at once is queued for the stream.
 //!
@@ -30,11 +30,11 @@ use indexmap::IndexMap;
 use tokio::sync::mpsc;
 
 use crate::{
-    direct::{Offered, Outlet},
-    registry::{Delivery, Registry, SubscriberId},
+    fanout::direct::{Offered, Outlet},
+    fanout::registry::{Delivery, Registry, SubscriberId},
+    fanout::subscription::Subscription,
+    protocol::update::Update,
     stats::{DropReason, Stats},
-    subscription::Subscription,
-    update::Update,
 };
 
 /// Identifies one shard (one worker thread).

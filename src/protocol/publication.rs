@@ -1,9 +1,9 @@
 //! A publish request's form (`application/x-www-form-urlencoded`), parsed and validated.
 
 use crate::{
-    form::{InvalidUtf8, Pair},
-    topic::{Topic, TopicError},
-    update::{EventId, EventType, FieldError, Update},
+    protocol::form::{InvalidUtf8, Pair},
+    protocol::topic::{Topic, TopicError},
+    protocol::update::{EventId, EventType, FieldError, Update},
 };
 
 /// Why a form was refused; each message is one line for the client.
@@ -79,7 +79,7 @@ impl Publication {
     /// Parses a form-encoded body. Unknown fields are ignored, as Mercure does; a name or
     /// value that is not UTF-8 once percent-decoded is refused.
     pub fn parse(body: &str) -> Result<Self, FormError> {
-        let pairs = crate::form::parse(body)?;
+        let pairs = crate::protocol::form::parse(body)?;
         let topics = pairs
             .iter()
             .filter(|(k, _)| k == "topic")

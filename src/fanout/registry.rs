@@ -1,6 +1,7 @@
-//! The broadcaster's registry of subscribers, indexed by selector so a publish costs in
-//! proportion to the subscribers it may reach and to the distinct templates in use, not to
-//! all subscribers.
+//! One worker's registry of its own subscribers, held by that worker's shard
+//! ([`crate::fanout::shard`]; the broadcaster keeps only their counts), indexed by selector so
+//! a publish costs in proportion to the subscribers it may reach and to the distinct templates
+//! in use, not to all subscribers.
 //!
 //! Every selector of a subscription files its subscriber under one index: a plain topic in
 //! `by_topic`, a URI template in `by_template` (one entry per distinct template, shared by
@@ -12,9 +13,9 @@ use std::{collections::HashMap, sync::Arc};
 use indexmap::IndexSet;
 
 use crate::{
-    subscription::Subscription,
-    topic::{Template, TopicSelector},
-    update::Update,
+    fanout::subscription::Subscription,
+    protocol::topic::{Template, TopicSelector},
+    protocol::update::Update,
 };
 
 /// Identifies one registered subscriber.
@@ -231,8 +232,8 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::{
-        topic::{Topic, TopicSelector},
-        update::EventId,
+        protocol::topic::{Topic, TopicSelector},
+        protocol::update::EventId,
     };
 
     fn subscription(selectors: &[&str]) -> Arc<Subscription> {
@@ -282,10 +283,10 @@ mod tests {
 
     #[test]
     fn subscribers_of_one_template_share_one_evaluation() {
-        let templates = crate::topic::Templates::new(1 << 20);
+        let templates = crate::protocol::topic::Templates::new(1 << 20);
         let mut registry = Registry::default();
         for i in 0..100 {
-            let mut budget = crate::topic::Budget::default();
+            let mut budget = crate::protocol::topic::Budget::default();
             let selector = templates.selector("/books/{id}", &mut budget).unwrap();
             let subscription = Arc::new(Subscription::new(vec![selector], Vec::new(), None));
             registry.insert(SubscriberId(i), subscription);

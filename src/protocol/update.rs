@@ -7,7 +7,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::{sse, topic::Topic};
+use crate::{protocol::sse, protocol::topic::Topic};
 
 /// Longest `id` or `type` accepted, in bytes.
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -159,7 +159,7 @@ impl Update {
         Self::from_parts(id, topics, private, encoded, now_ms())
     }
 
-    /// Rebuilds an update from its parts as the hub stored them (see `crate::store`):
+    /// Rebuilds an update from its parts as the hub stored them (see `crate::history::store`):
     /// `encoded` must be the SSE encoding of an update with this id.
     #[must_use]
     pub fn from_parts(

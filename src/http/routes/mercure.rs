@@ -6,14 +6,14 @@ use futures_util::StreamExt;
 
 use super::{error::ApiError, single, subscribe, AppState};
 use crate::{
-    active::Announced,
     auth::{AuthError, MercureClaim, Subscriber},
     config::Listen,
-    publication::Publication,
-    subscription::Subscription,
-    topic::Budget,
+    fanout::active::Announced,
+    fanout::subscription::Subscription,
+    protocol::publication::Publication,
+    protocol::topic::Budget,
+    protocol::update::EventId,
     transport::TransportError,
-    update::EventId,
 };
 
 /// Path of the hub endpoint, fixed by the protocol.

@@ -5,7 +5,7 @@ use std::{collections::VecDeque, sync::Arc};
 
 use bytes::Bytes;
 
-use crate::{stats::Stats, subscription::Subscription, update::Update};
+use crate::{fanout::subscription::Subscription, protocol::update::Update, stats::Stats};
 
 /// History updates a subscriber's stream looks at per poll before it lets other tasks of its
 /// worker run (a reconnect storm must not starve publishes and live streams).
@@ -100,8 +100,8 @@ impl Backlog {
 mod tests {
     use super::*;
     use crate::{
-        topic::{Topic, TopicSelector},
-        update::EventId,
+        protocol::topic::{Topic, TopicSelector},
+        protocol::update::EventId,
     };
 
     #[test]

@@ -14,11 +14,11 @@ use super::{
     single, AppState,
 };
 use crate::{
-    active::{self, PREFIX},
     auth::Subscriber,
-    broadcaster::{ActiveList, LastSeen, ListActive},
     config::Listen,
-    topic::Budget,
+    fanout::active::{self, PREFIX},
+    fanout::broadcaster::{ActiveList, LastSeen, ListActive},
+    protocol::topic::Budget,
     transport::Transport,
 };
 

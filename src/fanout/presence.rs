@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::active::Announced;
+use crate::fanout::active::Announced;
 
 /// What the broadcaster tells the writer.
 #[derive(Debug)]

@@ -11,9 +11,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use crate::{
-    publication::Publication,
-    topic::Topic,
-    update::{EventId, Update},
+    protocol::publication::Publication,
+    protocol::topic::Topic,
+    protocol::update::{EventId, Update},
 };
 
 /// Path under which the subscriptions are published and served.
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn the_iri_matches_the_specification_template() {
-        let template = crate::topic::TopicSelector::parse(
+        let template = crate::protocol::topic::TopicSelector::parse(
             "/.well-known/mercure/subscriptions{/topic}{/subscriber}",
         )
         .unwrap();

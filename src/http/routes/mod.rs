@@ -18,8 +18,8 @@ use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use crate::{
-    auth::Auth, broadcaster::Broadcaster, config::Config, form::Pair, stats::Stats,
-    topic::TopicSelector,
+    auth::Auth, config::Config, fanout::broadcaster::Broadcaster, protocol::form::Pair,
+    protocol::topic::TopicSelector, stats::Stats,
 };
 use error::ApiError;
 
@@ -28,7 +28,7 @@ use error::ApiError;
 pub struct AppState {
     pub broadcaster: Addr<Broadcaster>,
     /// Where each worker's shard reports to the broadcaster (made once: shared by every stream).
-    pub shard_owner: crate::shard::Owner,
+    pub shard_owner: crate::fanout::shard::Owner,
     pub stats: Arc<Stats>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
@@ -37,7 +37,7 @@ pub struct AppState {
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,
     /// Compiled URI templates, shared by every request that uses the same one.
-    pub templates: crate::topic::Templates,
+    pub templates: crate::protocol::topic::Templates,
 }
 
 /// Registers every route.
@@ -87,11 +87,12 @@ pub async fn not_found() -> HttpResponse {
 /// Decodes a query string into pairs, keeping repeated keys; `400` when a name or value is
 /// not UTF-8 once percent-decoded.
 pub(crate) fn query_pairs(input: &str) -> Result<Vec<Pair<'_>>, ApiError> {
-    crate::form::parse(input).map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+    crate::protocol::form::parse(input)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
 }
 
 /// The value of a parameter that may appear at most once.
 pub(crate) fn single<'a>(pairs: &'a [Pair<'_>], name: &str) -> Result<Option<&'a str>, ApiError> {
-    crate::publication::at_most_once(pairs, name)
+    crate::protocol::publication::at_most_once(pairs, name)
         .map_err(|_| ApiError::BadRequest(format!("'{name}' may appear only once")))
 }

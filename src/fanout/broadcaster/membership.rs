@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::SubscribeRefused;
-use crate::{active::Announced, registry::SubscriberId, shard::ShardId};
+use crate::{fanout::active::Announced, fanout::registry::SubscriberId, fanout::shard::ShardId};
 
 /// What is kept of a registered subscriber: what the counts need and, with `--subscriptions`,
 /// what the subscriptions API lists.

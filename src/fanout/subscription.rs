@@ -1,6 +1,6 @@
 //! A subscription: what one subscriber asked for and what its token lets it read.
 
-use crate::{topic::TopicSelector, update::Update};
+use crate::{protocol::topic::TopicSelector, protocol::update::Update};
 
 /// The compiled selectors of one subscriber; built once at subscribe time.
 #[derive(Debug)]

@@ -14,9 +14,9 @@ use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
 use crate::{
-    broadcaster::{Backlog, BacklogStep, Subscribed},
-    shard::LocalQueue,
-    sse,
+    fanout::broadcaster::{Backlog, BacklogStep, Subscribed},
+    fanout::shard::LocalQueue,
+    protocol::sse,
 };
 
 /// Streams one subscriber's bytes; dropping it (the client left) unregisters the subscriber.

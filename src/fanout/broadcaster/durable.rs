@@ -24,9 +24,9 @@ use tokio::sync::oneshot;
 
 use super::PublishRefused;
 use crate::{
+    history::store::{Commit, Store, StoreHandle},
     history::{History, Projection},
-    store::{Commit, Store, StoreHandle},
-    update::{EventId, Update},
+    protocol::update::{EventId, Update},
 };
 
 /// A publish waiting for its update's outcome.
@@ -233,7 +233,7 @@ mod tests {
     use std::{sync::mpsc, time::Duration};
 
     use super::*;
-    use crate::{history::Retention, store::Fsync, topic::Topic};
+    use crate::{history::store::Fsync, history::Retention, protocol::topic::Topic};
 
     fn update(id: &str) -> Arc<Update> {
         Arc::new(Update::new(
@@ -389,7 +389,7 @@ mod tests {
         assert!(durable.projection.is_some());
         let failed = Commit {
             through: 0,
-            result: Err(Arc::new(crate::store::StoreError::Io(
+            result: Err(Arc::new(crate::history::store::StoreError::Io(
                 std::io::Error::other("test"),
             ))),
         };

@@ -4,7 +4,7 @@
 //! Framing follows the WHATWG `EventSource` parser: a field per line, an empty line ends the
 //! event. Data is split on every line terminator the parser knows (CRLF, LF and CR), so no
 //! payload can end an event early or smuggle in a field. `id` and `event` values are typed
-//! ([`EventId`](crate::update::EventId), [`EventType`](crate::update::EventType)) and can't
+//! ([`EventId`](crate::protocol::update::EventId), [`EventType`](crate::protocol::update::EventType)) and can't
 //! hold CR, LF or NUL, so their lines can't be broken either.
 
 use std::fmt::Write as _;

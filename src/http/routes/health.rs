@@ -29,7 +29,7 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     let ready = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        state.broadcaster.send(crate::broadcaster::Ready),
+        state.broadcaster.send(crate::fanout::broadcaster::Ready),
     )
     .await;
     match ready {
