@@ -81,15 +81,8 @@ impl Application {
         let tls = tls_config(&config.tls)?;
         let listener = listen(config.listen.bind).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let fetches_https = [
-            &config.auth.publisher_jwks_url,
-            &config.auth.subscriber_jwks_url,
-        ]
-        .into_iter()
-        .flatten()
-        .any(|url| matches!(url, crate::auth::jwks::JwksUrl::Remote(u) if u.scheme() == "https"));
-        if config.auth.jwks_ca_cert.is_some() && !fetches_https {
-            log::warn!("--jwks-ca-cert is unused: no https:// JWK set URL is configured");
+        for line in config.unused() {
+            log::warn!("{line}");
         }
         if config.auth.publisher_key().is_none() && config.auth.publisher_jwks_url.is_none() {
             log::warn!(

@@ -96,6 +96,57 @@ pub struct Config {
 
     #[command(flatten, next_help_heading = "Transport")]
     pub transport: TransportSettings,
+
+    /// The ids of the settings a flag, the environment or the file gave (not their defaults).
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl Config {
+    /// Settings that were given but do nothing without another one, each said in one line (the
+    /// hub warns of them at start).
+    #[must_use]
+    pub fn unused(&self) -> Vec<String> {
+        let given = |id: &str| self.given.iter().any(|g| g == id);
+        let redis = matches!(
+            self.transport.transport,
+            crate::transport::TransportKind::Redis(_)
+        );
+        let jwks = [
+            &self.auth.publisher_jwks_url,
+            &self.auth.subscriber_jwks_url,
+        ];
+        let https = jwks.into_iter().flatten().any(
+            |url| matches!(url, crate::auth::jwks::JwksUrl::Remote(u) if u.scheme() == "https"),
+        );
+        let on_disk = self.history.data_dir.0.is_some() && !redis;
+        [
+            (
+                given("redis_stream") && !redis,
+                "--redis-stream is unused: the transport is local (see --transport)",
+            ),
+            (
+                given("subscriptions_ttl") && !(self.streams.subscriptions && redis),
+                "--subscriptions-ttl is unused: it is for --subscriptions over a Redis transport",
+            ),
+            (
+                given("jwks_refresh_interval") && jwks.iter().all(|u| u.is_none()),
+                "--jwks-refresh-interval is unused: no JWK set is configured",
+            ),
+            (
+                given("jwks_ca_cert") && !https,
+                "--jwks-ca-cert is unused: no https:// JWK set URL is configured",
+            ),
+            (
+                (given("fsync") || given("salvage")) && !on_disk,
+                "--fsync and --salvage are unused: the history is not on this node's disk \
+                 (--data-dir none, or a Redis transport)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(unused, line)| unused.then(|| line.to_owned()))
+        .collect()
+    }
 }
 
 /// Why the configuration could not be used.
@@ -160,18 +211,47 @@ pub fn load(args: &[OsString]) -> Result<Cli, LoadError> {
         command = command.mut_arg(id, |arg| arg.env(None));
     }
     let Some(file) = file else {
-        return Ok(Cli::from_arg_matches(&command.try_get_matches_from(args)?)?);
+        let matches = command.clone().try_get_matches_from(args)?;
+        return parsed(&command, &matches, &[]);
     };
     let command = file.apply(command);
     let matches = command.clone().try_get_matches_from(args)?;
+    let from_file: Vec<&str> = file.values.iter().map(|(id, _)| id.as_str()).collect();
     let whole = file.lists_used(&command, &matches);
     if whole.is_empty() {
-        return Ok(Cli::from_arg_matches(&matches)?);
+        return parsed(&command, &matches, &from_file);
     }
     let command = whole.iter().fold(command, |command, id| {
         command.mut_arg(id, |arg| arg.value_delimiter(None))
     });
-    Ok(Cli::from_arg_matches(&command.try_get_matches_from(args)?)?)
+    let matches = command.clone().try_get_matches_from(args)?;
+    parsed(&command, &matches, &from_file)
+}
+
+/// The [`Cli`] of `matches`, with the settings that were given (by a flag, the environment, or
+/// the file, whose values are defaults to clap) noted in [`Config::given`].
+fn parsed(
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+    from_file: &[&str],
+) -> Result<Cli, LoadError> {
+    let mut cli = Cli::from_arg_matches(matches)?;
+    cli.config.given = command
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str())
+        .filter(|id| {
+            from_file.contains(id)
+                || matches!(
+                    matches.value_source(id),
+                    Some(
+                        clap::parser::ValueSource::CommandLine
+                            | clap::parser::ValueSource::EnvVariable
+                    )
+                )
+        })
+        .map(str::to_owned)
+        .collect();
+    Ok(cli)
 }
 
 #[cfg(test)]

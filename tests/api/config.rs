@@ -240,3 +240,41 @@ fn help_shows_the_settings_in_their_sections() {
         assert!(section.contains(flag), "{flag} not under {heading}: {text}");
     }
 }
+
+#[test]
+fn a_setting_that_does_nothing_without_another_is_warned_about_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config_file(dir.path(), "redis-stream = \"mine\"\n");
+    let hub = TestHub::spawn(&[
+        "--config",
+        file.to_str().expect("UTF-8 path"),
+        "--subscriptions-ttl",
+        "30s",
+        "--jwks-refresh-interval",
+        "1m",
+        "--data-dir",
+        "none",
+        "--fsync",
+        "never",
+    ]);
+    let warned = |text: &str| {
+        hub.logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(text))
+    };
+    for line in [
+        "--redis-stream is unused: the transport is local",
+        "--subscriptions-ttl is unused",
+        "--jwks-refresh-interval is unused: no JWK set is configured",
+        "--fsync and --salvage are unused",
+    ] {
+        assert!(warned(line), "no warning {line:?}: {:?}", hub.logs());
+    }
+    // Defaults left alone are not warned about.
+    let quiet = TestHub::spawn(&["--data-dir", "none"]);
+    assert!(
+        !quiet.logs().iter().any(|l| l.contains("is unused")),
+        "{:?}",
+        quiet.logs()
+    );
+}
