@@ -144,7 +144,8 @@ impl Config {
             ),
         ]
         .into_iter()
-        .filter_map(|(unused, line)| unused.then(|| line.to_owned()))
+        .filter(|(unused, _)| *unused)
+        .map(|(_, line)| line.to_owned())
         .collect()
     }
 }
