@@ -533,7 +533,13 @@ fn compile_varspec(spec: &str, at: usize, op: Op) -> Result<String, TopicError> 
         (spec, false, None)
     };
     if !is_varname(name) {
-        return Err(invalid(format!("invalid variable name at byte {at}")));
+        // `{+path}` typed into a query string by hand arrives as `{ path}`: say why.
+        let plus = if name.starts_with(' ') {
+            ": a space, as a `+` in a query string becomes one (write `+` as `%2B`)"
+        } else {
+            ""
+        };
+        return Err(invalid(format!("invalid variable name at byte {at}{plus}")));
     }
     let item = if explode {
         // Exploded lists repeat the name (named ops) or just the values; exploded maps
@@ -694,6 +700,8 @@ mod tests {
             "invalid URI template: unmatched '}' at byte 4"
         );
         assert!(TopicSelector::parse("/{a.b_c%20}").is_ok());
+        assert!(err("/books/{ path}").ends_with("write `+` as `%2B`)"), "{}", err("/books/{ path}"));
+        assert!(!err("/books/{pa th}").contains("%2B"));
         assert!(TopicSelector::parse(&"{x}".repeat(MAX_EXPRESSIONS)).is_ok());
         assert!(TopicSelector::parse(&"{x}".repeat(MAX_EXPRESSIONS + 1)).is_err());
     }

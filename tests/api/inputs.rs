@@ -219,3 +219,31 @@ fn a_port_in_use_is_a_one_line_error_and_exit_code_1() {
     );
     drop(held);
 }
+
+/// `{+path}` typed by hand into a subscribe URL: the `+` of `%7B+path%7D` is a space once the
+/// query string is decoded. The 400 says so; `%2B` works.
+#[tokio::test]
+async fn a_plus_typed_into_a_selector_is_explained_in_the_400() {
+    let hub = TestHub::protocol(&[]);
+    let get = |query: &str| {
+        let url = hub.url(&format!("/.well-known/mercure?topic={query}"));
+        async move {
+            let response = client()
+                .get(url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("GET");
+            (response.status().as_u16(), response)
+        }
+    };
+    let (status, response) = get("https://example.com/books/%7B+path%7D").await;
+    assert_eq!(status, 400);
+    let body = response.text().await.expect("body");
+    assert!(
+        body.contains("a `+` in a query string becomes one (write `+` as `%2B`)"),
+        "{body}"
+    );
+    let (status, _open) = get("https://example.com/books/%7B%2Bpath%7D").await;
+    assert_eq!(status, 200);
+}
