@@ -5,6 +5,7 @@ mod browser;
 mod config;
 mod core;
 mod deploy;
+mod docs;
 mod durability;
 mod first_run;
 mod hardening;
