@@ -16,6 +16,7 @@ mod inputs;
 mod jwks;
 mod mercure;
 mod metrics;
+mod newcomer;
 mod nginx;
 mod replay;
 mod scaleout;
