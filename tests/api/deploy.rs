@@ -83,11 +83,11 @@ fn the_unit_takes_every_setting_from_its_config_file() {
 }
 
 #[test]
-fn the_readme_config_example_is_the_shipped_file() {
-    let readme = include_str!("../../README.md");
-    let (_, example) = readme
+fn the_documented_config_example_is_the_shipped_file() {
+    let reference = include_str!("../../docs/configuration.md");
+    let (_, example) = reference
         .split_once("```toml\n# sse-hub.toml")
-        .expect("the README's settings example");
+        .expect("the settings example of docs/configuration.md");
     // From the end of the line that names the file to the end of the block.
     let (_, example) = example.split_once('\n').unwrap();
     let (example, _) = example.split_once("```").unwrap();
