@@ -700,7 +700,11 @@ mod tests {
             "invalid URI template: unmatched '}' at byte 4"
         );
         assert!(TopicSelector::parse("/{a.b_c%20}").is_ok());
-        assert!(err("/books/{ path}").ends_with("write `+` as `%2B`)"), "{}", err("/books/{ path}"));
+        assert!(
+            err("/books/{ path}").ends_with("write `+` as `%2B`)"),
+            "{}",
+            err("/books/{ path}")
+        );
         assert!(!err("/books/{pa th}").contains("%2B"));
         assert!(TopicSelector::parse(&"{x}".repeat(MAX_EXPRESSIONS)).is_ok());
         assert!(TopicSelector::parse(&"{x}".repeat(MAX_EXPRESSIONS + 1)).is_err());
