@@ -23,6 +23,7 @@ pub struct Stats {
     subscribers: IntGauge,
     selectors: IntGauge,
     events_published: IntCounter,
+    ticks: IntCounter,
     deliveries: IntCounter,
     direct_writes: IntCounter,
     dropped_slow: IntCounter,
@@ -39,6 +40,9 @@ pub struct Stats {
 pub struct Snapshot {
     pub subscribers: u64,
     pub events_published: u64,
+    /// Of `events_published`, the server-time updates (`--tick-interval`): the rest are the
+    /// publishers' and the hub's own (subscription events).
+    pub ticks_published: u64,
     pub events_delivered: u64,
     pub subscribers_dropped_slow: u64,
     pub history_len: u64,
@@ -99,6 +103,10 @@ impl Default for Stats {
                 "Topic selectors of the connected subscribers",
             ),
             events_published: counter("events_published_total", "Updates published"),
+            ticks: counter(
+                "ticks_total",
+                "Server-time updates published (counted in events_published_total too)",
+            ),
             deliveries: counter("deliveries_total", "Updates queued to subscribers"),
             direct_writes: counter(
                 "deliveries_written_directly_total",
@@ -126,6 +134,11 @@ impl Stats {
             .set(i64::try_from(subscribers).unwrap_or(i64::MAX));
         self.selectors
             .set(i64::try_from(selectors).unwrap_or(i64::MAX));
+    }
+
+    /// A server-time update is about to be published (and counted by [`Stats::published`]).
+    pub(crate) fn ticked(&self) {
+        self.ticks.inc();
     }
 
     pub(crate) fn published(&self, deliveries: u64) {
@@ -171,7 +184,10 @@ impl Stats {
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
         Snapshot {
             subscribers: count(self.subscribers.get()),
+            // Publishes, then ticks: the reverse of the order a tick is counted in, so every
+            // tick in the first figure is in the second and publishes less ticks is never high.
             events_published: self.events_published.get(),
+            ticks_published: self.ticks.get(),
             events_delivered: self.deliveries.get(),
             subscribers_dropped_slow: self.dropped_slow.get(),
             history_len: count(self.history_len.get()),

@@ -89,10 +89,6 @@
 
   // ---- live clock (fed only by `time` events) ---------------------------
 
-  // `seq` of the latest tick: how many ticks the hub has sent since it started (0 until one
-  // arrives, and with ticks off). The stats line takes them out of the hub's published count.
-  let tickSeq = 0;
-
   const onTime = (e) => {
     logEvent(e);
     let payload;
@@ -101,7 +97,6 @@
     } catch {
       return; // a malformed event is still logged above; just don't touch the clock
     }
-    if (Number.isSafeInteger(payload.seq)) tickSeq = payload.seq;
     // Prefer the server's ISO string; fall back to unix_ms if it is missing or unparsable.
     let date = new Date(payload.time);
     if (Number.isNaN(date.getTime())) date = new Date(payload.unix_ms);
@@ -440,20 +435,6 @@
     return `${rate.toFixed(1)} events/s`;
   };
 
-  // /stats counts every update fanned out, the clock's ticks included (a tick is an update on
-  // the time topic). Updates published by users are that count less the ticks. A tick counted
-  // in a snapshot can reach the page just after the snapshot does, so a figure is taken only
-  // from a poll during which no tick arrived, and shown once two such polls agree.
-  const userUpdates = { candidate: null, shown: null };
-
-  const countUserUpdates = (published, seqBefore) => {
-    // While the clock stream is down the hub ticks on unseen, so tickSeq is behind.
-    if (!Number.isFinite(published) || state !== 'open' || tickSeq !== seqBefore) return;
-    const estimate = Math.max(0, published - tickSeq);
-    if (estimate === userUpdates.candidate) userUpdates.shown = estimate;
-    userUpdates.candidate = estimate;
-  };
-
   // ---- activity chart: subscribers and deliveries/s over the last minutes ----
 
   const CHART_SPAN_MS = 5 * 60 * 1000;
@@ -492,23 +473,21 @@
     // A hung request must not stall the poll loop, so abort it before the next tick.
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), STATS_EVERY_MS - 200);
-    const seqBefore = tickSeq;
     try {
       const res = await fetch('stats', { cache: 'no-store', headers: { Accept: 'application/json' }, signal: ctrl.signal });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const s = await res.json();
       const plural = s.subscribers === 1 ? '' : 's';
-      countUserUpdates(s.events_published, seqBefore);
-      const published = userUpdates.shown === null ? '…' : show(userUpdates.shown);
+      // The hub counts its clock's ticks among the updates it publishes, and apart.
+      const published = s.events_published - s.ticks_published;
       els.stats.textContent =
         `${show(s.subscribers)} subscriber${plural} connected · ${eventRate(s.events_published)} · ` +
-        `${published} updates published · ${show(tickSeq)} clock ticks · ` +
+        `${show(published)} updates published · ${show(s.ticks_published)} clock ticks · ` +
         `${show(s.events_delivered)} delivered · ${show(s.subscribers_dropped_slow)} dropped (slow)`;
       plot(s);
     } catch {
       lastSample = null;
       lastDelivered = null;
-      userUpdates.candidate = null; // the hub may come back restarted, its counts from zero
       els.stats.textContent = 'stats unavailable'; // quiet by design: no console noise
     } finally {
       clearTimeout(timer);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{client, TestHub};
+use crate::helpers::{client, wait_until, TestHub, KEY};
 
 /// The value of an unlabelled (or exactly labelled) sample in a Prometheus text page.
 pub(crate) fn sample(page: &str, name: &str) -> f64 {
@@ -76,4 +76,35 @@ async fn readyz_answers_until_shutdown() {
         .wait_exit(Duration::from_secs(10))
         .expect("exits")
         .success());
+}
+
+#[tokio::test]
+async fn stats_count_the_clock_ticks_apart_from_the_other_updates() {
+    let hub = TestHub::spawn(&[
+        "--jwt-key",
+        KEY,
+        "--allow-anonymous",
+        "--tick-interval",
+        "100ms",
+    ]);
+    let ticked = wait_until(Duration::from_secs(10), || async {
+        hub.stats().await["ticks_published"].as_u64() >= Some(3)
+    })
+    .await;
+    assert!(ticked, "{}", hub.stats().await);
+    hub.publish_ok(&[("topic", "/t"), ("data", "x")]).await;
+    // The one update published apart from the ticks (a tick counted between the two reads of a
+    // snapshot could make one poll's difference one less, never more).
+    let one = || async {
+        let stats = hub.stats().await;
+        let count = |name: &str| stats[name].as_u64().expect("a count");
+        count("events_published") - count("ticks_published") == 1
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), one).await,
+        "{}",
+        hub.stats().await
+    );
+    let text = metrics(&hub).await;
+    assert!(sample(&text, "sse_hub_ticks_total") >= 3.0, "{text}");
 }

@@ -403,6 +403,7 @@ impl Handler<Broadcast> for Broadcaster {
         if self.closing {
             return;
         }
+        self.stats.ticked();
         self.fan_out(&Arc::new(update));
     }
 }
