@@ -1,23 +1,16 @@
 //! Authorization: where tokens come from, what they allow, and what is refused.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::json;
 
 use crate::{
     hardening::{still_serving, watcher},
-    helpers::{client, token, token_with, Next, SseClient, TestHub, KEY},
+    helpers::{client, now, token, token_with, Next, SseClient, TestHub, KEY},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A hub that requires a token to subscribe.
 fn hub() -> TestHub {

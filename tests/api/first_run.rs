@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::{client, TestHub, KEY};
+use crate::helpers::{claims_of, client, now, TestHub, KEY};
 
 fn token_command(args: &[&str]) -> std::process::Output {
     Command::new(TestHub::binary())
@@ -25,23 +25,6 @@ async fn the_token_command_takes_the_key_after_it_and_signs_with_it() {
     // Its help names the key.
     let help = token_command(&["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--jwt-key"));
-}
-
-/// The claims of a JWS `token` (its signature is the hub's business, checked elsewhere).
-fn claims_of(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWS");
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&json).expect("JSON claims")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
 }
 
 #[test]

@@ -449,3 +449,21 @@ pub fn rsa_private_key(path: &Path) {
         path,
     ]);
 }
+
+/// The claims of a JWS `token`, unverified (what a test checks is what a command printed).
+pub fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWS");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&json).expect("JSON claims")
+}
+
+/// Seconds since the Unix epoch, as `exp` and `nbf` count them.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::helpers::{client, wait_until, SseClient, TestHub};
+use crate::helpers::{claims_of, client, now, wait_until, SseClient, TestHub};
 
 /// The address the README's commands use.
 const README_ADDR: &str = "127.0.0.1:8080";
@@ -135,23 +135,6 @@ impl Drop for Background {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The claims of a JWS (its signature is the hub's to check: it accepts the token below).
-fn claims_of(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWS");
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&json).expect("JSON claims")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
 }
 
 #[tokio::test]
