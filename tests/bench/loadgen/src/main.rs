@@ -944,6 +944,10 @@ struct Report {
     server_cpu_ms: Option<f64>,
     server_cpu_us_per_delivery: Option<f64>,
     server_cpu_us_per_publish: Option<f64>,
+    /// The same CPU time from the threads' exact `schedstat` times, not tick samples.
+    server_cpu_exact_ms: Option<f64>,
+    server_cpu_exact_us_per_delivery: Option<f64>,
+    server_cpu_exact_us_per_publish: Option<f64>,
     publish_rtt_us_p50: Option<u64>,
     publish_rtt_us_p99: Option<u64>,
     publish_rtt_us_max: Option<u64>,
@@ -1259,6 +1263,9 @@ async fn run(
     let cpu_ms = s_idle
         .zip(s_after)
         .map(|(i, a)| a.cpu_ticks.saturating_sub(i.cpu_ticks) as f64 * 1000.0 / clk as f64);
+    let cpu_exact_ms = s_idle
+        .zip(s_after)
+        .and_then(|(i, a)| Some(a.cpu_ns?.saturating_sub(i.cpu_ns?) as f64 / 1e6));
     let per = |cpu_ms: Option<f64>, n: u64| {
         cpu_ms
             .filter(|_| n > 0)
@@ -1312,6 +1319,9 @@ async fn run(
         server_cpu_ms: cpu_ms.map(round3),
         server_cpu_us_per_delivery: per(cpu_ms, deliveries),
         server_cpu_us_per_publish: per(cpu_ms, events_published),
+        server_cpu_exact_ms: cpu_exact_ms.map(round3),
+        server_cpu_exact_us_per_delivery: per(cpu_exact_ms, deliveries),
+        server_cpu_exact_us_per_publish: per(cpu_exact_ms, events_published),
         publish_rtt_us_p50: cfg.rtt.quantile(0.5),
         publish_rtt_us_p99: cfg.rtt.quantile(0.99),
         publish_rtt_us_max: cfg.rtt.max(),
@@ -1452,6 +1462,12 @@ fn print_summary(args: &Args, r: &Report, x: &Extra) {
             fmt_opt(r.server_cpu_ms, " ms"),
             fmt_opt(r.server_cpu_us_per_delivery, " µs"),
             fmt_opt(r.server_cpu_us_per_publish, " µs"),
+        );
+        println!(
+            "  server cpu   {} exact (threads' schedstat); {} per delivery, {} per publish",
+            fmt_opt(r.server_cpu_exact_ms, " ms"),
+            fmt_opt(r.server_cpu_exact_us_per_delivery, " µs"),
+            fmt_opt(r.server_cpu_exact_us_per_publish, " µs"),
         );
     }
     println!("  loadgen cpu  {}", fmt_opt(x.loadgen_cpu_ms, " ms"));

@@ -507,7 +507,11 @@ pub fn sorted_quantile(sorted: &[u64], q: f64) -> Option<u64> {
 /// CPU time and resident memory of a set of processes, summed.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcSample {
+    /// utime + stime: sampled by the kernel at each tick, so a short run is a few ticks.
     pub cpu_ticks: u64,
+    /// Time on a CPU of every thread, exact to the nanosecond (`/proc/PID/task/*/schedstat`),
+    /// when the kernel has schedstats; a thread that ended before the sample is not in it.
+    pub cpu_ns: Option<u64>,
     pub rss_kib: u64,
 }
 
@@ -532,6 +536,17 @@ pub fn proc_cpu_ticks(pid: &str) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The time on a CPU of every thread of one process, in nanoseconds (the first field of each
+/// thread's `schedstat`).
+pub fn proc_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 fn proc_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -543,6 +558,7 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 pub fn sample(pids: &[u32]) -> Option<ProcSample> {
     let mut total = ProcSample {
         cpu_ticks: 0,
+        cpu_ns: Some(0),
         rss_kib: 0,
     };
     let mut any = false;
@@ -550,6 +566,7 @@ pub fn sample(pids: &[u32]) -> Option<ProcSample> {
         match (proc_cpu_ticks(&pid.to_string()), proc_rss_kib(pid)) {
             (Some(cpu), Some(rss)) => {
                 total.cpu_ticks += cpu;
+                total.cpu_ns = total.cpu_ns.zip(proc_cpu_ns(pid)).map(|(t, n)| t + n);
                 total.rss_kib += rss;
                 any = true;
             }
@@ -562,6 +579,31 @@ pub fn sample(pids: &[u32]) -> Option<ProcSample> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_cpu_time_counts_the_work_of_every_live_thread() {
+        let pid = std::process::id();
+        let before = proc_cpu_ns(pid).expect("schedstat of this process");
+        // Work on another thread, which stays alive (waiting) while the process is sampled.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let mut x = 0u64;
+            for _ in 0..20_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            done_tx.send(x).unwrap();
+            let _ = release_rx.recv();
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the work done");
+        let after = proc_cpu_ns(pid).expect("schedstat of this process");
+        release_tx.send(()).unwrap();
+        worker.join().unwrap();
+        // 20 million dependent multiply-adds take well over 5 ms of CPU on any machine.
+        assert!(after - before >= 5_000_000, "{before} -> {after}");
+    }
 
     #[test]
     fn urls_are_loopback_only() {
