@@ -1,4 +1,5 @@
-//! Replay on reconnect: `Last-Event-ID`, `lastEventID`, `earliest`, unknown ids.
+//! Replay on reconnect: `Last-Event-ID`, `lastEventID`, `earliest`, unknown ids and the
+//! `Mercure-Last-Event-ID` response field.
 
 use std::time::Duration;
 
@@ -105,6 +106,76 @@ async fn no_last_event_id_means_no_header_and_live_updates_only() {
     publish_n(&hub, "/r", &["old"]).await;
     let mut sse = hub.subscribe(&["/r"], &[], &[]).await;
     assert!(sse.response_headers.get("last-event-id").is_none());
+    assert_eq!(cursor_fields(&sse), None);
+    // An empty cursor is no cursor.
+    let empty = hub.subscribe(&["/r"], &[], &[("Last-Event-ID", "")]).await;
+    assert_eq!(cursor_fields(&empty), None);
     publish_n(&hub, "/r", &["new"]).await;
     assert_eq!(ids(&sse.events(1, WAIT).await), ["new"]);
+}
+
+/// The `Mercure-Last-Event-ID` response field, after checking that the 0.x `Last-Event-ID`
+/// response header says the same (or is absent with it).
+fn cursor_fields(sse: &SseClient) -> Option<&str> {
+    let field = |name| sse.response_headers.get(name).map(|v| v.to_str().unwrap());
+    let mercure = field("mercure-last-event-id");
+    assert_eq!(mercure, field("last-event-id"), "both headers agree");
+    mercure
+}
+
+#[tokio::test]
+async fn mercure_last_event_id_names_the_update_the_replay_starts_after() {
+    let hub = TestHub::protocol(&[]);
+    publish_n(&hub, "/r", &["a", "b", "c"]).await;
+    // A cursor with updates after it, by header and by query parameter.
+    let mut by_header = hub.subscribe(&["/r"], &[], &[("Last-Event-ID", "a")]).await;
+    assert_eq!(cursor_fields(&by_header), Some("a"));
+    assert_eq!(ids(&by_header.events(2, WAIT).await), ["b", "c"]);
+    let mut by_query = hub.subscribe(&["/r"], &[("lastEventID", "b")], &[]).await;
+    assert_eq!(cursor_fields(&by_query), Some("b"));
+    assert_eq!(ids(&by_query.events(1, WAIT).await), ["c"]);
+    // The newest id: nothing to replay, the next update sent is the next published.
+    let mut newest = hub.subscribe(&["/r"], &[], &[("Last-Event-ID", "c")]).await;
+    assert_eq!(cursor_fields(&newest), Some("c"));
+    publish_n(&hub, "/r", &["d"]).await;
+    assert_eq!(ids(&newest.events(1, WAIT).await), ["d"]);
+}
+
+#[tokio::test]
+async fn mercure_last_event_id_is_earliest_when_no_update_precedes_the_replay() {
+    let hub = TestHub::protocol(&["--history-size", "2"]);
+    // Empty history: `earliest` and an unknown id alike.
+    for cursor in ["earliest", "nope"] {
+        let empty = hub
+            .subscribe(&["/r"], &[], &[("Last-Event-ID", cursor)])
+            .await;
+        assert_eq!(cursor_fields(&empty), Some("earliest"), "{cursor}");
+    }
+    publish_n(&hub, "/r", &["1", "2", "3"]).await;
+    // `earliest`, an id never published and "1", discarded from history: all of history.
+    for cursor in ["earliest", "nope", "1"] {
+        let mut sse = hub
+            .subscribe(&["/r"], &[("lastEventID", cursor)], &[])
+            .await;
+        assert_eq!(cursor_fields(&sse), Some("earliest"), "{cursor}");
+        assert_eq!(ids(&sse.events(2, WAIT).await), ["2", "3"], "{cursor}");
+    }
+}
+
+#[tokio::test]
+async fn cors_lets_pages_read_where_the_replay_starts() {
+    let hub = TestHub::protocol(&["--cors-origin", "https://app.example"]);
+    publish_n(&hub, "/r", &["a"]).await;
+    let url = hub.url("/.well-known/mercure?topic=%2Fr&lastEventID=a");
+    let sse = SseClient::connect(&url, &[("Origin", "https://app.example")]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(cursor_fields(&sse), Some("a"));
+    let exposed = sse.response_headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    let exposed: Vec<&str> = exposed.split(',').map(str::trim).collect();
+    for name in ["mercure-last-event-id", "last-event-id"] {
+        assert!(exposed.contains(&name), "{name} in {exposed:?}");
+    }
 }
