@@ -1,9 +1,11 @@
-//! Replay on reconnect: `Last-Event-ID`, `lastEventID`, `earliest`, unknown ids and the
-//! `Mercure-Last-Event-ID` response field.
+//! Replay on reconnect: `Last-Event-ID`, `lastEventID`, `earliest`, unknown ids, reused ids,
+//! the `Mercure-Last-Event-ID` response field and private updates under the current token.
 
 use std::time::Duration;
 
-use crate::helpers::{Event, SseClient, TestHub};
+use serde_json::json;
+
+use crate::helpers::{token, Event, SseClient, TestHub};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -160,6 +162,74 @@ async fn mercure_last_event_id_is_earliest_when_no_update_precedes_the_replay() 
         assert_eq!(cursor_fields(&sse), Some("earliest"), "{cursor}");
         assert_eq!(ids(&sse.events(2, WAIT).await), ["2", "3"], "{cursor}");
     }
+}
+
+#[tokio::test]
+async fn a_reused_id_resolves_to_its_occurrence_in_history() {
+    let hub = TestHub::protocol(&["--history-size", "3"]);
+    let mut live = hub.subscribe(&["/r"], &[], &[]).await;
+    publish_n(&hub, "/r", &["a", "b"]).await;
+    // While "a" is in history, publishing it again is answered and neither stored nor sent.
+    assert_eq!(hub.publish_ok(&[("topic", "/r"), ("id", "a")]).await, "a");
+    publish_n(&hub, "/r", &["c"]).await;
+    assert_eq!(ids(&live.events(3, WAIT).await), ["a", "b", "c"]);
+    let mut sse = hub.subscribe(&["/r"], &[], &[("Last-Event-ID", "a")]).await;
+    assert_eq!(cursor_fields(&sse), Some("a"));
+    assert_eq!(ids(&sse.events(2, WAIT).await), ["b", "c"]);
+    // Once it has left history, "a" is a new update again: the cursor now means that one (the
+    // hub does not remember the ids it discarded).
+    publish_n(&hub, "/r", &["d", "e", "a", "f"]).await;
+    assert_eq!(ids(&live.events(4, WAIT).await), ["d", "e", "a", "f"]);
+    let mut sse = hub.subscribe(&["/r"], &[], &[("Last-Event-ID", "a")]).await;
+    assert_eq!(cursor_fields(&sse), Some("a"));
+    publish_n(&hub, "/r", &["g"]).await;
+    assert_eq!(ids(&sse.events(2, WAIT).await), ["f", "g"]);
+}
+
+#[tokio::test]
+async fn replayed_private_updates_are_checked_against_the_current_token() {
+    let hub = TestHub::protocol(&[]);
+    let bearer = |selectors: &[&str]| {
+        let token = token(json!({ "subscribe": selectors }));
+        format!("Bearer {token}")
+    };
+    let (covers, shrunk) = (bearer(&["/p"]), bearer(&["/q"]));
+    // Authorized when it was published: this subscriber received the private update live.
+    let mut before = hub
+        .subscribe(&["/p"], &[], &[("Authorization", covers.as_str())])
+        .await;
+    publish_n(&hub, "/p", &["public-1"]).await;
+    hub.publish_ok(&[("topic", "/p"), ("id", "secret"), ("private", "on")])
+        .await;
+    publish_n(&hub, "/p", &["public-2"]).await;
+    assert_eq!(
+        ids(&before.events(3, WAIT).await),
+        ["public-1", "secret", "public-2"]
+    );
+    // Reconnecting with a token that no longer covers "/p", or none: the public updates only.
+    for headers in [
+        vec![
+            ("Last-Event-ID", "public-1"),
+            ("Authorization", shrunk.as_str()),
+        ],
+        vec![("Last-Event-ID", "public-1")],
+    ] {
+        let mut sse = hub.subscribe(&["/p"], &[], &headers).await;
+        assert_eq!(cursor_fields(&sse), Some("public-1"));
+        assert_eq!(ids(&sse.events(1, WAIT).await), ["public-2"], "{headers:?}");
+    }
+    // With a token that still covers it, the private update is replayed.
+    let mut sse = hub
+        .subscribe(
+            &["/p"],
+            &[("lastEventID", "earliest")],
+            &[("Authorization", covers.as_str())],
+        )
+        .await;
+    assert_eq!(
+        ids(&sse.events(3, WAIT).await),
+        ["public-1", "secret", "public-2"]
+    );
 }
 
 #[tokio::test]
