@@ -33,8 +33,13 @@ pub(super) fn cors(listen: &Listen, methods: &[&'static str]) -> Cors {
             header::CACHE_CONTROL,
             header::HeaderName::from_static("last-event-id"),
         ])
-        // A page's script must be able to read the id of a publish answered 503, to retry it.
-        .expose_headers([header::HeaderName::from_static("mercure-update-id")])
+        // A page's script must be able to read the id of a publish answered 503, to retry it,
+        // and where a subscription's replay starts, to detect lost updates.
+        .expose_headers([
+            header::HeaderName::from_static("mercure-update-id"),
+            header::HeaderName::from_static(subscribe::MERCURE_LAST_EVENT_ID),
+            header::HeaderName::from_static("last-event-id"),
+        ])
         .max_age(3600);
     if listen.cors_origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin().send_wildcard();

@@ -16,6 +16,10 @@ use crate::{
     protocol::update::{check_field, Cursor},
 };
 
+/// The response field saying where a replay starts (Mercure 1.0); 0.x clients read the same
+/// value from a `Last-Event-ID` response header, which the hub keeps sending beside it.
+pub(crate) const MERCURE_LAST_EVENT_ID: &str = "mercure-last-event-id";
+
 /// Sets the headers every SSE response carries.
 pub(crate) fn sse_headers(response: &mut HttpResponseBuilder) {
     response
@@ -96,6 +100,7 @@ pub(crate) async fn open_stream(
     let mut response = HttpResponse::Ok();
     sse_headers(&mut response);
     if let Some(value) = resumed_after.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+        response.insert_header((MERCURE_LAST_EVENT_ID, value.clone()));
         response.insert_header(("Last-Event-ID", value));
     }
     let mut response = response.streaming(stream);
