@@ -73,11 +73,14 @@ impl RegExp for Linear {
 }
 
 impl Linear {
+    /// Bytes of the compiled program.
+    fn program_cost(&self) -> usize {
+        self.source.len() + self.regex.memory_usage()
+    }
+
+    /// Bytes of the program and of one match cache at its largest.
     fn cost(&self) -> usize {
-        self.source.len()
-            + self.regex.memory_usage()
-            + self.regex.create_cache().memory_usage()
-            + HYBRID_CACHE_CAPACITY
+        self.program_cost() + self.regex.create_cache().memory_usage() + HYBRID_CACHE_CAPACITY
     }
 }
 
@@ -144,8 +147,10 @@ fn component_matches(component: &Component<Linear>, input: &str) -> bool {
     }
 }
 
+/// A component holds two programs: the whole component's, which the crate compiles and the
+/// hub never runs (so it never gets a cache), and its matcher's, when the matcher needs one.
 fn component_cost(component: &Component<Linear>) -> usize {
-    let own = component.regexp.as_ref().map_or(0, Linear::cost);
+    let own = component.regexp.as_ref().map_or(0, Linear::program_cost);
     let matcher = match &component.matcher.inner {
         InnerMatcher::RegExp { regexp } => regexp.as_ref().map_or(0, Linear::cost),
         InnerMatcher::Literal { literal } => literal.len(),
