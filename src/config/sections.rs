@@ -32,7 +32,7 @@ pub struct Listen {
     #[arg(long, env = "SSE_HUB_MAX_HEADER_SIZE", default_value_t = 16 << 10)]
     pub max_header_size: usize,
 
-    /// Largest publish request body, in bytes; larger ones answer 413.
+    /// Largest publish (or `QUERY` subscribe) request body, in bytes; larger ones answer 413.
     #[arg(long, env = "SSE_HUB_MAX_BODY_SIZE", default_value_t = 1 << 20)]
     pub max_body_size: usize,
 

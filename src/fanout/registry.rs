@@ -5,17 +5,22 @@
 //!
 //! Every selector of a subscription files its subscriber under one index: a plain topic in
 //! `by_topic`, a URI template in `by_template` (one entry per distinct template, shared by
-//! every subscriber that uses it, so each template is evaluated once per update), `*` in
-//! `any`. Sets are `IndexSet`s: iteration as fast as a `Vec`, removal in O(1).
+//! every subscriber that uses it, so each template is evaluated once per update), a URL
+//! pattern in `by_base` (by the hub URL it was resolved against, then one entry per distinct
+//! pattern: each topic is resolved once per base and each pattern evaluated once per update),
+//! `*` in `any`. Sets are `IndexSet`s: iteration as fast as a `Vec`, removal in O(1).
 
 use std::{collections::HashMap, sync::Arc};
 
 use indexmap::IndexSet;
 
+use url::Url;
+
 use crate::{
     fanout::subscription::Subscription,
     protocol::topic::{Template, TopicSelector},
     protocol::update::Update,
+    protocol::url_pattern::{TopicParts, UrlPattern},
 };
 
 /// Identifies one registered subscriber.
@@ -57,6 +62,20 @@ struct TemplateSubscribers {
     ids: IndexSet<SubscriberId>,
 }
 
+/// The subscribers of one distinct URL pattern.
+#[derive(Debug)]
+struct PatternSubscribers {
+    pattern: Arc<UrlPattern>,
+    ids: IndexSet<SubscriberId>,
+}
+
+/// The URL patterns resolved against one hub URL.
+#[derive(Debug)]
+struct BaseGroup {
+    base: Arc<Url>,
+    patterns: HashMap<Box<str>, PatternSubscribers>,
+}
+
 /// Subscribers and their selector indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -64,12 +83,14 @@ pub struct Registry {
     entries: HashMap<SubscriberId, Entry, foldhash::fast::RandomState>,
     by_topic: HashMap<Box<str>, IndexSet<SubscriberId>>,
     by_template: HashMap<Box<str>, TemplateSubscribers>,
+    by_base: HashMap<Box<str>, BaseGroup>,
     any: IndexSet<SubscriberId>,
     selectors: usize,
     round: u64,
     /// Reused between fan-outs so a publish allocates nothing here.
     candidates: Vec<SubscriberId>,
     failed: Vec<(SubscriberId, bool)>,
+    parts: Vec<TopicParts>,
 }
 
 impl Registry {
@@ -93,6 +114,12 @@ impl Registry {
     #[must_use]
     pub fn templates(&self) -> usize {
         self.by_template.len()
+    }
+
+    /// Distinct URL patterns in use (the same pattern under two hub URLs counts twice).
+    #[must_use]
+    pub fn url_patterns(&self) -> usize {
+        self.by_base.values().map(|g| g.patterns.len()).sum()
     }
 
     pub fn insert(&mut self, id: SubscriberId, subscription: Arc<Subscription>) {
@@ -119,6 +146,21 @@ impl Registry {
                 })
                 .ids
                 .insert(id);
+        } else if let Some(pattern) = selector.url_pattern() {
+            self.by_base
+                .entry(pattern.base().as_str().into())
+                .or_insert_with(|| BaseGroup {
+                    base: Arc::clone(pattern.base()),
+                    patterns: HashMap::new(),
+                })
+                .patterns
+                .entry(pattern.source().into())
+                .or_insert_with(|| PatternSubscribers {
+                    pattern: Arc::clone(pattern),
+                    ids: IndexSet::new(),
+                })
+                .ids
+                .insert(id);
         } else {
             self.any.insert(id);
         }
@@ -137,6 +179,19 @@ impl Registry {
                 entry.ids.swap_remove(&id);
                 if entry.ids.is_empty() {
                     self.by_template.remove(template.source());
+                }
+            }
+        } else if let Some(pattern) = selector.url_pattern() {
+            let base = pattern.base().as_str();
+            if let Some(group) = self.by_base.get_mut(base) {
+                if let Some(entry) = group.patterns.get_mut(pattern.source()) {
+                    entry.ids.swap_remove(&id);
+                    if entry.ids.is_empty() {
+                        group.patterns.remove(pattern.source());
+                    }
+                }
+                if group.patterns.is_empty() {
+                    self.by_base.remove(base);
                 }
             }
         } else {
@@ -177,9 +232,11 @@ impl Registry {
             entries,
             by_topic,
             by_template,
+            by_base,
             any,
             candidates,
             failed,
+            parts,
             ..
         } = self;
         candidates.clear();
@@ -193,6 +250,21 @@ impl Registry {
             let template = &subscribers.template;
             if update.topics().iter().any(|t| template.matches(t.as_str())) {
                 candidates.extend(&subscribers.ids);
+            }
+        }
+        // Each topic resolved once per hub URL, each distinct pattern evaluated once.
+        for group in by_base.values() {
+            parts.clear();
+            parts.extend(
+                update
+                    .topics()
+                    .iter()
+                    .map(|t| TopicParts::parse(t.as_str(), &group.base)),
+            );
+            for subscribers in group.patterns.values() {
+                if parts.iter().any(|p| subscribers.pattern.matches_parts(p)) {
+                    candidates.extend(&subscribers.ids);
+                }
             }
         }
         candidates.extend(any.iter());
@@ -304,6 +376,39 @@ mod tests {
             0,
             "the last user frees the compiled template"
         );
+    }
+
+    #[test]
+    fn subscribers_of_one_url_pattern_share_one_evaluation() {
+        use crate::protocol::topic::{Budget, MatcherType, Templates};
+        let templates = Templates::new(64 << 20);
+        let base = Arc::new(Url::parse("http://hub.test/.well-known/mercure").unwrap());
+        let mut registry = Registry::default();
+        for i in 0..10 {
+            let selectors = ["/books/:id", "/books/1"]
+                .iter()
+                .zip([MatcherType::UrlPattern, MatcherType::Exact])
+                .map(|(s, kind)| {
+                    templates
+                        .matcher(kind, s, &base, &mut Budget::default())
+                        .unwrap()
+                })
+                .collect();
+            let subscription = Arc::new(Subscription::new(selectors, Vec::new(), None));
+            registry.insert(SubscriberId(i), subscription);
+        }
+        assert_eq!(registry.url_patterns(), 1);
+        assert_eq!(
+            reached(&mut registry, &["http://hub.test/books/2"]).len(),
+            10
+        );
+        assert_eq!(reached(&mut registry, &["/books/1"]).len(), 10);
+        assert!(reached(&mut registry, &["/authors/1"]).is_empty());
+        for i in 0..10 {
+            assert!(registry.remove(SubscriberId(i)));
+        }
+        assert_eq!(registry.url_patterns(), 0);
+        assert!(registry.by_base.is_empty());
     }
 
     #[test]

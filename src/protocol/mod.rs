@@ -6,3 +6,4 @@ pub mod publication;
 pub mod sse;
 pub mod topic;
 pub mod update;
+pub mod url_pattern;

@@ -13,6 +13,9 @@ pub enum FormError {
     NoTopic,
     #[error("invalid topic: {0}")]
     Topic(#[from] TopicError),
+    /// `*` matches every topic, so no subscriber could select it alone.
+    #[error("the topic \"*\" is reserved: it matches every topic")]
+    Wildcard,
     #[error("invalid id: {0}")]
     Id(FieldError),
     #[error("invalid type: {0}")]
@@ -83,7 +86,10 @@ impl Publication {
         let topics = pairs
             .iter()
             .filter(|(k, _)| k == "topic")
-            .map(|(_, v)| Topic::parse(v))
+            .map(|(_, v)| match &**v {
+                "*" => Err(FormError::Wildcard),
+                v => Ok(Topic::parse(v)?),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if topics.is_empty() {
             return Err(FormError::NoTopic);
@@ -143,8 +149,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_fields() {
-        let cases: [(&[(&str, &str)], FormError); 6] = [
+        let cases: [(&[(&str, &str)], FormError); 7] = [
             (&[("data", "x")], FormError::NoTopic),
+            (&[("topic", "/a"), ("topic", "*")], FormError::Wildcard),
             (
                 &[("topic", "/a"), ("id", "#x")],
                 FormError::Id(FieldError::Reserved),

@@ -9,6 +9,11 @@
 //!   match the empty string. A topic byte-for-byte equal to the template also matches.
 //! - Anything else matches only a byte-for-byte equal topic.
 //!
+//! Mercure 1.0 matchers (`match`, `match_exact`, `match_urlpattern`) are selectors too, built
+//! by [`Templates::matcher`]: an exact matcher is an exact selector whatever it holds (braces
+//! included), a URL pattern is compiled by [`crate::protocol::url_pattern`], and `*` is the
+//! wildcard whatever the matcher type.
+//!
 //! Template matching is deliberately a little permissive: it checks character classes,
 //! separators and variable order, but cannot know the publisher's actual variable values.
 //! No normalisation (percent-decoding, case folding) is done on either side.
@@ -24,6 +29,9 @@ use std::{
 };
 
 use regex_automata::{meta, nfa::thompson::WhichCaptures};
+use url::Url;
+
+use crate::protocol::url_pattern::{PatternError, Patterns, UrlPattern};
 
 /// Longest accepted topic or selector, in bytes.
 pub const MAX_TOPIC_LEN: usize = 2048;
@@ -133,6 +141,7 @@ enum Kind {
     Any,
     Exact(Box<str>),
     Template(Arc<Template>),
+    UrlPattern(Arc<UrlPattern>),
 }
 
 impl TopicSelector {
@@ -169,6 +178,7 @@ impl TopicSelector {
             Kind::Any => true,
             Kind::Exact(s) => **s == *topic,
             Kind::Template(template) => template.matches(topic),
+            Kind::UrlPattern(pattern) => pattern.matches(topic),
         }
     }
 
@@ -178,6 +188,7 @@ impl TopicSelector {
             Kind::Any => "*",
             Kind::Exact(s) => s,
             Kind::Template(template) => &template.source,
+            Kind::UrlPattern(pattern) => pattern.source(),
         }
     }
 
@@ -193,6 +204,14 @@ impl TopicSelector {
     pub fn template(&self) -> Option<&Arc<Template>> {
         match &self.0 {
             Kind::Template(template) => Some(template),
+            _ => None,
+        }
+    }
+
+    /// The compiled pattern of a `match_urlpattern` matcher.
+    pub fn url_pattern(&self) -> Option<&Arc<UrlPattern>> {
+        match &self.0 {
+            Kind::UrlPattern(pattern) => Some(pattern),
             _ => None,
         }
     }
@@ -298,11 +317,74 @@ pub enum SelectorError {
     /// The hub holds `--max-template-memory` of distinct templates already.
     #[error("the hub holds too many distinct topic templates; try again later")]
     HubFull,
+    /// A Mercure 1.0 matcher that is not valid for its type.
+    #[error(transparent)]
+    Matcher(#[from] MatcherError),
+}
+
+/// Why a Mercure 1.0 matcher value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("matcher is empty")]
+    Empty,
+    #[error("matcher is longer than {} bytes", MAX_TOPIC_LEN)]
+    TooLong,
+    /// C0, C1, DEL or a format (Cf) character, at this character offset.
+    #[error("matcher holds a control or format character at character {0}")]
+    Forbidden(usize),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+}
+
+/// A Mercure 1.0 matcher type, named by its subscribe parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatcherType {
+    /// `match` or `match_exact`: byte-for-byte equality.
+    Exact,
+    /// `match_urlpattern`: a WHATWG URL Pattern.
+    UrlPattern,
+}
+
+impl MatcherType {
+    /// The matcher type a parameter names: `None` for a name outside the reserved `match`
+    /// prefix (ASCII case-insensitive), `Some(Err(()))` for an unknown name inside it.
+    #[must_use]
+    pub fn from_param(name: &str) -> Option<Result<Self, ()>> {
+        let reserved = name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("match"));
+        reserved.then_some(match name {
+            "match" | "match_exact" => Ok(Self::Exact),
+            "match_urlpattern" => Ok(Self::UrlPattern),
+            _ => Err(()),
+        })
+    }
+}
+
+/// Checks a matcher value: not empty, at most [`MAX_TOPIC_LEN`] bytes, no C0, C1, DEL or Cf
+/// character.
+fn validate_matcher(s: &str) -> Result<(), MatcherError> {
+    if s.is_empty() {
+        return Err(MatcherError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(MatcherError::TooLong);
+    }
+    let categories =
+        icu_properties::CodePointMapData::<icu_properties::props::GeneralCategory>::new();
+    let forbidden = |c: char| {
+        matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+            || categories.get(c) == icu_properties::props::GeneralCategory::Format
+    };
+    match s.chars().position(forbidden) {
+        Some(at) => Err(MatcherError::Forbidden(at)),
+        None => Ok(()),
+    }
 }
 
 /// What one request's templates may still cost, in bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct Budget(usize);
+pub struct Budget(pub(crate) usize);
 
 impl Default for Budget {
     /// [`SUBSCRIPTION_TEMPLATE_BYTES`].
@@ -322,24 +404,54 @@ struct Interned {
 /// The hub's compiled templates, shared: every selector with the same source string uses one
 /// compiled template, which the broadcaster evaluates once per update whatever the number of
 /// subscribers. Bounded twice: per request ([`Budget`]: every template it uses counts, shared
-/// or not) and per hub (`limit` bytes of distinct templates alive at once).
+/// or not) and per hub (`limit` bytes of distinct templates alive at once). URL patterns are
+/// interned beside them the same way, with a limit of their own of the same size.
 #[derive(Debug, Clone)]
-pub struct Templates(Arc<Interned>);
+pub struct Templates(Arc<Interned>, Patterns);
 
 impl Templates {
     #[must_use]
     pub fn new(limit: usize) -> Self {
-        Self(Arc::new(Interned {
-            map: Mutex::new(HashMap::new()),
-            bytes: AtomicUsize::new(0),
-            limit,
-        }))
+        Self(
+            Arc::new(Interned {
+                map: Mutex::new(HashMap::new()),
+                bytes: AtomicUsize::new(0),
+                limit,
+            }),
+            Patterns::new(limit),
+        )
     }
 
     /// Bytes of distinct templates alive.
     #[must_use]
     pub fn bytes(&self) -> usize {
         self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Parses a Mercure 1.0 matcher of type `kind`; a URL pattern is resolved against `base`
+    /// (the hub's URL), shared with every other user of the same pattern and base, and charged
+    /// to `budget`.
+    pub fn matcher(
+        &self,
+        kind: MatcherType,
+        s: &str,
+        base: &Arc<Url>,
+        budget: &mut Budget,
+    ) -> Result<TopicSelector, SelectorError> {
+        validate_matcher(s)?;
+        if s == "*" {
+            return Ok(TopicSelector(Kind::Any));
+        }
+        Ok(TopicSelector(match kind {
+            MatcherType::Exact => Kind::Exact(s.into()),
+            MatcherType::UrlPattern => {
+                let pattern = self.1.get(s, base, &mut budget.0).map_err(|e| match e {
+                    PatternError::TooComplex => SelectorError::TooComplex,
+                    e => SelectorError::Matcher(e.into()),
+                })?;
+                Kind::UrlPattern(pattern)
+            }
+        }))
     }
 
     /// Parses a selector, sharing its compiled template with every other user of the same

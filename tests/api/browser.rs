@@ -1,5 +1,6 @@
 //! The dashboard in a real headless Chromium: runs `tests/browser/dashboard.test.mjs` (Node's
-//! test runner with playwright-core) against the binary under test.
+//! test runner with playwright-core) against the binary under test; and the hub's URL Pattern
+//! matching against Chromium's own `URLPattern` (`tests/browser/urlpattern.test.mjs`).
 
 use std::{
     path::Path,
@@ -10,8 +11,8 @@ use std::{
 /// The whole browser suite must finish within this.
 const LIMIT: Duration = Duration::from_secs(300);
 
-#[test]
-fn dashboard_works_in_headless_chromium() {
+/// `tests/browser`, with its Node modules installed and Chromium checked.
+fn browser_dir() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !dir.join("node_modules/playwright-core").exists() {
         let status = Command::new("npm")
@@ -25,6 +26,12 @@ fn dashboard_works_in_headless_chromium() {
         Path::new("/usr/bin/chromium").exists(),
         "Chromium is missing: apt-get install chromium (.ci/run does)"
     );
+    dir
+}
+
+#[test]
+fn dashboard_works_in_headless_chromium() {
+    let dir = browser_dir();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&out).unwrap();
     let log = out.join("node-test.log");
@@ -52,4 +59,38 @@ fn dashboard_works_in_headless_chromium() {
     let report = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "browser tests failed:\n{report}");
     assert!(out.join("dashboard.png").exists(), "no screenshot written");
+}
+
+#[test]
+fn url_pattern_matching_agrees_with_chromium() {
+    let dir = browser_dir();
+    let mut child = Command::new("node")
+        .args(["--test", "urlpattern.test.mjs"])
+        .current_dir(&dir)
+        .env("SSE_HUB_BIN", env!("CARGO_BIN_EXE_sse-hub"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node");
+    let mut stdout = child.stdout.take().expect("piped");
+    let report = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).ok();
+        text
+    });
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the URL Pattern differential test still running after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let report = report.join().unwrap_or_default();
+    assert!(status.success(), "the hub and Chromium disagree:\n{report}");
+    assert!(report.contains(" pairs, "), "no pairs compared:\n{report}");
 }

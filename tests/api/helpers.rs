@@ -265,10 +265,16 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `url` with `headers`; the response may be an error status (see `status`).
     pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Self {
-        let mut request = client().get(url).header("Accept", "text/event-stream");
+        let mut request = client().get(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        Self::send(request).await
+    }
+
+    /// Sends `request` (any method, body and headers) and reads its response as a stream.
+    pub async fn send(request: reqwest::RequestBuilder) -> Self {
+        let request = request.header("Accept", "text/event-stream");
         let response = tokio::time::timeout(Duration::from_secs(10), request.send())
             .await
             .expect("response headers in time")

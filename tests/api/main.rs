@@ -14,6 +14,7 @@ mod http2;
 mod in_process;
 mod inputs;
 mod jwks;
+mod matchers;
 mod mercure;
 mod metrics;
 mod newcomer;

@@ -7,8 +7,9 @@ use actix_web::{
 
 use crate::{
     fanout::broadcaster::{PublishRefused, SubscribeRefused},
-    protocol::topic::SelectorError,
+    protocol::topic::{MatcherError, SelectorError},
     protocol::update::EventId,
+    protocol::url_pattern::PatternError,
 };
 
 /// Seconds a client is asked to wait before retrying a 503.
@@ -139,6 +140,10 @@ impl From<SelectorError> for ApiError {
             SelectorError::HubFull => Self::TemplatesFull(err.to_string()),
             SelectorError::Topic(_) => Self::BadRequest(format!("invalid topic selector: {err}")),
             SelectorError::TooComplex => Self::BadRequest(err.to_string()),
+            SelectorError::Matcher(MatcherError::Pattern(PatternError::HubFull)) => {
+                Self::TemplatesFull(err.to_string())
+            }
+            SelectorError::Matcher(_) => Self::BadRequest(format!("invalid matcher: {err}")),
         }
     }
 }

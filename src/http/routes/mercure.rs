@@ -1,4 +1,7 @@
-//! The Mercure hub endpoint, `/.well-known/mercure`: subscribe with `GET`, publish with `POST`.
+//! The Mercure hub endpoint, `/.well-known/mercure`: subscribe with `GET` (or `QUERY` with a
+//! form body), publish with `POST`.
+
+use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
@@ -11,10 +14,11 @@ use crate::{
     fanout::active::Announced,
     fanout::subscription::Subscription,
     protocol::publication::Publication,
-    protocol::topic::Budget,
+    protocol::topic::{Budget, MatcherType},
     protocol::update::EventId,
     transport::TransportError,
 };
+use url::Url;
 
 /// Path of the hub endpoint, fixed by the protocol.
 pub const PATH: &str = "/.well-known/mercure";
@@ -69,34 +73,127 @@ pub(super) fn unauthorized(err: AuthError) -> ApiError {
     }
 }
 
-/// `GET /.well-known/mercure?topic=…`: a stream of the updates matching the selectors.
+/// The hub's URL as this request reaches it, against which relative URL patterns and topics
+/// are resolved: `https` when the hub serves TLS itself, else `http`; the request's authority
+/// (HTTP/2) or `Host`, else the listener's; the protocol's path. A client naming another host
+/// only changes how its own relative patterns resolve, never what its token allows.
+fn hub_url(state: &AppState, req: &HttpRequest) -> Result<Arc<Url>, ApiError> {
+    let scheme = if state.config.tls.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let config = req.app_config();
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+        .unwrap_or_else(|| config.host());
+    let plain = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
+    plain
+        .then(|| Url::parse(&format!("{scheme}://{host}{PATH}")).ok())
+        .flatten()
+        .filter(|url| url.host().is_some())
+        .map(Arc::new)
+        .ok_or_else(|| ApiError::BadRequest("invalid Host header".into()))
+}
+
+/// `GET /.well-known/mercure?topic=…&match=…`: a stream of the updates matching the selectors.
 pub(super) async fn subscribe(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    subscribe_with(&state, &req, "").await
+}
+
+/// `QUERY /.well-known/mercure` with a form body: the same as `GET` with the union of the
+/// query string's parameters and the body's.
+pub(super) async fn subscribe_query(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let limit = state.config.listen.max_body_size;
+    if declared_length(&req).is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    if !form_encoded(&req) {
+        return Err(ApiError::BadRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let body = read_body(payload, limit).await?;
+    let body = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
+    subscribe_with(&state, &req, body).await
+}
+
+/// Subscribes with the parameters of the query string and of `body` together.
+///
+/// 0.x `topic` selectors and 1.0 matchers may be mixed: the subscriber gets what any of them
+/// selects, and they count together against `--max-topics`. The cursor is the `Last-Event-ID`
+/// header, else `last_event_id` (the query string's before the body's), else 0.x `lastEventID`.
+async fn subscribe_with(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &str,
+) -> Result<HttpResponse, ApiError> {
     let query = super::query_pairs(req.query_string())?;
+    let body = crate::protocol::form::parse(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
     let who = state
         .auth
-        .subscriber(&req, single(&query, "authorization")?)
+        .subscriber(req, single(&query, "authorization")?)
         .await
         .map_err(unauthorized)?;
-    let requested = query.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v);
-    let count = requested.clone().count();
-    if count == 0 {
-        return Err(ApiError::BadRequest("missing \"topic\" parameter".into()));
-    }
-    if count > state.config.streams.max_topics {
-        return Err(ApiError::BadRequest(format!(
-            "too many topic selectors (at most {})",
-            state.config.streams.max_topics
-        )));
-    }
-    // The request's templates and its token's share one budget, checked as each is compiled.
+    let max = state.config.streams.max_topics;
+    // The request's templates and patterns and its token's share one budget, checked as each
+    // is compiled.
     let mut budget = Budget::default();
-    let selectors = requested
-        .map(|v| state.templates.selector(v, &mut budget))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cursor = subscribe::cursor(&req, single(&query, "lastEventID")?)?;
+    let mut base = None;
+    let mut selectors = Vec::new();
+    for (name, value) in query.iter().chain(&body) {
+        let kind = match MatcherType::from_param(name) {
+            None if name == "topic" => None,
+            None => continue,
+            Some(Ok(kind)) => Some(kind),
+            Some(Err(())) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown matcher parameter {name:?} (known: match, match_exact, \
+                     match_urlpattern)"
+                )))
+            }
+        };
+        if selectors.len() == max {
+            return Err(ApiError::BadRequest(format!(
+                "too many topic selectors and matchers (at most {max})"
+            )));
+        }
+        selectors.push(match kind {
+            None => state.templates.selector(value, &mut budget)?,
+            Some(kind) => {
+                if base.is_none() {
+                    base = Some(hub_url(state, req)?);
+                }
+                let base = base.as_ref().expect("set just above");
+                state.templates.matcher(kind, value, base, &mut budget)?
+            }
+        });
+    }
+    if selectors.is_empty() {
+        return Err(ApiError::BadRequest(
+            "missing \"topic\" or \"match\" parameter".into(),
+        ));
+    }
+    let last_event_id = match single(&query, "last_event_id")? {
+        Some(value) => Some(value),
+        None => single(&body, "last_event_id")?,
+    };
+    let legacy = single(&query, "lastEventID")?;
+    let cursor = subscribe::cursor(req, last_event_id.or(legacy))?;
     // Only hub-endpoint subscribers are announced: `/events` is not part of the protocol.
     let announce = |payload: Option<&serde_json::Value>| {
         state.config.streams.subscriptions.then(|| {
@@ -131,7 +228,26 @@ pub(super) async fn subscribe(
             )
         }
     };
-    subscribe::open_stream(&state, &req, subscription, cursor, expires, announced).await
+    subscribe::open_stream(state, req, subscription, cursor, expires, announced).await
+}
+
+/// The `Content-Length` the client declared, if any.
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// Whether the body is declared `application/x-www-form-urlencoded`.
+fn form_encoded(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// Reads the body, refusing more than `limit` bytes.
@@ -155,11 +271,7 @@ pub(super) async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
     let limit = state.config.listen.max_body_size;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if declared_length(&req).is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let query = super::query_pairs(req.query_string())?;
@@ -172,16 +284,7 @@ pub(super) async fn publish(
         .publish_limiter
         .check(&token_key)
         .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
-    let form_encoded = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form_encoded {
+    if !form_encoded(&req) {
         return Err(ApiError::BadRequest(
             "the body must be application/x-www-form-urlencoded".into(),
         ));

@@ -43,16 +43,19 @@ pub struct AppState {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let static_dir = state.config.listen.static_dir.clone();
-    let hub_cors = mercure::cors(&state.config.listen, &["GET", "POST"]);
+    let hub_cors = mercure::cors(&state.config.listen, &["GET", "POST", "QUERY"]);
+    // The safe method that carries subscribe parameters in a body (RFC 10008).
+    let query = actix_web::http::Method::from_bytes(b"QUERY").expect("QUERY is a valid token");
     if state.config.streams.subscriptions {
         subscriptions::configure(cfg, &state.config.listen);
     }
     cfg.app_data(web::Data::new(state))
         .service(
-            resource(mercure::PATH, "GET, POST")
+            resource(mercure::PATH, "GET, POST, QUERY")
                 .wrap(hub_cors)
                 .route(web::get().to(mercure::subscribe))
-                .route(web::post().to(mercure::publish)),
+                .route(web::post().to(mercure::publish))
+                .route(web::method(query).to(mercure::subscribe_query)),
         )
         .service(resource("/events", "GET").route(web::get().to(subscribe::events)))
         .service(
