@@ -4,6 +4,7 @@
 pub mod form;
 pub mod publication;
 pub mod sse;
+pub mod text;
 pub mod topic;
 pub mod update;
 pub mod url_pattern;

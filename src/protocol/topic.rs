@@ -370,13 +370,7 @@ fn validate_matcher(s: &str) -> Result<(), MatcherError> {
     if s.len() > MAX_TOPIC_LEN {
         return Err(MatcherError::TooLong);
     }
-    let categories =
-        icu_properties::CodePointMapData::<icu_properties::props::GeneralCategory>::new();
-    let forbidden = |c: char| {
-        matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
-            || categories.get(c) == icu_properties::props::GeneralCategory::Format
-    };
-    match s.chars().position(forbidden) {
+    match s.chars().position(crate::protocol::text::is_forbidden) {
         Some(at) => Err(MatcherError::Forbidden(at)),
         None => Ok(()),
     }

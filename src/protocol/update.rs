@@ -7,7 +7,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::{protocol::sse, protocol::topic::Topic};
+use crate::{protocol::sse, protocol::text::is_forbidden, protocol::topic::Topic};
 
 /// Longest `id` or `type` accepted, in bytes.
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -19,7 +19,7 @@ pub enum FieldError {
     Empty,
     #[error("must be at most {MAX_FIELD_LEN} bytes")]
     TooLong,
-    #[error("must not contain CR, LF or NUL")]
+    #[error("must not contain control or format characters")]
     ControlChar,
     #[error("must not start with '#' (reserved for ids the hub makes)")]
     Reserved,
@@ -27,13 +27,14 @@ pub enum FieldError {
     Earliest,
 }
 
-/// The rules every SSE field value follows: not empty, bounded, no CR, LF or NUL.
+/// The rules every SSE field value follows: not empty, bounded, no control or format
+/// character ([`is_forbidden`]; CR and LF would be an injection).
 pub(crate) fn check_field(value: &str) -> Result<(), FieldError> {
     if value.is_empty() {
         Err(FieldError::Empty)
     } else if value.len() > MAX_FIELD_LEN {
         Err(FieldError::TooLong)
-    } else if value.contains(['\r', '\n', '\0']) {
+    } else if value.contains(is_forbidden) {
         Err(FieldError::ControlChar)
     } else {
         Ok(())

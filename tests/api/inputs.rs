@@ -247,3 +247,37 @@ async fn a_plus_typed_into_a_selector_is_explained_in_the_400() {
     let (status, _open) = get("https://example.com/books/%7B%2Bpath%7D").await;
     assert_eq!(status, 200);
 }
+
+/// Ids, types and cursors may hold no control or format character (Mercure 1.0): an id travels
+/// in the `Last-Event-ID` and `Mercure-Last-Event-ID` header fields, which can't hold them.
+#[tokio::test]
+async fn control_and_format_characters_in_ids_types_and_cursors_get_400() {
+    let hub = TestHub::protocol(&[]);
+    for (field, value) in [
+        ("id", "a\u{1}b"),
+        ("id", "a\u{7f}"),
+        ("id", "a\u{85}"),
+        ("id", "zero\u{200b}width"),
+        ("type", "t\u{feff}"),
+    ] {
+        let response = hub
+            .publish(&publisher(), &[("topic", "/t"), ("data", "x"), (field, value)])
+            .await;
+        assert_eq!(response.status(), 400, "{field} {value:?}");
+        let body = response.text().await.expect("body");
+        assert!(body.contains("control or format characters"), "{body}");
+    }
+    assert_eq!(hub.stats().await["events_published"], 0);
+    let cursor = client()
+        .get(hub.url("/.well-known/mercure?topic=/t&lastEventID=a%01b"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(cursor.status(), 400);
+    // An id with non-ASCII text that is not a format character is fine.
+    let ok = hub
+        .publish(&publisher(), &[("topic", "/t"), ("data", "x"), ("id", "café-日")])
+        .await;
+    assert_eq!(ok.status(), 200);
+}
