@@ -261,7 +261,10 @@ async fn control_and_format_characters_in_ids_types_and_cursors_get_400() {
         ("type", "t\u{feff}"),
     ] {
         let response = hub
-            .publish(&publisher(), &[("topic", "/t"), ("data", "x"), (field, value)])
+            .publish(
+                &publisher(),
+                &[("topic", "/t"), ("data", "x"), (field, value)],
+            )
             .await;
         assert_eq!(response.status(), 400, "{field} {value:?}");
         let body = response.text().await.expect("body");
@@ -277,7 +280,10 @@ async fn control_and_format_characters_in_ids_types_and_cursors_get_400() {
     assert_eq!(cursor.status(), 400);
     // An id with non-ASCII text that is not a format character is fine.
     let ok = hub
-        .publish(&publisher(), &[("topic", "/t"), ("data", "x"), ("id", "café-日")])
+        .publish(
+            &publisher(),
+            &[("topic", "/t"), ("data", "x"), ("id", "café-日")],
+        )
         .await;
     assert_eq!(ok.status(), 200);
 }
