@@ -12,21 +12,28 @@ use std::{
 const LIMIT: Duration = Duration::from_secs(300);
 
 /// `tests/browser`, with its Node modules installed and Chromium checked.
+///
+/// The browser tests run in parallel: the modules are installed once, by the first to ask,
+/// while the others wait (`npm ci` empties `node_modules` before it fills it).
 fn browser_dir() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !dir.join("node_modules/playwright-core").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("run npm (Node.js is needed for the browser tests)");
-        assert!(status.success(), "npm ci failed in tests/browser");
-    }
+    static INSTALLED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = INSTALLED.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        if !dir.join("node_modules/playwright-core").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("run npm (Node.js is needed for the browser tests)");
+            assert!(status.success(), "npm ci failed in tests/browser");
+        }
+        dir
+    });
     assert!(
         Path::new("/usr/bin/chromium").exists(),
         "Chromium is missing: apt-get install chromium (.ci/run does)"
     );
-    dir
+    dir.clone()
 }
 
 #[test]
