@@ -4,6 +4,7 @@
 pub mod form;
 pub mod publication;
 pub mod sse;
+pub mod template;
 pub mod text;
 pub mod topic;
 pub mod update;
