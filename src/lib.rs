@@ -12,7 +12,8 @@
 //! - [`auth`]: the JWS tokens of publishers and subscribers, with keys configured or fetched as
 //!   JWK sets ([`auth::jwks`]);
 //! - [`protocol`], the values: a validated [`protocol::update`] encoded once into SSE bytes
-//!   ([`protocol::sse`]); topics and selectors ([`protocol::topic`]); publish forms
+//!   ([`protocol::sse`]); topics and selectors ([`protocol::topic`], with
+//!   [`protocol::template`] and [`protocol::url_pattern`]; [`protocol::text`]); publish forms
 //!   ([`protocol::publication`], [`protocol::form`]);
 //! - [`transport`]: how an accepted update reaches the broadcasters: in process, or through
 //!   Redis Streams between nodes ([`transport::presence`] keeps the active subscriptions there);
