@@ -28,7 +28,7 @@ use std::{
     },
 };
 
-use regex_automata::{meta, nfa::thompson::WhichCaptures};
+use regex_automata::meta;
 use url::Url;
 
 use crate::protocol::url_pattern::{PatternError, Patterns, UrlPattern};
@@ -236,13 +236,7 @@ impl Template {
     /// Compiles `src`, refusing a program over `nfa_limit` bytes before building it further.
     fn compile(src: &str, nfa_limit: usize) -> Result<Self, TopicError> {
         let pattern = super::template::pattern(src).map_err(invalid)?;
-        let config = meta::Config::new()
-            .which_captures(WhichCaptures::None)
-            .nfa_size_limit(Some(nfa_limit))
-            .onepass(false)
-            .backtrack(false)
-            .dfa(false)
-            .hybrid_cache_capacity(HYBRID_CACHE_CAPACITY);
+        let config = crate::protocol::url_pattern::linear(nfa_limit, HYBRID_CACHE_CAPACITY);
         let regex = meta::Builder::new()
             .configure(config)
             .build(&pattern)

@@ -30,6 +30,19 @@ const MAX_COMPONENT_NFA: usize = 64 << 10;
 /// Largest lazy-DFA cache of one component program.
 const HYBRID_CACHE_CAPACITY: usize = 8 << 10;
 
+/// How every selector program of the hub is built: linear-time engines only (the PikeVM and
+/// the lazy DFA, no backtracker), no capture groups kept, the compiled program bounded by
+/// `nfa_limit` bytes and each matching cache by `cache` bytes.
+pub(crate) fn linear(nfa_limit: usize, cache: usize) -> meta::Config {
+    meta::Config::new()
+        .which_captures(WhichCaptures::None)
+        .nfa_size_limit(Some(nfa_limit))
+        .onepass(false)
+        .backtrack(false)
+        .dfa(false)
+        .hybrid_cache_capacity(cache)
+}
+
 /// A component's regular expression, on a linear-time engine and built lean: only
 /// `is_match` is ever asked, so no captures are kept.
 #[derive(Debug)]
@@ -45,13 +58,7 @@ impl RegExp for Linear {
 
     fn parse(pattern: &str, _flags: &str, _force_eval: bool) -> Result<Self, ()> {
         // The flags are always "u" (Unicode, case-sensitive): `ignore_case` is never set.
-        let config = meta::Config::new()
-            .which_captures(WhichCaptures::None)
-            .nfa_size_limit(Some(MAX_COMPONENT_NFA))
-            .onepass(false)
-            .backtrack(false)
-            .dfa(false)
-            .hybrid_cache_capacity(HYBRID_CACHE_CAPACITY);
+        let config = linear(MAX_COMPONENT_NFA, HYBRID_CACHE_CAPACITY);
         let regex = meta::Builder::new()
             .configure(config)
             .build(pattern)

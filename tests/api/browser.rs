@@ -36,17 +36,19 @@ fn browser_dir() -> std::path::PathBuf {
     dir.clone()
 }
 
-#[test]
-fn dashboard_works_in_headless_chromium() {
-    let dir = browser_dir();
+/// Runs `node --test` on the test files of `args` in `dir`, with the binary under test in
+/// `SSE_HUB_BIN` and `env`, within [`LIMIT`]; returns whether it passed and its report (what
+/// the test runner printed).
+fn run_node(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&out).unwrap();
-    let log = out.join("node-test.log");
+    let log = out.join(format!("{}.log", args.last().expect("a test file")));
     let mut child = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "dashboard.test.mjs"])
-        .current_dir(&dir)
+        .arg("--test")
+        .args(args)
+        .current_dir(dir)
         .env("SSE_HUB_BIN", env!("CARGO_BIN_EXE_sse-hub"))
-        .env("BROWSER_OUT", &out)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::inherit())
@@ -59,45 +61,33 @@ fn dashboard_works_in_headless_chromium() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("browser tests still running after {LIMIT:?}");
+            panic!("node --test {args:?} still running after {LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let report = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "browser tests failed:\n{report}");
+    (
+        status.success(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn dashboard_works_in_headless_chromium() {
+    let dir = browser_dir();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let (passed, report) = run_node(
+        &dir,
+        &["--test-concurrency=1", "dashboard.test.mjs"],
+        &[("BROWSER_OUT", &out)],
+    );
+    assert!(passed, "browser tests failed:\n{report}");
     assert!(out.join("dashboard.png").exists(), "no screenshot written");
 }
 
 #[test]
 fn url_pattern_matching_agrees_with_chromium() {
     let dir = browser_dir();
-    let mut child = Command::new("node")
-        .args(["--test", "urlpattern.test.mjs"])
-        .current_dir(&dir)
-        .env("SSE_HUB_BIN", env!("CARGO_BIN_EXE_sse-hub"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run node");
-    let mut stdout = child.stdout.take().expect("piped");
-    let report = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut text).ok();
-        text
-    });
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the URL Pattern differential test still running after {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let report = report.join().unwrap_or_default();
-    assert!(status.success(), "the hub and Chromium disagree:\n{report}");
+    let (passed, report) = run_node(&dir, &["urlpattern.test.mjs"], &[]);
+    assert!(passed, "the hub and Chromium disagree:\n{report}");
     assert!(report.contains(" pairs, "), "no pairs compared:\n{report}");
 }
