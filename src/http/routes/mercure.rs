@@ -120,14 +120,8 @@ pub(super) async fn subscribe_query(
     if declared_length(&req).is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    if !form_encoded(&req) {
-        return Err(ApiError::BadRequest(
-            "the body must be application/x-www-form-urlencoded".into(),
-        ));
-    }
-    let body = read_body(payload, limit).await?;
-    let body = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
+    let body = read_form(&req, payload, limit).await?;
+    let body = body.as_str();
     subscribe_with(&state, &req, body).await
 }
 
@@ -250,9 +244,19 @@ fn form_encoded(req: &HttpRequest) -> bool {
         })
 }
 
-/// Reads the body, refusing more than `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
+/// Reads a form-encoded body of at most `limit` bytes, as text: what publishing and a `QUERY`
+/// subscription both take.
+async fn read_form(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<String, ApiError> {
+    if !form_encoded(req) {
+        return Err(ApiError::BadRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
         if body.len() + chunk.len() > limit {
@@ -260,7 +264,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    String::from_utf8(body).map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))
 }
 
 /// `POST /.well-known/mercure` (form-encoded): publishes an update, answers its id.
@@ -284,14 +288,8 @@ pub(super) async fn publish(
         .publish_limiter
         .check(&token_key)
         .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
-    if !form_encoded(&req) {
-        return Err(ApiError::BadRequest(
-            "the body must be application/x-www-form-urlencoded".into(),
-        ));
-    }
-    let body = read_body(payload, limit).await?;
-    let body = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
+    let body = read_form(&req, payload, limit).await?;
+    let body = body.as_str();
     let form = Publication::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if form.topics.len() > state.config.publishing.max_topics_per_update {
         return Err(ApiError::BadRequest(format!(
