@@ -1,4 +1,10 @@
 //! A publish request's form (`application/x-www-form-urlencoded`), parsed and validated.
+//!
+//! Two values are the hub's own, so that no publisher can forge what the hub says about its
+//! subscriptions: the event type `mercure`, and any topic in the hub's namespace (see
+//! [`in_hub_namespace`]).
+
+use url::Url;
 
 use crate::{
     protocol::form::{InvalidUtf8, Pair},
@@ -22,10 +28,75 @@ pub enum FormError {
     Type(FieldError),
     #[error("invalid retry: not a whole number of milliseconds")]
     Retry,
+    /// Reserved for the hub's subscription events.
+    #[error("the type \"mercure\" is reserved for the hub's own events")]
+    ReservedType,
+    #[error("the topic {0:?} is in the hub's reserved namespace (/.well-known/mercure)")]
+    HubNamespace(String),
     #[error("'{0}' may appear only once")]
     Repeated(&'static str),
     #[error(transparent)]
     Encoding(#[from] InvalidUtf8),
+}
+
+/// Path of the hub's URL, whose subtree is the hub's own.
+pub const HUB_PATH: &str = "/.well-known/mercure";
+
+/// The event type of the hub's subscription events.
+const RESERVED_TYPE: &str = "mercure";
+
+/// Whether `topic`, resolved against the hub's URL, has a path equal to the hub's or under it,
+/// whatever its scheme and authority: after the URL parser removed its dot-segments, and with
+/// escapes of unreserved characters decoded (then dot-segments removed again, for `%2E%2E`),
+/// so that no spelling of the same path slips through. A topic that is no URL reference is not
+/// in it. Only the path of the hub's URL matters to the result, so any authority does as base.
+#[must_use]
+pub fn in_hub_namespace(topic: &str) -> bool {
+    let Ok(base) = Url::parse(&format!("http://hub.invalid{HUB_PATH}")) else {
+        return false;
+    };
+    let Ok(url) = base.join(topic) else {
+        return false;
+    };
+    let path = decode_unreserved(url.path());
+    // Parsed again as the path of an `http` URL: dot-segments the decoding revealed go away.
+    let mut normal = base;
+    normal.set_path(&path);
+    let path = normal.path();
+    path == HUB_PATH
+        || path
+            .strip_prefix(HUB_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `path` with every escape of an RFC 3986 unreserved character (`A-Z a-z 0-9 - . _ ~`)
+/// decoded; other escapes, and what is not an escape, stay as they are.
+fn decode_unreserved(path: &str) -> String {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = match bytes.get(at..at + 3) {
+            Some([b'%', high, low]) => hex(*high)
+                .zip(hex(*low))
+                .and_then(|(h, l)| u8::try_from(h * 16 + l).ok())
+                .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b)),
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                at += 3;
+            }
+            None => {
+                out.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    // Only ASCII bytes replaced escapes (ASCII too): still the same valid UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| path.to_owned())
 }
 
 /// The fields of one publish request.
@@ -88,7 +159,13 @@ impl Publication {
             .filter(|(k, _)| k == "topic")
             .map(|(_, v)| match &**v {
                 "*" => Err(FormError::Wildcard),
-                v => Ok(Topic::parse(v)?),
+                v => {
+                    let topic = Topic::parse(v)?;
+                    if in_hub_namespace(v) {
+                        return Err(FormError::HubNamespace(v.to_owned()));
+                    }
+                    Ok(topic)
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         if topics.is_empty() {
@@ -98,7 +175,10 @@ impl Publication {
             .map(|v| EventId::parse(v).map_err(FormError::Id))
             .transpose()?;
         let event_type = once(&pairs, "type")?
-            .map(|v| EventType::parse(v).map_err(FormError::Type))
+            .map(|v| match v {
+                RESERVED_TYPE => Err(FormError::ReservedType),
+                v => EventType::parse(v).map_err(FormError::Type),
+            })
             .transpose()?;
         let retry = once(&pairs, "retry")?
             .map(|v| v.parse::<u64>().map_err(|_| FormError::Retry))
@@ -176,6 +256,61 @@ mod tests {
     }
 
     #[test]
+    fn refuses_the_reserved_type_and_the_hub_namespace() {
+        assert_eq!(
+            Publication::parse(&encode(&[("topic", "/a"), ("type", "mercure")])),
+            Err(FormError::ReservedType)
+        );
+        assert!(Publication::parse(&encode(&[("topic", "/a"), ("type", "Mercure")])).is_ok());
+        let body = encode(&[("topic", "/a"), ("topic", "/.well-known/mercure/x")]);
+        assert_eq!(
+            Publication::parse(&body),
+            Err(FormError::HubNamespace("/.well-known/mercure/x".into()))
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_the_hub_namespace_is_in_it() {
+        for topic in [
+            "/.well-known/mercure",
+            "/.well-known/mercure/",
+            "/.well-known/mercure/subscriptions/a/b",
+            "/.well-known/%6Dercure/x",
+            "/.well-known/%6dercure/x",
+            "/%2Ewell-known/mercure",
+            "/.well-known/mercure/../mercure/x",
+            "/a/../.well-known/mercure",
+            "/.well-known/x/%2E%2E/mercure/y",
+            "/.well-known/x/%2e%2E/mercure",
+            "http://other.example/.well-known/mercure/subscriptions/x",
+            "https://hub.invalid/.well-known/mercure?x#y",
+            "//other.example/.well-known/mercure/x",
+            "ftp://a/.well-known/mercure/x",
+            "\\.well-known\\mercure\\x",
+            "mercure/x",
+            "./mercure",
+            "?q",
+        ] {
+            assert!(in_hub_namespace(topic), "{topic:?}");
+        }
+        for topic in [
+            "/.well-known/mercurex",
+            "/.well-known/MERCURE/x",
+            "/.well-known/mercure%2Fx",
+            "/.well-known/%2525mercure",
+            "/books/1",
+            "https://example.com/books/1",
+            "foo:bar",
+            "urn:uuid:4b1c3a2e-0000-4000-8000-000000000000",
+            "../x",
+            "subscriptions",
+            "http://[::1",
+        ] {
+            assert!(!in_hub_namespace(topic), "{topic:?}");
+        }
+    }
+
+    #[test]
     fn refuses_escapes_that_are_not_utf8() {
         for (body, field) in [
             ("topic=%2Fa&data=%FF%FEok", "data"),
@@ -221,7 +356,11 @@ mod tests {
         #[test]
         fn valid_forms_round_trip(
             // `*` alone is no topic one may publish to (it selects every topic).
-            topics in prop::collection::vec("[^\r\n\0]{1,40}".prop_filter("not *", |t| t != "*"), 1..4),
+            // Nor a topic in the hub's namespace (`?x` or `.` resolve to the hub's own path).
+            topics in prop::collection::vec(
+                "[^\r\n\0]{1,40}".prop_filter("not reserved", |t| t != "*" && !in_hub_namespace(t)),
+                1..4,
+            ),
             data in any::<String>(),
             id in proptest::option::of("[a-zA-Z0-9:_-][^\\p{Cc}\\p{Cf}]{0,30}"),
             retry in proptest::option::of(any::<u64>()),

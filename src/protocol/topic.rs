@@ -337,6 +337,25 @@ impl MatcherType {
             _ => Err(()),
         })
     }
+
+    /// The type's canonical name, as in subscription events and the subscriptions API.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::UrlPattern => "urlpattern",
+        }
+    }
+
+    /// The type of a canonical name (case-sensitive, as URL paths are).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "exact" => Some(Self::Exact),
+            "urlpattern" => Some(Self::UrlPattern),
+            _ => None,
+        }
+    }
 }
 
 /// Checks a matcher value: not empty, at most [`MAX_TOPIC_LEN`] bytes, no C0, C1, DEL or Cf

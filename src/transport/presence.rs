@@ -4,11 +4,11 @@
 //! comes or goes; one task per node, the writer, turns what is queued into one `MULTI` … `EXEC`:
 //! - the subscription events (`active` true or false), added to the event stream like any
 //!   publish, so every node delivers them and keeps them in its history;
-//! - the node's hash `<stream>:subs:<node>` (field: a subscription's IRI; value: its JSON-LD
-//!   object): one `HSET` per subscriber that comes, one `HDEL` per one that goes;
+//! - the node's hash `<stream>:subs:<node>` (field: a subscription's IRI; value: its document,
+//!   0.x JSON-LD or 1.0 JSON): one `HSET` per subscriber that comes, one `HDEL` per one that goes;
 //! - beside it, the sorted set `<stream>:subs:<node>:iris` of the same IRIs, all of score 0
-//!   (`ZADD`, `ZREM`): ordered by IRI, so the subscriptions of one topic, whose IRIs share a
-//!   prefix, are one range of it;
+//!   (`ZADD`, `ZREM`): ordered by IRI, so the subscriptions of one collection (a 0.x topic, a
+//!   1.0 matcher), whose IRIs share a prefix, are one range of it;
 //! - then a TTL on both (`--subscriptions-ttl`) and the node's id in the set `<stream>:nodes`.
 //!
 //! Events and hash change in one transaction: a node that has read an event finds its change in
@@ -24,10 +24,10 @@
 //! grow with an outage's length. A clean stop deletes both.
 //!
 //! The subscriptions API reads the set, then each node's hash: `HGET` for one subscription; for
-//! one topic's collection, `ZRANGEBYLEX` over the topic's IRI prefix in each node's sorted set,
+//! one topic's or matcher's collection, `ZRANGEBYLEX` over its IRI prefix in each node's sorted set,
 //! then `HMGET` of those fields (in O(log n) and the topic's own subscriptions, however many
 //! others a node has); for the whole collection, `HSCAN` (a reply holds about `SCAN_COUNT`
-//! fields). Reading the whole collection also takes a node whose hash is gone out of the set,
+//! fields), kept when of the generation asked (by their IRI's segments). Reading the whole collection also takes a node whose hash is gone out of the set,
 //! by a script that checks it is still gone (so a node writing at that moment is not dropped).
 
 use std::{
@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 
 use super::{encode, RedisTransport, TransportError};
 use crate::{
-    fanout::active::{self, Announced},
+    fanout::active::{self, Announced, Scope},
     fanout::presence::{Change, Changes},
     protocol::update::EventId,
 };
@@ -88,14 +88,12 @@ fn lex_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     (min, max)
 }
 
-/// The hash entries of `announced`'s subscriptions: IRI, and the JSON-LD object.
+/// The hash entries of `announced`'s subscriptions: IRI, and the document.
 fn entries(announced: &Announced) -> impl Iterator<Item = (String, String)> + '_ {
-    announced.selectors.iter().map(|s| {
-        (
-            active::iri(s, &announced.id),
-            announced.object(s, true).to_string(),
-        )
-    })
+    announced
+        .subscriptions
+        .iter()
+        .map(|s| (announced.iri(s), announced.object(s, true).to_string()))
 }
 
 /// Keeps this node's hash in step with its subscribers.
@@ -204,11 +202,11 @@ impl Writer {
         for change in batch.drain(..) {
             match change {
                 Change::Started(announced) => {
-                    self.lost += announced.selectors.len();
+                    self.lost += announced.subscriptions.len();
                     self.members.insert(announced.id.clone(), announced);
                 }
                 Change::Ended(announced) => {
-                    self.lost += announced.selectors.len();
+                    self.lost += announced.subscriptions.len();
                     self.members.remove(&announced.id);
                 }
                 Change::Stop(done) => return Some(done),
@@ -261,9 +259,9 @@ impl Writer {
                 added = true;
             } else {
                 let fields: Vec<String> = announced
-                    .selectors
+                    .subscriptions
                     .iter()
-                    .map(|s| active::iri(s, &announced.id))
+                    .map(|s| announced.iri(s))
                     .collect();
                 if !fields.is_empty() {
                     pipe.cmd("HDEL").arg(&self.hash).arg(&fields).ignore();
@@ -397,11 +395,11 @@ impl Writer {
 }
 
 impl RedisTransport {
-    /// The active subscriptions of every node, filtered by the API path's decoded `topic` and
-    /// `subscriber`, by subscriber then IRI.
+    /// The active subscriptions of every node in `scope`, of `subscriber` if given, by
+    /// subscriber then IRI.
     pub async fn active(
         &self,
-        topic: Option<&str>,
+        scope: &Scope,
         subscriber: Option<&str>,
     ) -> Result<Vec<Value>, TransportError> {
         let nodes_key = nodes_key(&self.stream);
@@ -409,8 +407,8 @@ impl RedisTransport {
             .on_publisher(redis::cmd("SMEMBERS").arg(&nodes_key))
             .await?;
         let mut found = Vec::new();
-        if let (Some(topic), Some(subscriber)) = (topic, subscriber) {
-            let field = active::iri(topic, subscriber);
+        if let (Scope::Collection(key), Some(subscriber)) = (scope, subscriber) {
+            let field = active::iri(key, subscriber);
             let mut pipe = redis::pipe();
             for node in &nodes {
                 pipe.cmd("HGET")
@@ -419,8 +417,8 @@ impl RedisTransport {
             }
             let values: Vec<Option<String>> = self.on_publisher(&pipe).await?;
             found.extend(values.into_iter().flatten());
-        } else if let Some(topic) = topic {
-            found = self.topic_active(topic, &nodes).await?;
+        } else if let Scope::Collection(key) = scope {
+            found = self.collection_active(key, &nodes).await?;
         } else {
             for node in &nodes {
                 let hash = hash_key(&self.stream, node);
@@ -431,7 +429,15 @@ impl RedisTransport {
                     scan.arg(&hash).arg(cursor).arg("COUNT").arg(SCAN_COUNT);
                     let (next, page): (u64, Vec<(String, String)>) =
                         self.on_publisher(&scan).await?;
-                    found.extend(page.into_iter().map(|(_, object)| object));
+                    let wanted = |iri: &str| {
+                        let of = active::generation_of(iri);
+                        matches!(scope, Scope::All(g) if of == Some(*g))
+                    };
+                    found.extend(
+                        page.into_iter()
+                            .filter(|(iri, _)| wanted(iri))
+                            .map(|(_, object)| object),
+                    );
                     cursor = next;
                     if cursor == 0 {
                         break;
@@ -453,15 +459,16 @@ impl RedisTransport {
         Ok(objects)
     }
 
-    /// The JSON of `topic`'s subscriptions on every one of `nodes`: the range of its IRIs in
-    /// each node's sorted set, then those fields of the node's hash (two round trips for all
-    /// the nodes). A field gone in between (its subscriber left) is left out.
-    async fn topic_active(
+    /// The JSON of the collection `key`'s subscriptions on every one of `nodes`: the range of
+    /// its IRIs in each node's sorted set (less those of a longer path, see
+    /// [`active::in_collection`]), then those fields of the node's hash (two round trips for
+    /// all the nodes). A field gone in between (its subscriber left) is left out.
+    async fn collection_active(
         &self,
-        topic: &str,
+        key: &str,
         nodes: &[String],
     ) -> Result<Vec<String>, TransportError> {
-        let (min, max) = lex_range(&active::iri_prefix(topic));
+        let (min, max) = lex_range(&active::iri_prefix(key));
         let hashes: Vec<String> = nodes.iter().map(|n| hash_key(&self.stream, n)).collect();
         let mut ranges = redis::pipe();
         for hash in &hashes {
@@ -471,7 +478,10 @@ impl RedisTransport {
                 .arg(&min)
                 .arg(&max);
         }
-        let ranges: Vec<Vec<String>> = self.on_publisher(&ranges).await?;
+        let mut ranges: Vec<Vec<String>> = self.on_publisher(&ranges).await?;
+        for fields in &mut ranges {
+            fields.retain(|iri| active::in_collection(iri, key));
+        }
         let mut objects = redis::pipe();
         // A node without this topic is not a gone node: only the whole list (which reads every
         // hash anyway) takes gone nodes out of the set, so a topic's list stays two round trips.
@@ -508,15 +518,17 @@ mod tests {
 
     #[test]
     fn the_lex_range_of_a_prefix_holds_what_starts_with_it_and_nothing_else() {
-        let prefix = active::iri_prefix("/a");
+        let key = |s: &str| active::collection(active::Form::Legacy, s);
+        let iri = |s: &str| active::iri(&key(s), "urn:uuid:1");
+        let prefix = active::iri_prefix(&key("/a"));
         let (min, max) = lex_range(&prefix);
         assert_eq!(min, format!("[{prefix}").into_bytes());
         // `/` raised by one is `0`: `…%2Fa/…` is in, `…%2Fab/…` and `…%2Fa%2Fb/…` are not.
         assert_eq!(max, b"(/.well-known/mercure/subscriptions/%2Fa0".to_vec());
         let inside = |iri: &str| iri.as_bytes() >= &min[1..] && iri.as_bytes() < &max[1..];
-        assert!(inside(&active::iri("/a", "urn:uuid:1")));
-        assert!(!inside(&active::iri("/ab", "urn:uuid:1")));
-        assert!(!inside(&active::iri("/a/b", "urn:uuid:1")));
-        assert!(!inside(&active::iri("/", "urn:uuid:1")));
+        assert!(inside(&iri("/a")));
+        assert!(!inside(&iri("/ab")));
+        assert!(!inside(&iri("/a/b")));
+        assert!(!inside(&iri("/")));
     }
 }

@@ -11,7 +11,11 @@ use std::{
 };
 
 use super::SubscribeRefused;
-use crate::{fanout::active::Announced, fanout::registry::SubscriberId, fanout::shard::ShardId};
+use crate::{
+    fanout::active::{Announced, Scope},
+    fanout::registry::SubscriberId,
+    fanout::shard::ShardId,
+};
 
 /// What is kept of a registered subscriber: what the counts need and, with `--subscriptions`,
 /// what the subscriptions API lists.
@@ -26,10 +30,11 @@ struct Member {
 #[derive(Debug)]
 pub(super) struct Membership {
     members: HashMap<(ShardId, SubscriberId), Member>,
-    /// With `--subscriptions`: the announced subscribers by selector, then by their id, so the
-    /// list of one topic costs its own subscriptions, not a walk over every subscriber (empty,
-    /// and never touched, without the flag).
-    by_selector: HashMap<String, BTreeMap<String, Arc<Announced>>>,
+    /// With `--subscriptions`: the announced subscribers by collection (a 0.x topic or a 1.0
+    /// matcher type and matcher, see `active::collection`), then by their id, so the list of
+    /// one collection costs its own subscriptions, not a walk over every subscriber (empty, and
+    /// never touched, without the flag).
+    by_collection: HashMap<String, BTreeMap<String, Arc<Announced>>>,
     per_ip: HashMap<IpAddr, usize>,
     selectors: usize,
     max_subscribers: usize,
@@ -41,7 +46,7 @@ impl Membership {
     pub(super) fn new(max_subscribers: usize, max_per_ip: usize) -> Self {
         Self {
             members: HashMap::new(),
-            by_selector: HashMap::new(),
+            by_collection: HashMap::new(),
             per_ip: HashMap::new(),
             selectors: 0,
             max_subscribers,
@@ -118,35 +123,31 @@ impl Membership {
     /// Forgets every subscriber (shutdown).
     pub(super) fn clear(&mut self) {
         self.members.clear();
-        self.by_selector.clear();
+        self.by_collection.clear();
         self.per_ip.clear();
         self.selectors = 0;
     }
 
-    /// The active subscription objects, one topic's from the index (a lookup, then its own
-    /// subscriptions, already by subscriber), every one by walking the members; by subscriber
-    /// id (so in connection order), then selector.
-    pub(super) fn listed(
-        &self,
-        topic: Option<&str>,
-        subscriber: Option<&str>,
-    ) -> Vec<serde_json::Value> {
-        match (topic, subscriber) {
-            (Some(topic), Some(subscriber)) => self
-                .by_selector
-                .get(topic)
-                .and_then(|ids| ids.get(subscriber))
-                .map(|a| a.object(topic, true))
-                .into_iter()
-                .collect(),
-            (Some(topic), None) => self
-                .by_selector
-                .get(topic)
-                .into_iter()
-                .flat_map(BTreeMap::values)
-                .map(|a| a.object(topic, true))
-                .collect(),
-            (None, _) => {
+    /// The active subscription documents: one collection's from the index (a lookup, then its
+    /// own subscriptions, already by subscriber), one generation's by walking the members; by
+    /// subscriber id (so in connection order), then selector.
+    pub(super) fn listed(&self, scope: &Scope, subscriber: Option<&str>) -> Vec<serde_json::Value> {
+        match scope {
+            Scope::Collection(key) => {
+                let ids = self.by_collection.get(key);
+                let found: Vec<&Arc<Announced>> = match subscriber {
+                    Some(subscriber) => ids
+                        .and_then(|ids| ids.get(subscriber))
+                        .into_iter()
+                        .collect(),
+                    None => ids.into_iter().flat_map(BTreeMap::values).collect(),
+                };
+                found
+                    .into_iter()
+                    .filter_map(|a| a.find(key).map(|s| a.object(s, true)))
+                    .collect()
+            }
+            Scope::All(generation) => {
                 let mut announced: Vec<&Announced> = self
                     .members
                     .values()
@@ -156,7 +157,12 @@ impl Membership {
                 announced.sort_by(|a, b| a.id.cmp(&b.id));
                 announced
                     .into_iter()
-                    .flat_map(|a| a.selectors.iter().map(|s| a.object(s, true)))
+                    .flat_map(|a| {
+                        a.subscriptions
+                            .iter()
+                            .filter(|s| s.form.generation() == *generation)
+                            .map(|s| a.object(s, true))
+                    })
                     .collect()
             }
         }
@@ -178,23 +184,24 @@ impl Membership {
         }
     }
 
-    /// Adds `announced`'s subscriptions to the index by selector.
+    /// Adds `announced`'s subscriptions to the index by collection.
     fn index(&mut self, announced: &Arc<Announced>) {
-        for selector in &announced.selectors {
-            self.by_selector
-                .entry(selector.clone())
+        for subscription in &announced.subscriptions {
+            self.by_collection
+                .entry(subscription.collection().to_owned())
                 .or_default()
                 .insert(announced.id.clone(), Arc::clone(announced));
         }
     }
 
-    /// Takes `announced`'s subscriptions out of the index by selector.
+    /// Takes `announced`'s subscriptions out of the index by collection.
     fn unindex(&mut self, announced: &Announced) {
-        for selector in &announced.selectors {
-            if let Some(ids) = self.by_selector.get_mut(selector) {
+        for subscription in &announced.subscriptions {
+            let key = subscription.collection();
+            if let Some(ids) = self.by_collection.get_mut(key) {
                 ids.remove(&announced.id);
                 if ids.is_empty() {
-                    self.by_selector.remove(selector);
+                    self.by_collection.remove(key);
                 }
             }
         }
@@ -204,14 +211,26 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        fanout::active::{collection, Announcement, Form, Generation},
+        protocol::topic::MatcherType,
+    };
 
     fn announced(id: &str, selectors: &[&str]) -> Arc<Announced> {
         Arc::new(Announced {
             id: id.to_owned(),
-            selectors: selectors.iter().map(|s| (*s).to_owned()).collect(),
-            payload: None,
+            subscriptions: selectors
+                .iter()
+                .map(|s| Announcement::new(Form::Legacy, (*s).to_owned(), None))
+                .collect(),
         })
     }
+
+    fn topic(selector: &str) -> Scope {
+        Scope::Collection(collection(Form::Legacy, selector))
+    }
+
+    const LEGACY: Scope = Scope::All(Generation::Legacy);
 
     fn key(id: u64) -> (ShardId, SubscriberId) {
         (ShardId(0), SubscriberId(id))
@@ -289,31 +308,55 @@ mod tests {
         members.join(ShardId(0), SubscriberId(1), None, 1, None);
         members.join(ShardId(1), SubscriberId(0), None, 1, Some(first));
         assert_eq!(
-            pairs(&members.listed(None, None)),
+            pairs(&members.listed(&LEGACY, None)),
             ["urn:1 /a", "urn:2 /b", "urn:2 /a"]
         );
         assert_eq!(
-            pairs(&members.listed(Some("/a"), None)),
+            pairs(&members.listed(&topic("/a"), None)),
             ["urn:1 /a", "urn:2 /a"]
         );
         assert_eq!(
-            pairs(&members.listed(Some("/a"), Some("urn:2"))),
+            pairs(&members.listed(&topic("/a"), Some("urn:2"))),
             ["urn:2 /a"]
         );
         assert_eq!(
-            pairs(&members.listed(None, Some("urn:2"))),
+            pairs(&members.listed(&LEGACY, Some("urn:2"))),
             ["urn:2 /b", "urn:2 /a"]
         );
-        assert!(members.listed(Some("/c"), None).is_empty());
+        assert!(members.listed(&topic("/c"), None).is_empty());
         assert_eq!(members.announced().count(), 2);
 
         let gone = members.leave(ShardId(0), SubscriberId(0));
         assert!(gone.flatten().is_some_and(|a| Arc::ptr_eq(&a, &second)));
-        assert_eq!(pairs(&members.listed(None, None)), ["urn:1 /a"]);
-        assert!(members.listed(Some("/b"), None).is_empty());
+        assert_eq!(pairs(&members.listed(&LEGACY, None)), ["urn:1 /a"]);
+        assert!(members.listed(&topic("/b"), None).is_empty());
         assert!(
-            !members.by_selector.contains_key("/b"),
+            !members.by_collection.contains_key("%2Fb"),
             "a selector nobody holds leaves the index"
+        );
+    }
+
+    #[test]
+    fn each_generation_is_listed_apart_and_a_matcher_by_its_collection() {
+        let mut members = Membership::new(10, 10);
+        let mixed = Arc::new(Announced {
+            id: "urn:1".into(),
+            subscriptions: vec![
+                Announcement::new(Form::Legacy, "/a".into(), None),
+                Announcement::new(Form::Matcher(MatcherType::Exact), "/a".into(), None),
+            ],
+        });
+        members.join(ShardId(0), SubscriberId(0), None, 2, Some(mixed));
+        let current = members.listed(&Scope::All(Generation::Current), None);
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0]["match_type"], "exact");
+        assert_eq!(members.listed(&LEGACY, None)[0]["topic"], "/a");
+        let exact = Scope::Collection(collection(Form::Matcher(MatcherType::Exact), "/a"));
+        assert_eq!(members.listed(&exact, Some("urn:1"))[0]["match"], "/a");
+        assert!(members.listed(&exact, Some("urn:2")).is_empty());
+        assert_eq!(
+            members.listed(&topic("/a"), None)[0]["type"],
+            "Subscription"
         );
     }
 }

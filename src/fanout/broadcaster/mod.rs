@@ -427,8 +427,8 @@ impl Handler<Unsubscribe> for Broadcaster {
 }
 
 /// Lists this node's active subscriptions (the local transport's list; with Redis the API reads
-/// every node's, after [`LastSeen`]), filtered by the API path's decoded `topic` and
-/// `subscriber` segments, with the id of the newest update: both taken in one step, so the
+/// every node's, after [`LastSeen`]), of the API path's scope (one generation's, or one
+/// collection's) and subscriber, with the id of the newest update: both taken in one step, so the
 /// list is the state as of that id exactly, and a client that subscribes to the events from it
 /// gets every change after it and none before.
 ///
@@ -438,7 +438,7 @@ impl Handler<Unsubscribe> for Broadcaster {
 #[derive(Debug, Message)]
 #[rtype(result = "ActiveList")]
 pub struct ListActive {
-    pub topic: Option<String>,
+    pub scope: crate::fanout::active::Scope,
     pub subscriber: Option<String>,
 }
 
@@ -457,7 +457,7 @@ impl Handler<ListActive> for Broadcaster {
     fn handle(&mut self, msg: ListActive, _: &mut Self::Context) -> Self::Result {
         let subscriptions = self
             .membership
-            .listed(msg.topic.as_deref(), msg.subscriber.as_deref());
+            .listed(&msg.scope, msg.subscriber.as_deref());
         let Some((newest, rx)) = self.durable.wait_for_newest() else {
             let last_event_id = self
                 .history

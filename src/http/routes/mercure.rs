@@ -11,7 +11,7 @@ use super::{error::ApiError, single, subscribe, AppState};
 use crate::{
     auth::{AuthError, MercureClaim, Subscriber},
     config::Listen,
-    fanout::active::Announced,
+    fanout::active::{Announced, Announcement, Form},
     fanout::subscription::Subscription,
     protocol::publication::Publication,
     protocol::topic::{Budget, MatcherType},
@@ -77,7 +77,7 @@ pub(super) fn unauthorized(err: AuthError) -> ApiError {
 /// are resolved: `https` when the hub serves TLS itself, else `http`; the request's authority
 /// (HTTP/2) or `Host`, else the listener's; the protocol's path. A client naming another host
 /// only changes how its own relative patterns resolve, never what its token allows.
-fn hub_url(state: &AppState, req: &HttpRequest) -> Result<Arc<Url>, ApiError> {
+pub(super) fn hub_url(state: &AppState, req: &HttpRequest) -> Result<Arc<Url>, ApiError> {
     let scheme = if state.config.tls.tls_cert.is_some() {
         "https"
     } else {
@@ -149,6 +149,8 @@ async fn subscribe_with(
     let mut budget = Budget::default();
     let mut base = None;
     let mut selectors = Vec::new();
+    // Each selector's generation, which decides how it is announced.
+    let mut forms = Vec::new();
     for (name, value) in query.iter().chain(&body) {
         let kind = match MatcherType::from_param(name) {
             None if name == "topic" => None,
@@ -166,6 +168,7 @@ async fn subscribe_with(
                 "too many topic selectors and matchers (at most {max})"
             )));
         }
+        forms.push(kind.map_or(Form::Legacy, Form::Matcher));
         selectors.push(match kind {
             None => state.templates.selector(value, &mut budget)?,
             Some(kind) => {
@@ -192,8 +195,15 @@ async fn subscribe_with(
     let announce = |payload: Option<&serde_json::Value>| {
         state.config.streams.subscriptions.then(|| {
             Announced::new(
-                selectors.iter().map(|s| s.as_str().to_owned()).collect(),
-                payload.cloned(),
+                selectors
+                    .iter()
+                    .zip(&forms)
+                    .map(|(selector, &form)| {
+                        let selector = selector.as_str();
+                        let payload = announced_payload(payload, form, selector);
+                        Announcement::new(form, selector.to_owned(), payload)
+                    })
+                    .collect(),
             )
         })
     };
@@ -223,6 +233,19 @@ async fn subscribe_with(
         }
     };
     subscribe::open_stream(state, req, subscription, cursor, expires, announced).await
+}
+
+/// The payload an announced subscription carries: for now the token's 0.x `mercure.payload`,
+/// whatever the subscription.
+///
+/// Merge point with 1.0 access tokens: a 1.0 matcher (`Form::Matcher`) takes the payload of the
+/// first subscribe authorization detail whose topics match it, `Grants::payload_for(selector)`.
+fn announced_payload(
+    token_payload: Option<&serde_json::Value>,
+    _form: Form,
+    _selector: &str,
+) -> Option<serde_json::Value> {
+    token_payload.cloned()
 }
 
 /// The `Content-Length` the client declared, if any.

@@ -1,11 +1,23 @@
-//! The subscriptions API (`--subscriptions`): `GET /.well-known/mercure/subscriptions`,
-//! `…/{topic}` and `…/{topic}/{subscriber}`, as JSON-LD.
+//! The subscriptions API (`--subscriptions`), in both generations of the protocol:
+//! - 0.x, JSON-LD (`application/ld+json`): `…/subscriptions/{topic}` and
+//!   `…/subscriptions/{topic}/{subscriber}`;
+//! - 1.0, JSON (`application/json`): `…/subscriptions/{match_type}/{match}` and
+//!   `…/subscriptions/{match_type}/{match}/{subscriber}`.
+//!
+//! Two segments are ambiguous (`{topic}/{subscriber}` or `{match_type}/{match}`): a first
+//! segment `exact` or `urlpattern` makes them 1.0, anything else 0.x. The root collection
+//! `…/subscriptions` answers in the generation of the request's token: a 1.0 access token (JWS
+//! header `typ` `at+jwt`) gets the 1.0 subscriptions in JSON, any other the 0.x ones in JSON-LD.
+//! Every answer carries the cursor to resume the events from in a `rel="mercure"` `Link` header.
 //!
 //! Registered only with the flag: without it these paths are unknown, `404` like any other.
 //! With the local transport the broadcaster lists its subscribers; with Redis the list is every
 //! node's, read from Redis (`503` when Redis does not answer).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{
+    http::header::{self, HeaderValue},
+    web, HttpRequest, HttpResponse, ResponseError,
+};
 use percent_encoding::percent_decode_str;
 
 use super::{
@@ -16,24 +28,26 @@ use super::{
 use crate::{
     auth::Subscriber,
     config::Listen,
-    fanout::active::{self, PREFIX},
+    fanout::active::{self, Form, Generation, Scope, PREFIX},
     fanout::broadcaster::{ActiveList, LastSeen, ListActive},
-    protocol::topic::Budget,
+    protocol::form::Pair,
+    protocol::topic::{Budget, MatcherType},
     transport::Transport,
 };
 
-/// Registers the three paths (one handler reads the raw path itself), with the hub endpoint's
+/// Registers the four paths (one handler reads the raw path itself), with the hub endpoint's
 /// CORS: a page of a `--cors-origin` reads the API as it subscribes (its token still decides
-/// what it may read).
+/// what it may read), and its `Link` header (the cursor).
 pub(super) fn configure(cfg: &mut web::ServiceConfig, listen: &Listen) {
     for path in [
         PREFIX,
-        "/.well-known/mercure/subscriptions/{topic}",
-        "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
+        "/.well-known/mercure/subscriptions/{a}",
+        "/.well-known/mercure/subscriptions/{a}/{b}",
+        "/.well-known/mercure/subscriptions/{a}/{b}/{c}",
     ] {
         cfg.service(
             super::resource(path, "GET")
-                .wrap(mercure::cors(listen, &["GET"]))
+                .wrap(mercure::cors(listen, &["GET"]).expose_headers([header::LINK]))
                 .route(web::get().to(list)),
         );
     }
@@ -47,11 +61,107 @@ fn decode(segment: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::BadRequest("a path segment is not UTF-8 once decoded".into()))
 }
 
+/// What an API path asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct Asked {
+    scope: Scope,
+    subscriber: Option<String>,
+    /// The generation of the documents answered.
+    generation: Generation,
+}
+
+/// Reads the path after [`PREFIX`] (`rest`, still encoded); `root` is the generation the root
+/// collection answers in. `None`: no such resource.
+fn asked(rest: &str, root: Generation) -> Result<Option<Asked>, ApiError> {
+    let segments = rest
+        .split('/')
+        .skip(1)
+        .map(decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    let legacy = |topic: &str| Scope::Collection(active::collection(Form::Legacy, topic));
+    let matcher =
+        |kind, matcher: &str| Scope::Collection(active::collection(Form::Matcher(kind), matcher));
+    let kind = segments.first().and_then(|s| MatcherType::from_name(s));
+    let (scope, subscriber, generation) = match (kind, segments.as_slice()) {
+        (_, []) => (Scope::All(root), None, root),
+        (None, [topic]) | (Some(_), [topic]) => (legacy(topic), None, Generation::Legacy),
+        (Some(kind), [_, m]) => (matcher(kind, m), None, Generation::Current),
+        (None, [topic, subscriber]) => {
+            (legacy(topic), Some(subscriber.clone()), Generation::Legacy)
+        }
+        (Some(kind), [_, m, subscriber]) => (
+            matcher(kind, m),
+            Some(subscriber.clone()),
+            Generation::Current,
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some(Asked {
+        scope,
+        subscriber,
+        generation,
+    }))
+}
+
+/// The generation of a token by its JWS header's `typ`: `at+jwt` (or `application/at+jwt`,
+/// case-insensitive) is a 1.0 access token. Read without verifying: it only picks the form of
+/// the answer, the token itself is verified as any other.
+fn token_generation(token: Option<&str>) -> Generation {
+    let typ = token
+        .and_then(|t| jsonwebtoken::decode_header(t).ok())
+        .and_then(|h| h.typ);
+    match typ {
+        Some(typ)
+            if typ.eq_ignore_ascii_case("at+jwt")
+                || typ.eq_ignore_ascii_case("application/at+jwt") =>
+        {
+            Generation::Current
+        }
+        _ => Generation::Legacy,
+    }
+}
+
+/// The request's token, from where the hub reads it (header, else query, else cookie).
+fn raw_token<'a>(
+    state: &AppState,
+    req: &'a HttpRequest,
+    query: &'a [Pair<'a>],
+) -> Result<Option<String>, ApiError> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or_default();
+        return Ok(Some(
+            value
+                .strip_prefix("Bearer ")
+                .unwrap_or(value)
+                .trim()
+                .to_owned(),
+        ));
+    }
+    if let Some(token) = single(query, "authorization")? {
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(req
+        .cookie(&state.config.auth.cookie_name)
+        .map(|c| c.value().to_owned()))
+}
+
+/// The `Link` header value naming the hub and the cursor; 0.x answers (JSON-LD) leave out the
+/// 1.0 event type and content type.
+fn link(hub: &str, last_event_id: &str, generation: Generation) -> Option<HeaderValue> {
+    let cursor = last_event_id.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut value = format!("<{hub}>; rel=\"mercure\"; last-event-id=\"{cursor}\"");
+    if generation == Generation::Current {
+        value.push_str("; type=\"mercure\"; content-type=\"application/json\"");
+    }
+    HeaderValue::from_bytes(value.as_bytes()).ok()
+}
+
 async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = super::query_pairs(req.query_string())?;
     // The path as sent (still percent-encoded): it is what the token's selectors must match,
     // as they match the IRIs of the subscription updates, which are encoded the same way.
     let path = req.uri().path();
+    let root = token_generation(raw_token(&state, &req, &query)?.as_deref());
     // The spec: a subscriber token is required here, even where anonymous subscribers are let in.
     let claims = match state
         .auth
@@ -72,19 +182,18 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
             "the token's mercure.subscribe selectors do not match this path".into(),
         ));
     }
-    let mut segments = path
-        .strip_prefix(PREFIX)
-        .unwrap_or_default()
-        .split('/')
-        .skip(1)
-        .map(decode);
-    let topic = segments.next().transpose()?;
-    let subscriber = segments.next().transpose()?;
-    let single_one = subscriber.is_some();
+    let hub = mercure::hub_url(&state, &req)?;
+    let Some(asked) = asked(path.strip_prefix(PREFIX).unwrap_or_default(), root)? else {
+        return Err(ApiError::NotFound("no such subscription".into()));
+    };
+    let single_one = asked.subscriber.is_some();
     let list = match &state.transport {
         Transport::Local => state
             .broadcaster
-            .send(ListActive { topic, subscriber })
+            .send(ListActive {
+                scope: asked.scope,
+                subscriber: asked.subscriber,
+            })
             .await
             .map_err(|_| ApiError::ShuttingDown)?,
         Transport::Redis(redis) => {
@@ -95,7 +204,7 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
                 .await
                 .map_err(|_| ApiError::ShuttingDown)?;
             let subscriptions = redis
-                .active(topic.as_deref(), subscriber.as_deref())
+                .active(&asked.scope, asked.subscriber.as_deref())
                 .await
                 .map_err(|_| ApiError::Unavailable)?;
             ActiveList {
@@ -104,15 +213,128 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
             }
         }
     };
+    let link = link(hub.as_str(), &list.last_event_id, asked.generation);
     let body = if single_one {
-        list.subscriptions
-            .into_iter()
-            .next()
-            .ok_or(ApiError::NotFound("no such subscription".into()))?
+        list.subscriptions.into_iter().next()
+    } else if asked.generation == Generation::Legacy {
+        Some(active::collection_ld(
+            path,
+            &list.last_event_id,
+            list.subscriptions,
+        ))
     } else {
-        active::collection(path, &list.last_event_id, list.subscriptions)
+        Some(active::collection_json(path, list.subscriptions))
     };
-    Ok(HttpResponse::Ok()
-        .content_type("application/ld+json")
-        .body(body.to_string()))
+    let mut response = match body {
+        Some(body) => HttpResponse::Ok()
+            .content_type(match asked.generation {
+                Generation::Legacy => "application/ld+json",
+                Generation::Current => "application/json",
+            })
+            .body(body.to_string()),
+        None => ApiError::NotFound("no such subscription".into()).error_response(),
+    };
+    if let Some(link) = link {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collection(form: Form, s: &str) -> Scope {
+        Scope::Collection(active::collection(form, s))
+    }
+
+    #[test]
+    fn a_first_segment_naming_a_matcher_type_makes_a_path_1_0() {
+        let exact = Form::Matcher(MatcherType::Exact);
+        let asked = |rest| asked(rest, Generation::Legacy).unwrap();
+        assert_eq!(
+            asked("/exact/%2Fa"),
+            Some(Asked {
+                scope: collection(exact, "/a"),
+                subscriber: None,
+                generation: Generation::Current,
+            })
+        );
+        assert_eq!(
+            asked("/urlpattern/%2Fa/urn%3Ax").map(|a| (a.scope, a.subscriber)),
+            Some((
+                collection(Form::Matcher(MatcherType::UrlPattern), "/a"),
+                Some("urn:x".to_owned())
+            ))
+        );
+        // 0.x: a topic and a subscriber; and the topic `exact` alone.
+        assert_eq!(
+            asked("/%2Fa/urn%3Ax").map(|a| (a.scope, a.generation)),
+            Some((collection(Form::Legacy, "/a"), Generation::Legacy))
+        );
+        assert_eq!(
+            asked("/exact").map(|a| a.scope),
+            Some(collection(Form::Legacy, "exact"))
+        );
+        // Case-sensitive, as paths are; three segments are 1.0 only.
+        assert_eq!(
+            asked("/Exact/%2Fa").map(|a| a.generation),
+            Some(Generation::Legacy)
+        );
+        assert_eq!(asked("/a/b/c"), None);
+        // An escape is read as the same matcher, however it was spelt.
+        assert_eq!(asked("/exact/%2fa"), asked("/exact/%2Fa"));
+        assert!(matches!(
+            super::asked("/exact/%FF", Generation::Legacy),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn the_root_answers_in_the_generation_asked() {
+        assert_eq!(
+            asked("", Generation::Current).unwrap().map(|a| a.scope),
+            Some(Scope::All(Generation::Current))
+        );
+    }
+
+    #[test]
+    fn the_token_type_picks_the_generation_without_verifying() {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        let token = |header: &str| {
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode("{}")
+            )
+        };
+        for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+            let header = format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#);
+            assert_eq!(
+                token_generation(Some(&token(&header))),
+                Generation::Current,
+                "{typ}"
+            );
+        }
+        for header in [r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"alg":"HS256"}"#] {
+            assert_eq!(token_generation(Some(&token(header))), Generation::Legacy);
+        }
+        assert_eq!(token_generation(Some("not a token")), Generation::Legacy);
+        assert_eq!(token_generation(None), Generation::Legacy);
+    }
+
+    #[test]
+    fn the_link_quotes_the_cursor() {
+        let current = link("http://h/.well-known/mercure", "a\"b", Generation::Current).unwrap();
+        assert_eq!(
+            current.to_str().unwrap(),
+            "<http://h/.well-known/mercure>; rel=\"mercure\"; last-event-id=\"a\\\"b\"; \
+             type=\"mercure\"; content-type=\"application/json\""
+        );
+        let legacy = link("http://h/", "earliest", Generation::Legacy).unwrap();
+        assert_eq!(
+            legacy.to_str().unwrap(),
+            "<http://h/>; rel=\"mercure\"; last-event-id=\"earliest\""
+        );
+    }
 }
