@@ -1,6 +1,8 @@
 //! Active subscriptions (`--subscriptions`): the private events when a subscription starts and
 //! ends, and the subscriptions API; on one hub, and on two nodes of a real `redis-server`.
 
+mod v1;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
