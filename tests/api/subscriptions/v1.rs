@@ -30,8 +30,10 @@ fn v1_watcher_token() -> String {
 
 /// A token for everything, signed with a 1.0 access token's header (`typ: at+jwt`).
 fn access_token() -> String {
-    let mut header = jsonwebtoken::Header::default();
-    header.typ = Some("at+jwt".into());
+    let header = jsonwebtoken::Header {
+        typ: Some("at+jwt".into()),
+        ..jsonwebtoken::Header::default()
+    };
     jsonwebtoken::encode(
         &header,
         &json!({ "mercure": { "subscribe": ["*"] } }),
