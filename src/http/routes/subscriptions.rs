@@ -84,7 +84,7 @@ fn asked(rest: &str, root: Generation) -> Result<Option<Asked>, ApiError> {
     let kind = segments.first().and_then(|s| MatcherType::from_name(s));
     let (scope, subscriber, generation) = match (kind, segments.as_slice()) {
         (_, []) => (Scope::All(root), None, root),
-        (None, [topic]) | (Some(_), [topic]) => (legacy(topic), None, Generation::Legacy),
+        (_, [topic]) => (legacy(topic), None, Generation::Legacy),
         (Some(kind), [_, m]) => (matcher(kind, m), None, Generation::Current),
         (None, [topic, subscriber]) => {
             (legacy(topic), Some(subscriber.clone()), Generation::Legacy)

@@ -380,3 +380,24 @@ async fn with_redis_the_1_0_list_of_one_node_holds_another_nodes_matchers() {
     .await;
     assert!(gone, "the reader is still listed after it left");
 }
+
+#[tokio::test]
+async fn bad_1_0_api_paths_get_clear_errors_and_the_hub_keeps_serving() {
+    let hub = TestHub::protocol(&["--subscriptions"]);
+    let mut bystander = hub.subscribe(&["/watch"], &[], &[]).await;
+    for (path, status) in [
+        (format!("{HUB}/exact/%FF"), 400),
+        (format!("{HUB}/urlpattern/%2Fa/%FF"), 400),
+        (format!("{HUB}/urlpattern/%2Fa/b/c"), 404),
+        (format!("{HUB}/Exact/%2Fa/urn%3Ax"), 404),
+        (format!("{HUB}/regex/%2Fa/urn%3Ax"), 404),
+        (format!("{HUB}/exact//urn%3Ax"), 404),
+    ] {
+        let (got, _, _, body) = get_full(&hub, &path, &everything()).await;
+        assert_eq!(got, status, "{path}: {body}");
+    }
+    // The token's grants decide, as for 0.x paths: a token for other topics is refused.
+    let (status, _, _, _) = get_full(&hub, &format!("{HUB}/exact/%2Fa"), &reader_token()).await;
+    assert_eq!(status, 403);
+    still_serving(&hub, &mut bystander).await;
+}
