@@ -1,6 +1,7 @@
 //! HTTP routes, registered by [`configure`] so the server and in-process tests share them.
 
 mod assets;
+mod bearer;
 pub mod client_ip;
 pub mod error;
 mod health;

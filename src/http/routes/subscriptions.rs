@@ -8,13 +8,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 
-use super::{
-    error::ApiError,
-    mercure::{self, unauthorized},
-    single, AppState,
-};
+use super::{bearer, error::ApiError, mercure, single, AppState};
 use crate::{
-    auth::Subscriber,
+    auth::{Context, Subscriber},
     config::Listen,
     fanout::active::{self, PREFIX},
     fanout::broadcaster::{ActiveList, LastSeen, ListActive},
@@ -53,23 +49,27 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
     // as they match the IRIs of the subscription updates, which are encoded the same way.
     let path = req.uri().path();
     // The spec: a subscriber token is required here, even where anonymous subscribers are let in.
-    let claims = match state
-        .auth
-        .subscriber(&req, single(&query, "authorization")?)
-        .await
-        .map_err(unauthorized)?
-    {
-        Subscriber::Token(claims) => claims,
-        Subscriber::Anonymous => {
-            return Err(ApiError::Unauthorized("a token is required".into()));
-        }
+    let resource = bearer::resource(&state, &req);
+    let ctx = Context {
+        query_token: single(&query, "authorization")?,
+        uses_v1: false,
+        resource: resource.clone(),
+        templates: &state.templates,
     };
-    let allowed = claims.selectors(&state.templates, &mut Budget::default(), |m| {
-        m.subscribe.as_ref()
-    })?;
-    if !allowed.iter().any(|s| s.matches(path)) {
-        return Err(ApiError::Forbidden(
-            "the token's mercure.subscribe selectors do not match this path".into(),
+    let refuse = |err| bearer::refuse(err, resource.as_ref());
+    let grants = match state
+        .auth
+        .subscriber(&req, &ctx, &mut Budget::default())
+        .await
+        .map_err(refuse)?
+    {
+        Subscriber::Token(grants) => grants,
+        Subscriber::Anonymous => return Err(refuse(crate::auth::AuthError::Missing)),
+    };
+    if !grants.may_subscribe(path) {
+        return Err(bearer::insufficient_scope(
+            resource.as_ref(),
+            "the token's subscribe grants do not match this path",
         ));
     }
     let mut segments = path
