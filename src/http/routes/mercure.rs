@@ -1,6 +1,8 @@
 //! The Mercure hub endpoint, `/.well-known/mercure`: subscribe with `GET` (or `QUERY` with a
 //! form body), publish with `POST`.
 
+use std::sync::Arc;
+
 use actix_cors::Cors;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -148,7 +150,11 @@ async fn subscribe_with(
             None => state.templates.selector(value, &mut budget)?,
             Some(kind) => {
                 if base.is_none() {
-                    base = Some(hub_url(state, req)?);
+                    // The resource identifier when configured: the hub's public URL.
+                    base = Some(match &resource {
+                        Some(resource) => Arc::clone(&resource.url),
+                        None => hub_url(state, req)?,
+                    });
                 }
                 let base = base.as_ref().expect("set just above");
                 state.templates.matcher(kind, value, base, &mut budget)?
