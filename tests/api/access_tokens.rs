@@ -624,3 +624,101 @@ async fn protocol_1_0_refuses_what_is_0x() {
         Next::TimedOut
     ));
 }
+
+/// The protected resource metadata names the resource, the detail type, the cookie, the
+/// advertised issuers, and the subscriptions API when it is on; any page may read it.
+#[tokio::test]
+async fn the_protected_resource_metadata_describes_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.toml");
+    std::fs::write(
+        &file,
+        "[[issuer]]\nid = \"https://idp.example\"\njwt_key = \"k\"\nauthorization_server = true\n\
+         [[issuer]]\nid = \"https://quiet.example\"\njwt_key = \"k\"\n",
+    )
+    .unwrap();
+    let hub = hub(&["--config", file.to_str().unwrap(), "--subscriptions"]);
+    let response = client()
+        .get(hub.url("/.well-known/oauth-protected-resource/.well-known/mercure"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "resource": RESOURCE,
+            "authorization_servers": [ISSUER_ADVERTISED],
+            "authorization_details_types_supported": [DETAIL],
+            "bearer_methods_supported": ["header"],
+            "mercure_cookie": "__Secure-mercure_access_token",
+            "mercure_subscriptions": true,
+        })
+    );
+    // Without advertised issuers, resource identifier or subscriptions API.
+    let plain = TestHub::spawn(&["--jwt-key", KEY, "--tick-interval", "0"]);
+    let body: Value = client()
+        .get(plain.url("/.well-known/oauth-protected-resource/.well-known/mercure"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let host = plain.url("/.well-known/mercure");
+    assert_eq!(
+        body,
+        json!({
+            "resource": host,
+            "authorization_details_types_supported": [DETAIL],
+            "bearer_methods_supported": ["header"],
+            "mercure_cookie": "__Secure-mercure_access_token",
+        })
+    );
+}
+
+const ISSUER_ADVERTISED: &str = "https://idp.example";
+
+/// Without `--resource-identifier`, the resource is the hub's public URL: what a trusted proxy
+/// says with `X-Forwarded-Proto`/`-Host` (the test client is on 127.0.0.1, trusted by default),
+/// and what the request says otherwise. The challenge points at the same place.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_resource_is_the_public_url() {
+    let hub = TestHub::spawn(&["--jwt-key", KEY, "--issuer", ISSUER, "--tick-interval", "0"]);
+    let public = "https://hub.example/.well-known/mercure";
+    let mut c = claims(json!([detail(&["publish"], &[BOOK])]));
+    c["aud"] = json!(public);
+    let token = at_with(KEY.as_bytes(), &c);
+    let auth = bearer(&token);
+    let topic = [("topic", BOOK), ("data", "x")];
+    let proxied = [
+        ("Authorization", auth.as_str()),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "hub.example"),
+    ];
+    assert_eq!(publish_with(&hub, &proxied, &topic).await.status(), 200);
+    // Straight to the hub, the resource is http://127.0.0.1:port/…: another audience.
+    let direct = publish_with(&hub, &[("Authorization", &auth)], &topic).await;
+    let metadata = hub.url("/.well-known/oauth-protected-resource/.well-known/mercure");
+    let challenge = format!("Bearer error=\"invalid_token\", resource_metadata=\"{metadata}\"");
+    refused(direct, 401, &challenge, "invalid token", "direct").await;
+    // An untrusted peer's forwarded headers are ignored.
+    let untrusted = TestHub::spawn(&[
+        "--jwt-key",
+        KEY,
+        "--issuer",
+        ISSUER,
+        "--tick-interval",
+        "0",
+        "--trusted-proxy",
+        "10.9.9.9",
+    ]);
+    assert_eq!(
+        publish_with(&untrusted, &proxied, &topic).await.status(),
+        401
+    );
+}

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{http::header, HttpRequest};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use url::Url;
 
 use super::{
@@ -15,7 +15,13 @@ use super::{
     mercure::PATH,
     AppState,
 };
-use crate::{auth::AuthError, auth::Resource, protocol::topic::SelectorError};
+use crate::{
+    auth::{AuthError, Resource, DETAIL_TYPE},
+    protocol::topic::SelectorError,
+};
+
+/// Path of the hub's protected resource metadata (RFC 9728 §3.1, for the hub endpoint).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
 
 /// The first value of header `name`, when the peer is a trusted proxy.
 fn forwarded<'a>(state: &AppState, req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -127,4 +133,41 @@ pub(super) fn refuse(err: AuthError, resource: Option<&Resource>) -> ApiError {
             "publishing with a cookie needs an Origin allowed by --publish-origin".into(),
         ),
     }
+}
+
+/// CORS of the metadata: public, so any page may read it (no cookies).
+pub(super) fn metadata_cors() -> actix_cors::Cors {
+    actix_cors::Cors::default()
+        .allow_any_origin()
+        .send_wildcard()
+        .allowed_methods(["GET"])
+        .max_age(3600)
+}
+
+/// `GET /.well-known/oauth-protected-resource/.well-known/mercure`: what a client needs to get
+/// a token for this hub (RFC 9728 §2, and the Mercure fields of the draft).
+pub(super) async fn metadata(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let resource = match resource(&state, &req) {
+        Some(resource) => resource,
+        None => return Err(ApiError::BadRequest("invalid Host header".into())),
+    };
+    let mut body = serde_json::json!({
+        "resource": resource.id,
+        "authorization_details_types_supported": [DETAIL_TYPE],
+        "bearer_methods_supported": ["header"],
+        "mercure_cookie": state.auth.access_token_cookie(),
+    });
+    let servers: Vec<&str> = state.auth.authorization_servers().collect();
+    if !servers.is_empty() {
+        body["authorization_servers"] = serde_json::json!(servers);
+    }
+    if state.config.streams.subscriptions {
+        body["mercure_subscriptions"] = serde_json::Value::Bool(true);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
 }

@@ -58,6 +58,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::post().to(mercure::publish))
                 .route(web::method(query).to(mercure::subscribe_query)),
         )
+        .service(
+            resource(bearer::METADATA_PATH, "GET")
+                .wrap(bearer::metadata_cors())
+                .route(web::get().to(bearer::metadata)),
+        )
         .service(resource("/events", "GET").route(web::get().to(subscribe::events)))
         .service(
             resource("/api/stream/test", "GET")
