@@ -59,6 +59,8 @@ pub enum SettingError {
         value: String,
         reason: String,
     },
+    #[error(transparent)]
+    Issuer(#[from] super::issuer::IssuerError),
 }
 
 fn suggestion(closest: Option<&str>) -> String {
@@ -135,8 +137,8 @@ impl FileSettings {
             let name = key.to_lowercase().replace('_', "-");
             if let (Some(tables), "issuer") = (issuer_tables(value), name.as_str()) {
                 for (index, table) in tables.into_iter().enumerate() {
-                    let issuer =
-                        super::issuer::IssuerSettings::from_table(index, table).map_err(problem)?;
+                    let issuer = super::issuer::IssuerSettings::from_table(index, table)
+                        .map_err(|e| problem(e.into()))?;
                     file.issuers.push(issuer);
                 }
                 continue;

@@ -4,11 +4,24 @@
 
 use clap::{Args, Command, FromArgMatches};
 
-use super::{
-    file::SettingError,
-    values::{absolute_url, JwtAlgorithm, Secret},
-};
+use super::values::{absolute_url, JwtAlgorithm, Secret};
 use crate::auth::jwks::JwksUrl;
+
+/// What is wrong with an `[[issuer]]` table (the file's error names the file).
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("{key:?} is not a setting{}", closest.as_ref().map(|c| format!(": did you mean `{c}`?")).unwrap_or_default())]
+    Unknown {
+        key: String,
+        closest: Option<String>,
+    },
+    #[error("`{0}` must be a string or a boolean")]
+    Value(String),
+    #[error("`{0}` holds a control character")]
+    Control(String),
+    #[error("`{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
 
 /// One trusted issuer: its id (a token's `iss` must equal it byte for byte) and the keys that
 /// verify its publisher and subscriber tokens. The `--issuer` flag makes one of these from the
@@ -51,7 +64,7 @@ impl IssuerSettings {
 
     /// Reads the `index`th `[[issuer]]` table: every key known (`jwt_key` or `jwt-key`), every
     /// value one its flag's parser takes, `id` present.
-    pub(super) fn from_table(index: usize, table: &toml::Table) -> Result<Self, SettingError> {
+    pub(super) fn from_table(index: usize, table: &toml::Table) -> Result<Self, IssuerError> {
         let command = Self::augment_args(Command::new("issuer").no_binary_name(true));
         let known: Vec<String> = command
             .get_arguments()
@@ -68,39 +81,31 @@ impl IssuerSettings {
                     .filter(|(score, _)| *score > 0.8)
                     .max_by(|a, b| a.0.total_cmp(&b.0))
                     .map(|(_, k)| format!("issuer.{}", k.replace('-', "_")));
-                return Err(SettingError::Unknown { key: at, closest });
+                return Err(IssuerError::Unknown { key: at, closest });
             }
             let text = match value {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Boolean(b) => b.to_string(),
-                _ => return Err(SettingError::Value(at)),
+                _ => return Err(IssuerError::Value(at)),
             };
             if text.chars().any(char::is_control) {
-                return Err(SettingError::Control(at));
+                return Err(IssuerError::Control(at));
             }
             argv.push(format!("--{name}"));
             argv.push(text);
         }
         if !table.contains_key("id") {
-            return Err(SettingError::Invalid {
+            return Err(IssuerError::Invalid {
                 key: format!("issuer[{index}]"),
-                value: String::new(),
                 reason: "an issuer needs its `id`".into(),
             });
         }
-        let matches = command.try_get_matches_from(&argv).map_err(|err| {
-            let text = super::one_line(&err);
-            SettingError::Invalid {
-                key: format!("issuer[{index}]"),
-                value: String::new(),
-                reason: text,
-            }
-        })?;
-        Self::from_arg_matches(&matches).map_err(|err| SettingError::Invalid {
+        let invalid = |err: clap::Error| IssuerError::Invalid {
             key: format!("issuer[{index}]"),
-            value: String::new(),
             reason: super::one_line(&err),
-        })
+        };
+        let matches = command.try_get_matches_from(&argv).map_err(invalid)?;
+        Self::from_arg_matches(&matches).map_err(invalid)
     }
 }
 

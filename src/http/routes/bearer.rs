@@ -12,8 +12,7 @@ use url::Url;
 
 use super::{
     error::{ApiError, Challenge},
-    mercure::PATH,
-    AppState,
+    AppState, HUB_PATH as PATH,
 };
 use crate::{
     auth::{AuthError, Resource, DETAIL_TYPE},

@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Path of the hub endpoint, fixed by the protocol.
-pub const PATH: &str = "/.well-known/mercure";
+pub const PATH: &str = super::HUB_PATH;
 
 /// CORS of the hub endpoint and the subscriptions API, for their `methods`: the
 /// `--cors-origin` list; with `*`, any origin but no cookies. Requests from other origins are

@@ -24,6 +24,9 @@ use crate::{
 };
 use error::ApiError;
 
+/// Path of the hub endpoint, fixed by the protocol ([`mercure::PATH`]).
+const HUB_PATH: &str = "/.well-known/mercure";
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
