@@ -259,7 +259,8 @@ pub struct Authorization {
     #[arg(long, env = "SSE_HUB_JWT_LEEWAY", default_value = "0", value_parser = duration)]
     pub jwt_leeway: Duration,
 
-    /// Required `aud` of tokens (repeatable: any of them); unset: `aud` is not checked.
+    /// Required `aud` of 0.x tokens (repeatable: any of them); unset: `aud` is not checked. Not
+    /// used for 1.0 access tokens (see `--resource-identifier`).
     #[arg(
         long = "jwt-audience",
         env = "SSE_HUB_JWT_AUDIENCE",
@@ -267,7 +268,8 @@ pub struct Authorization {
     )]
     pub jwt_audiences: Vec<String>,
 
-    /// Required `iss` of tokens (repeatable: any of them); unset: `iss` is not checked.
+    /// Required `iss` of 0.x tokens (repeatable: any of them); unset: `iss` is not checked. Not
+    /// used for 1.0 access tokens (see `--issuer`).
     #[arg(long = "jwt-issuer", env = "SSE_HUB_JWT_ISSUER", value_delimiter = ',')]
     pub jwt_issuers: Vec<String>,
 
@@ -281,7 +283,7 @@ pub struct Authorization {
     )]
     pub publish_origins: Vec<String>,
 
-    /// Name of the cookie that may carry the token.
+    /// Name of the cookie that may carry a 0.x token.
     #[arg(
         long,
         env = "SSE_HUB_COOKIE_NAME",

@@ -722,3 +722,46 @@ async fn behind_a_trusted_proxy_the_resource_is_the_public_url() {
         401
     );
 }
+
+/// The subscriptions API reads access tokens too: the path must be granted `subscribe`, with
+/// an exact or a relative URL pattern matcher (resolved like a relative topic).
+#[tokio::test]
+async fn the_subscriptions_api_takes_access_tokens_granted_its_path() {
+    let hub = hub(&["--subscriptions"]);
+    let get = |token: String| {
+        let hub = &hub;
+        async move {
+            client()
+                .get(hub.url("/.well-known/mercure/subscriptions"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let exact = at(json!([detail(
+        &["subscribe"],
+        &["/.well-known/mercure/subscriptions"]
+    )]));
+    assert_eq!(get(exact).await.status(), 200);
+    let pattern = at(json!([{ "type": DETAIL, "actions": ["subscribe"],
+        "topics": [{ "match": "/.well-known/mercure/subscriptions{/*}?", "match_type": "urlpattern" }] }]));
+    assert_eq!(get(pattern).await.status(), 200);
+    let publish_only = at(json!([detail(&["publish"], &["*"])]));
+    let scope = format!("Bearer error=\"insufficient_scope\", resource_metadata=\"{METADATA}\"");
+    refused(
+        get(publish_only).await,
+        403,
+        &scope,
+        "subscribe grants",
+        "publish only",
+    )
+    .await;
+    let bare = format!("Bearer resource_metadata=\"{METADATA}\"");
+    let none = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .send()
+        .await
+        .unwrap();
+    refused(none, 401, &bare, "a token is required", "no token").await;
+}
