@@ -54,6 +54,8 @@ pub enum AuthError {
     Issuer,
     #[error("invalid access token: the hub's resource identifier is unknown (invalid Host)")]
     Audience,
+    #[error("invalid access token: its issuer has no key for this role")]
+    IssuerRole,
     #[error("invalid token: a Mercure 0.x token, and --protocol is 1.0")]
     Legacy,
     #[error("invalid access token: {0}")]
@@ -446,7 +448,7 @@ impl Auth {
                 .iter()
                 .find(|i| i.id == iss)
                 .ok_or(AuthError::Issuer)?;
-            let verifier = issuer.verifier(role).ok_or(AuthError::NoKey)?;
+            let verifier = issuer.verifier(role).ok_or(AuthError::IssuerRole)?;
             let mut checks = Validation::new(Algorithm::HS256);
             checks.required_spec_claims = ["exp", "iss", "aud"]
                 .map(str::to_owned)

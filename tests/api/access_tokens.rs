@@ -548,6 +548,10 @@ async fn each_issuer_is_checked_with_its_own_keys_only() {
     )
     .await;
     assert_eq!(sse.status, 401);
+    assert_eq!(
+        sse.response_headers["www-authenticate"],
+        invalid_token().as_str()
+    );
 }
 
 /// Issuer mistakes in the config stop the hub with one line naming them.

@@ -118,6 +118,7 @@ pub(super) fn refuse(err: AuthError, resource: Option<&Resource>) -> ApiError {
         | AuthError::UnknownKey
         | AuthError::Critical
         | AuthError::Issuer
+        | AuthError::IssuerRole
         | AuthError::Audience
         | AuthError::Legacy
         | AuthError::Details(_) => invalid("invalid token"),
