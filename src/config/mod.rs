@@ -385,6 +385,39 @@ mod tests {
     }
 
     #[test]
+    fn access_token_settings_have_their_defaults_and_checked_urls() {
+        let c = parse(&[]).config;
+        assert_eq!(c.protocol, Protocol::Both);
+        assert_eq!(c.auth.access_token_cookie, "__Secure-mercure_access_token");
+        assert_eq!((c.auth.issuer, c.auth.resource_identifier), (None, None));
+        let c = parse(&[
+            "--protocol",
+            "1.0",
+            "--issuer",
+            "https://idp.example",
+            "--resource-identifier",
+            "https://hub.example/.well-known/mercure",
+            "--jwt-algorithm",
+            "EdDSA",
+        ])
+        .config;
+        assert_eq!(c.protocol, Protocol::V1);
+        assert_eq!(c.auth.issuer.as_deref(), Some("https://idp.example"));
+        assert_eq!(c.auth.jwt_algorithm, JwtAlgorithm::EdDSA);
+        for (flag, bad) in [
+            ("--protocol", "0.x"),
+            ("--issuer", "idp.example"),
+            ("--issuer", "ftp://idp.example"),
+            ("--resource-identifier", "/.well-known/mercure"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["sse-hub", flag, bad]).is_err(),
+                "{flag} {bad}"
+            );
+        }
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let c = parse(&["--jwt-key", "hunter2"]).config;
         assert!(!format!("{c:?}").contains("hunter2"));
