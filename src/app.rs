@@ -70,7 +70,11 @@ impl Application {
             .ok()
             .filter(|s| s.exact().is_some())
             .ok_or_else(|| StartError::TimeTopic("must be a plain topic, not a template".into()))?;
-        let auth = Arc::new(Auth::from_config(&config.auth)?);
+        let auth = Arc::new(Auth::from_config(
+            &config.auth,
+            config.protocol,
+            config.streams.max_topics,
+        )?);
         // Bind before starting anything: an address in use is then a plain error, with no actor
         // half-started to be torn down as the runtime goes (the ticker panicked doing that).
         let bind_error = |source| StartError::Bind {
@@ -84,7 +88,7 @@ impl Application {
         for line in config.unused() {
             log::warn!("{line}");
         }
-        if config.auth.publisher_key().is_none() && config.auth.publisher_jwks_url.is_none() {
+        if !auth.can_publish() {
             log::warn!(
                 "no publisher key (--jwt-key, --publisher-jwt-key or --publisher-jwks-url): publishing is off"
             );

@@ -9,8 +9,9 @@
 //!   the dashboard's files), [`http::access_log`] (request lines, tokens redacted) and
 //!   [`http::stream`] (one subscriber's response body: opening bytes, replay, live bytes,
 //!   heartbeats);
-//! - [`auth`]: the JWS tokens of publishers and subscribers, with keys configured or fetched as
-//!   JWK sets ([`auth::jwks`]);
+//! - [`auth`]: the JWS tokens of publishers and subscribers, Mercure 0.x tokens and 1.0 access
+//!   tokens side by side, both read as [`auth::Grants`], with keys configured or fetched as JWK
+//!   sets ([`auth::jwks`]);
 //! - [`protocol`], the values: a validated [`protocol::update`] encoded once into SSE bytes
 //!   ([`protocol::sse`]); topics and selectors ([`protocol::topic`], with
 //!   [`protocol::template`] and [`protocol::url_pattern`]; [`protocol::text`]); publish forms

@@ -37,6 +37,7 @@ fn token(auth: &Authorization, args: &TokenArgs) -> Result<String, Box<dyn std::
         }),
         exp: (!args.no_exp).then(|| auth::expiry_in(args.exp)),
         sub: args.sub.clone(),
+        ..Claims::default()
     };
     Ok(auth::sign_hs256(&claims, key)?)
 }

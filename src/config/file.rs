@@ -3,8 +3,9 @@
 //!
 //! The file's values become the settings' defaults, so clap's own order of precedence applies:
 //! a flag, then the environment, then the file, then the built-in default. Nothing is put in
-//! the environment. Tables are kept for settings made of several values (none yet: issuers
-//! and history policies will be), so a table under a setting's name is refused.
+//! the environment. Tables are kept for settings made of several values: `[[issuer]]` tables
+//! are the trusted issuers of access tokens ([`super::issuer`]); a table under any other
+//! setting's name is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,8 @@ pub enum SettingError {
         value: String,
         reason: String,
     },
+    #[error(transparent)]
+    Issuer(#[from] super::issuer::IssuerError),
 }
 
 fn suggestion(closest: Option<&str>) -> String {
@@ -96,9 +99,11 @@ fn key_of(arg: &Arg) -> String {
 }
 
 /// The settings of a `--config` file, checked, as `(clap id, values)`.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct FileSettings {
     pub values: Vec<(String, Vec<String>)>,
+    /// The `[[issuer]]` tables, in order.
+    pub issuers: Vec<super::issuer::IssuerSettings>,
 }
 
 impl FileSettings {
@@ -130,6 +135,14 @@ impl FileSettings {
                 problem,
             };
             let name = key.to_lowercase().replace('_', "-");
+            if let (Some(tables), "issuer") = (issuer_tables(value), name.as_str()) {
+                for (index, table) in tables.into_iter().enumerate() {
+                    let issuer = super::issuer::IssuerSettings::from_table(index, table)
+                        .map_err(|e| problem(e.into()))?;
+                    file.issuers.push(issuer);
+                }
+                continue;
+            }
             let arg = settable(command)
                 .find(|arg| key_of(arg) == name)
                 .ok_or_else(|| {
@@ -250,6 +263,17 @@ fn reason(err: &clap::Error) -> String {
     let text = super::one_line(err);
     text.rsplit_once("': ")
         .map_or(text.clone(), |(_, why)| why.to_owned())
+}
+
+/// The tables of `[[issuer]]` (or `issuer = { … }`, one table), if `value` is made of tables.
+fn issuer_tables(value: &toml::Value) -> Option<Vec<&toml::Table>> {
+    match value {
+        toml::Value::Table(table) => Some(vec![table]),
+        toml::Value::Array(items) if !items.is_empty() => {
+            items.iter().map(toml::Value::as_table).collect()
+        }
+        _ => None,
+    }
 }
 
 /// A TOML value as text, if it is a scalar.

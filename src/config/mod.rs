@@ -10,6 +10,7 @@
 //! and each part of the hub is given the sections it uses.
 
 mod file;
+mod issuer;
 mod sections;
 mod values;
 
@@ -18,11 +19,12 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use file::{config_file_arg, ConfigFileError, FileSettings, SettingError};
+pub use issuer::IssuerSettings;
 pub use sections::{
     Authorization, HistorySettings, Listen, Publishing, Streams, TlsSettings, TransportSettings,
 };
 use values::positive_duration;
-pub use values::{DataDir, JwtAlgorithm, Secret, MIN_INTERVAL};
+pub use values::{DataDir, JwtAlgorithm, Protocol, Secret, MIN_INTERVAL};
 
 /// sse-hub: publish events over HTTP, receive them as Server-Sent Events (Mercure protocol).
 #[derive(Debug, Parser)]
@@ -75,6 +77,11 @@ pub struct Config {
         global = true
     )]
     pub config_file: Option<PathBuf>,
+
+    /// Protocol generations spoken: `both` (Mercure 0.x and 1.0 side by side) or `1.0`
+    /// (0.x tokens, `topic=`, `lastEventID` and tokens in the URL refused).
+    #[arg(long, env = "SSE_HUB_PROTOCOL", value_enum, default_value = "both")]
+    pub protocol: Protocol,
 
     #[command(flatten, next_help_heading = "Listening and HTTP limits")]
     pub listen: Listen,
@@ -215,18 +222,25 @@ pub fn load(args: &[OsString]) -> Result<Cli, LoadError> {
         let matches = command.clone().try_get_matches_from(args)?;
         return parsed(&command, &matches, &[]);
     };
+    let issuers = file.issuers.clone();
+    let with_issuers = |cli: Result<Cli, LoadError>| {
+        cli.map(|mut cli| {
+            cli.config.auth.issuers = issuers.clone();
+            cli
+        })
+    };
     let command = file.apply(command);
     let matches = command.clone().try_get_matches_from(args)?;
     let from_file: Vec<&str> = file.values.iter().map(|(id, _)| id.as_str()).collect();
     let whole = file.lists_used(&command, &matches);
     if whole.is_empty() {
-        return parsed(&command, &matches, &from_file);
+        return with_issuers(parsed(&command, &matches, &from_file));
     }
     let command = whole.iter().fold(command, |command, id| {
         command.mut_arg(id, |arg| arg.value_delimiter(None))
     });
     let matches = command.clone().try_get_matches_from(args)?;
-    parsed(&command, &matches, &from_file)
+    with_issuers(parsed(&command, &matches, &from_file))
 }
 
 /// The [`Cli`] of `matches`, with the settings that were given (by a flag, the environment, or
@@ -367,6 +381,39 @@ mod tests {
         ] {
             let args = ["sse-hub", "--subscriber-jwks-url", bad];
             assert!(Cli::try_parse_from(args).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn access_token_settings_have_their_defaults_and_checked_urls() {
+        let c = parse(&[]).config;
+        assert_eq!(c.protocol, Protocol::Both);
+        assert_eq!(c.auth.access_token_cookie, "__Secure-mercure_access_token");
+        assert_eq!((c.auth.issuer, c.auth.resource_identifier), (None, None));
+        let c = parse(&[
+            "--protocol",
+            "1.0",
+            "--issuer",
+            "https://idp.example",
+            "--resource-identifier",
+            "https://hub.example/.well-known/mercure",
+            "--jwt-algorithm",
+            "EdDSA",
+        ])
+        .config;
+        assert_eq!(c.protocol, Protocol::V1);
+        assert_eq!(c.auth.issuer.as_deref(), Some("https://idp.example"));
+        assert_eq!(c.auth.jwt_algorithm, JwtAlgorithm::EdDSA);
+        for (flag, bad) in [
+            ("--protocol", "0.x"),
+            ("--issuer", "idp.example"),
+            ("--issuer", "ftp://idp.example"),
+            ("--resource-identifier", "/.well-known/mercure"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["sse-hub", flag, bad]).is_err(),
+                "{flag} {bad}"
+            );
         }
     }
 

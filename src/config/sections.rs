@@ -5,8 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::values::{
-    directory, duration, interval, jwks_interval, origin, positive_duration, workers, DataDir,
-    JwtAlgorithm, Secret,
+    absolute_url, directory, duration, interval, jwks_interval, origin, positive_duration, workers,
+    DataDir, JwtAlgorithm, Secret,
 };
 
 /// Where the hub listens and what it accepts of a request and a connection.
@@ -259,7 +259,8 @@ pub struct Authorization {
     #[arg(long, env = "SSE_HUB_JWT_LEEWAY", default_value = "0", value_parser = duration)]
     pub jwt_leeway: Duration,
 
-    /// Required `aud` of tokens (repeatable: any of them); unset: `aud` is not checked.
+    /// Required `aud` of 0.x tokens (repeatable: any of them); unset: `aud` is not checked. Not
+    /// used for 1.0 access tokens (see `--resource-identifier`).
     #[arg(
         long = "jwt-audience",
         env = "SSE_HUB_JWT_AUDIENCE",
@@ -267,7 +268,8 @@ pub struct Authorization {
     )]
     pub jwt_audiences: Vec<String>,
 
-    /// Required `iss` of tokens (repeatable: any of them); unset: `iss` is not checked.
+    /// Required `iss` of 0.x tokens (repeatable: any of them); unset: `iss` is not checked. Not
+    /// used for 1.0 access tokens (see `--issuer`).
     #[arg(long = "jwt-issuer", env = "SSE_HUB_JWT_ISSUER", value_delimiter = ',')]
     pub jwt_issuers: Vec<String>,
 
@@ -281,13 +283,36 @@ pub struct Authorization {
     )]
     pub publish_origins: Vec<String>,
 
-    /// Name of the cookie that may carry the token.
+    /// Name of the cookie that may carry a 0.x token.
     #[arg(
         long,
         env = "SSE_HUB_COOKIE_NAME",
         default_value = "mercureAuthorization"
     )]
     pub cookie_name: String,
+
+    /// Issuer (`iss`) of Mercure 1.0 access tokens verified with the keys above (`--jwt-key`,
+    /// `--*-jwt-key`, `--*-jwks-url`, `--jwt-algorithm`); more issuers go in `[[issuer]]` tables
+    /// of the config file.
+    #[arg(long, env = "SSE_HUB_ISSUER", value_name = "URL", value_parser = absolute_url)]
+    pub issuer: Option<String>,
+
+    /// The hub's resource identifier, the `aud` 1.0 access tokens must hold; unset: the hub's
+    /// public URL as each request reaches it (`https://host/.well-known/mercure`).
+    #[arg(long, env = "SSE_HUB_RESOURCE_IDENTIFIER", value_name = "URL", value_parser = absolute_url)]
+    pub resource_identifier: Option<String>,
+
+    /// Name of the cookie that may carry a Mercure 1.0 access token.
+    #[arg(
+        long,
+        env = "SSE_HUB_ACCESS_TOKEN_COOKIE",
+        default_value = "__Secure-mercure_access_token"
+    )]
+    pub access_token_cookie: String,
+
+    /// The issuers of the config file's `[[issuer]]` tables.
+    #[arg(skip)]
+    pub issuers: Vec<super::issuer::IssuerSettings>,
 }
 
 /// How updates reach this node's subscribers: locally, or through Redis between nodes.

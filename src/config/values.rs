@@ -136,6 +136,32 @@ pub enum JwtAlgorithm {
     RS256,
     /// ECDSA P-256 with SHA-256: the key is a PEM public key.
     ES256,
+    /// Ed25519 (EdDSA): the key is a PEM public key.
+    #[value(name = "EdDSA")]
+    EdDSA,
+}
+
+/// Which generations of the Mercure protocol the hub speaks (`--protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Mercure 0.x and 1.0 side by side, each request judged by what it uses.
+    #[value(name = "both")]
+    Both,
+    /// Mercure 1.0 only: 0.x tokens, `topic=`, `lastEventID` and tokens in the URL are refused.
+    #[value(name = "1.0")]
+    V1,
+}
+
+/// An absolute `http(s)` URL, kept as written: an issuer id (compared byte for byte with a
+/// token's `iss`) or the resource identifier.
+pub fn absolute_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(s.to_owned())
+        }
+        Ok(_) => Err("must be an http:// or https:// URL with a host".into()),
+        Err(err) => Err(format!("not an absolute URL: {err}")),
+    }
 }
 
 /// Where the durable history lives (`--data-dir`): a directory, or nowhere (`none`).

@@ -57,7 +57,7 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 /// Runs the hub refusing the `--config` file `text`, and returns its error line.
-fn refused_file(text: &str) -> String {
+pub(crate) fn refused_file(text: &str) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = config_file(dir.path(), text);
     refused(&["--config", file.to_str().expect("UTF-8 path")], &[])

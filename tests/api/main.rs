@@ -1,5 +1,6 @@
 //! Black-box tests: the real `sse-hub` binary on port 0, a real HTTP client, real nginx.
 
+mod access_tokens;
 mod auth;
 mod browser;
 mod config;

@@ -20,13 +20,50 @@ const RETRY_AFTER_SECS: u32 = 5;
 /// with `id=` this value, which is delivered once whether or not the first attempt landed.
 pub const UPDATE_ID_HEADER: &str = "Mercure-Update-Id";
 
+/// The `WWW-Authenticate: Bearer` challenge of a refusal (RFC 6750 §3, RFC 9728 §5.1): the
+/// error code, if any, and where the hub's protected resource metadata is.
+#[derive(Debug, Clone, Default)]
+pub struct Challenge {
+    /// `invalid_token`, `insufficient_scope` or `invalid_request`; none when no token was sent.
+    pub error: Option<&'static str>,
+    /// The metadata URL; none when the hub's resource identifier can't be told.
+    pub resource_metadata: Option<String>,
+}
+
+impl Challenge {
+    /// The header's value.
+    #[must_use]
+    pub fn header_value(&self) -> String {
+        let mut params = Vec::new();
+        if let Some(error) = self.error {
+            params.push(format!("error=\"{error}\""));
+        }
+        if let Some(url) = &self.resource_metadata {
+            // A URL the hub built from a checked host: no quote or backslash in it.
+            params.push(format!("resource_metadata=\"{url}\""));
+        }
+        if params.is_empty() {
+            "Bearer".to_owned()
+        } else {
+            format!("Bearer {}", params.join(", "))
+        }
+    }
+}
+
 /// A request the hub refused, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// `401` with a Bearer challenge (RFC 6750 §3): no token, or one that failed validation.
     #[error("{0}")]
-    Unauthorized(String),
+    Unauthorized(String, Challenge),
+    /// `403 insufficient_scope`: a valid token that lacks the grant.
+    #[error("{0}")]
+    InsufficientScope(String, Challenge),
+    /// `400 invalid_request`: a token presented in a way the protocol forbids.
+    #[error("{0}")]
+    InvalidRequest(String, Challenge),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -61,9 +98,9 @@ pub enum ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) | Self::InvalidRequest(..) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::InsufficientScope(..) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,6 +120,11 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         response.content_type(mime_text());
         match self {
+            Self::Unauthorized(_, challenge)
+            | Self::InsufficientScope(_, challenge)
+            | Self::InvalidRequest(_, challenge) => {
+                response.insert_header((header::WWW_AUTHENTICATE, challenge.header_value()));
+            }
             Self::RateLimited(secs) => {
                 response.insert_header((header::RETRY_AFTER, *secs));
             }

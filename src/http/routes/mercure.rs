@@ -7,10 +7,14 @@ use actix_cors::Cors;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
-use super::{error::ApiError, single, subscribe, AppState};
+use super::{
+    bearer::{self, hub_url},
+    error::ApiError,
+    single, subscribe, AppState,
+};
 use crate::{
-    auth::{AuthError, MercureClaim, Subscriber},
-    config::Listen,
+    auth::{Context, Grants, Subscriber},
+    config::{Listen, Protocol},
     fanout::active::{Announced, Announcement, Form},
     fanout::subscription::Subscription,
     protocol::publication::Publication,
@@ -18,10 +22,9 @@ use crate::{
     protocol::update::EventId,
     transport::TransportError,
 };
-use url::Url;
 
 /// Path of the hub endpoint, fixed by the protocol.
-pub const PATH: &str = "/.well-known/mercure";
+pub const PATH: &str = super::HUB_PATH;
 
 /// CORS of the hub endpoint and the subscriptions API, for their `methods`: the
 /// `--cors-origin` list; with `*`, any origin but no cookies. Requests from other origins are
@@ -43,6 +46,9 @@ pub(super) fn cors(listen: &Listen, methods: &[&'static str]) -> Cors {
             header::HeaderName::from_static("mercure-update-id"),
             header::HeaderName::from_static(subscribe::MERCURE_LAST_EVENT_ID),
             header::HeaderName::from_static("last-event-id"),
+            // A page must be able to tell a missing token from an expired one, and find the
+            // protected resource metadata.
+            header::WWW_AUTHENTICATE,
         ])
         .max_age(3600);
     if listen.cors_origins.iter().any(|o| o == "*") {
@@ -56,49 +62,6 @@ pub(super) fn cors(listen: &Listen, methods: &[&'static str]) -> Cors {
         }
     }
     cors
-}
-
-pub(super) fn unauthorized(err: AuthError) -> ApiError {
-    // The cause (expired, bad signature, wrong algorithm) goes to the log, never the token.
-    log::info!("refused a token: {err}");
-    match err {
-        AuthError::Missing => ApiError::Unauthorized("a token is required".into()),
-        AuthError::NoKey => ApiError::Unauthorized("no key is configured for these tokens".into()),
-        AuthError::Invalid(_) | AuthError::UnknownKey | AuthError::Critical => {
-            ApiError::Unauthorized("invalid token".into())
-        }
-        AuthError::Origin => ApiError::Forbidden(
-            "publishing with a cookie needs an Origin allowed by --publish-origin".into(),
-        ),
-    }
-}
-
-/// The hub's URL as this request reaches it, against which relative URL patterns and topics
-/// are resolved: `https` when the hub serves TLS itself, else `http`; the request's authority
-/// (HTTP/2) or `Host`, else the listener's; the protocol's path. A client naming another host
-/// only changes how its own relative patterns resolve, never what its token allows.
-pub(super) fn hub_url(state: &AppState, req: &HttpRequest) -> Result<Arc<Url>, ApiError> {
-    let scheme = if state.config.tls.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let config = req.app_config();
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
-        .unwrap_or_else(|| config.host());
-    let plain = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
-    plain
-        .then(|| Url::parse(&format!("{scheme}://{host}{PATH}")).ok())
-        .flatten()
-        .filter(|url| url.host().is_some())
-        .map(Arc::new)
-        .ok_or_else(|| ApiError::BadRequest("invalid Host header".into()))
 }
 
 /// `GET /.well-known/mercure?topic=…&match=…`: a stream of the updates matching the selectors.
@@ -138,20 +101,37 @@ async fn subscribe_with(
     let query = super::query_pairs(req.query_string())?;
     let body = crate::protocol::form::parse(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
-    let who = state
-        .auth
-        .subscriber(req, single(&query, "authorization")?)
-        .await
-        .map_err(unauthorized)?;
-    let max = state.config.streams.max_topics;
+    let params = || query.iter().chain(&body);
+    if state.config.protocol == Protocol::V1 {
+        if let Some((name, _)) = params().find(|(n, _)| n == "topic" || n == "lastEventID") {
+            return Err(ApiError::BadRequest(format!(
+                "Mercure 0.x is off (--protocol 1.0): {name:?} is not accepted; use match and \
+                 last_event_id"
+            )));
+        }
+    }
+    let uses_v1 = params().any(|(n, _)| MatcherType::from_param(n).is_some());
+    let resource = bearer::resource(state, req);
+    let ctx = Context {
+        query_token: single(&query, "authorization")?,
+        uses_v1,
+        resource: resource.clone(),
+        templates: &state.templates,
+    };
     // The request's templates and patterns and its token's share one budget, checked as each
     // is compiled.
     let mut budget = Budget::default();
+    let who = state
+        .auth
+        .subscriber(req, &ctx, &mut budget)
+        .await
+        .map_err(|err| bearer::refuse(err, resource.as_ref()))?;
+    let max = state.config.streams.max_topics;
     let mut base = None;
     let mut selectors = Vec::new();
     // Each selector's generation, which decides how it is announced.
     let mut forms = Vec::new();
-    for (name, value) in query.iter().chain(&body) {
+    for (name, value) in params() {
         let kind = match MatcherType::from_param(name) {
             None if name == "topic" => None,
             None => continue,
@@ -173,7 +153,11 @@ async fn subscribe_with(
             None => state.templates.selector(value, &mut budget)?,
             Some(kind) => {
                 if base.is_none() {
-                    base = Some(hub_url(state, req)?);
+                    // The resource identifier when configured: the hub's public URL.
+                    base = Some(match &resource {
+                        Some(resource) => Arc::clone(&resource.url),
+                        None => hub_url(state, req)?,
+                    });
                 }
                 let base = base.as_ref().expect("set just above");
                 state.templates.matcher(kind, value, base, &mut budget)?
@@ -192,7 +176,9 @@ async fn subscribe_with(
     let legacy = single(&query, "lastEventID")?;
     let cursor = subscribe::cursor(req, last_event_id.or(legacy))?;
     // Only hub-endpoint subscribers are announced: `/events` is not part of the protocol.
-    let announce = |payload: Option<&serde_json::Value>| {
+    // Each announced subscription carries its own payload: a 0.x token's `mercure.payload`, or
+    // that of the first subscribe detail of an access token whose topics match its matcher.
+    let announce = |grants: Option<&Grants>| {
         state.config.streams.subscriptions.then(|| {
             Announced::new(
                 selectors
@@ -200,7 +186,7 @@ async fn subscribe_with(
                     .zip(&forms)
                     .map(|(selector, &form)| {
                         let selector = selector.as_str();
-                        let payload = announced_payload(payload, form, selector);
+                        let payload = grants.and_then(|g| g.payload_for(selector)).cloned();
                         Announcement::new(form, selector.to_owned(), payload)
                     })
                     .collect(),
@@ -216,15 +202,18 @@ async fn subscribe_with(
                 announced,
             )
         }
-        Subscriber::Token(claims) => {
+        Subscriber::Token(grants) => {
             // An expiry too far ahead to represent is no expiry at all.
-            let expires = claims
+            let expires = grants
                 .time_left(state.config.auth.jwt_leeway)
                 .and_then(|left| tokio::time::Instant::now().checked_add(left));
-            let authorized =
-                claims.selectors(&state.templates, &mut budget, |m| m.subscribe.as_ref())?;
-            let payload = claims.mercure.and_then(|m| m.payload);
-            let announced = announce(payload.as_ref());
+            let authorized = grants.subscribe_matchers().to_vec();
+            // One payload per subscription for now: that of its first matcher that has one.
+            let payload = selectors
+                .iter()
+                .find_map(|s| grants.payload_for(s.as_str()))
+                .cloned();
+            let announced = announce(Some(&grants));
             (
                 Subscription::new(selectors, authorized, payload),
                 expires,
@@ -233,19 +222,6 @@ async fn subscribe_with(
         }
     };
     subscribe::open_stream(state, req, subscription, cursor, expires, announced).await
-}
-
-/// The payload an announced subscription carries: for now the token's 0.x `mercure.payload`,
-/// whatever the subscription.
-///
-/// Merge point with 1.0 access tokens: a 1.0 matcher (`Form::Matcher`) takes the payload of the
-/// first subscribe authorization detail whose topics match it, `Grants::payload_for(selector)`.
-fn announced_payload(
-    token_payload: Option<&serde_json::Value>,
-    _form: Form,
-    _selector: &str,
-) -> Option<serde_json::Value> {
-    token_payload.cloned()
 }
 
 /// The `Content-Length` the client declared, if any.
@@ -302,11 +278,18 @@ pub(super) async fn publish(
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let query = super::query_pairs(req.query_string())?;
-    let (claims, token_key) = state
+    let resource = bearer::resource(&state, &req);
+    let ctx = Context {
+        query_token: single(&query, "authorization")?,
+        uses_v1: false,
+        resource: resource.clone(),
+        templates: &state.templates,
+    };
+    let (grants, token_key) = state
         .auth
-        .publisher(&req, single(&query, "authorization")?)
+        .publisher(&req, &ctx)
         .await
-        .map_err(unauthorized)?;
+        .map_err(|err| bearer::refuse(err, resource.as_ref()))?;
     state
         .publish_limiter
         .check(&token_key)
@@ -326,18 +309,10 @@ pub(super) async fn publish(
         ));
     }
 
-    let allowed = claims.selectors(
-        &state.templates,
-        &mut Budget::default(),
-        |m: &MercureClaim| m.publish.as_ref(),
-    )?;
-    let permitted = form
-        .topics
-        .iter()
-        .all(|t| allowed.iter().any(|s| s.matches(t.as_str())));
-    if !permitted {
-        return Err(ApiError::Forbidden(
-            "the token may not publish to every topic of this update".into(),
+    if !grants.may_publish(form.topics.iter().map(|t| t.as_str())) {
+        return Err(bearer::insufficient_scope(
+            resource.as_ref(),
+            "the token may not publish to every topic of this update",
         ));
     }
 

@@ -1,6 +1,7 @@
 //! HTTP routes, registered by [`configure`] so the server and in-process tests share them.
 
 mod assets;
+mod bearer;
 pub mod client_ip;
 pub mod error;
 mod health;
@@ -22,6 +23,9 @@ use crate::{
     protocol::topic::TopicSelector, stats::Stats,
 };
 use error::ApiError;
+
+/// Path of the hub endpoint, fixed by the protocol ([`mercure::PATH`]).
+const HUB_PATH: &str = "/.well-known/mercure";
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -56,6 +60,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::get().to(mercure::subscribe))
                 .route(web::post().to(mercure::publish))
                 .route(web::method(query).to(mercure::subscribe_query)),
+        )
+        .service(
+            resource(bearer::METADATA_PATH, "GET")
+                .wrap(bearer::metadata_cors())
+                .route(web::get().to(bearer::metadata)),
         )
         .service(resource("/events", "GET").route(web::get().to(subscribe::events)))
         .service(

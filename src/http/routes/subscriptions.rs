@@ -20,17 +20,12 @@ use actix_web::{
 };
 use percent_encoding::percent_decode_str;
 
-use super::{
-    error::ApiError,
-    mercure::{self, unauthorized},
-    single, AppState,
-};
+use super::{bearer, error::ApiError, mercure, single, AppState};
 use crate::{
-    auth::Subscriber,
+    auth::{Context, Subscriber},
     config::Listen,
     fanout::active::{self, Form, Generation, Scope, PREFIX},
     fanout::broadcaster::{ActiveList, LastSeen, ListActive},
-    protocol::form::Pair,
     protocol::topic::{Budget, MatcherType},
     transport::Transport,
 };
@@ -103,48 +98,6 @@ fn asked(rest: &str, root: Generation) -> Result<Option<Asked>, ApiError> {
     }))
 }
 
-/// The generation of a token by its JWS header's `typ`: `at+jwt` (or `application/at+jwt`,
-/// case-insensitive) is a 1.0 access token. Read without verifying: it only picks the form of
-/// the answer, the token itself is verified as any other.
-fn token_generation(token: Option<&str>) -> Generation {
-    let typ = token
-        .and_then(|t| jsonwebtoken::decode_header(t).ok())
-        .and_then(|h| h.typ);
-    match typ {
-        Some(typ)
-            if typ.eq_ignore_ascii_case("at+jwt")
-                || typ.eq_ignore_ascii_case("application/at+jwt") =>
-        {
-            Generation::Current
-        }
-        _ => Generation::Legacy,
-    }
-}
-
-/// The request's token, from where the hub reads it (header, else query, else cookie).
-fn raw_token<'a>(
-    state: &AppState,
-    req: &'a HttpRequest,
-    query: &'a [Pair<'a>],
-) -> Result<Option<String>, ApiError> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().unwrap_or_default();
-        return Ok(Some(
-            value
-                .strip_prefix("Bearer ")
-                .unwrap_or(value)
-                .trim()
-                .to_owned(),
-        ));
-    }
-    if let Some(token) = single(query, "authorization")? {
-        return Ok(Some(token.to_owned()));
-    }
-    Ok(req
-        .cookie(&state.config.auth.cookie_name)
-        .map(|c| c.value().to_owned()))
-}
-
 /// The `Link` header value naming the hub and the cursor; 0.x answers (JSON-LD) leave out the
 /// 1.0 event type and content type.
 fn link(hub: &str, last_event_id: &str, generation: Generation) -> Option<HeaderValue> {
@@ -161,28 +114,38 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
     // The path as sent (still percent-encoded): it is what the token's selectors must match,
     // as they match the IRIs of the subscription updates, which are encoded the same way.
     let path = req.uri().path();
-    let root = token_generation(raw_token(&state, &req, &query)?.as_deref());
     // The spec: a subscriber token is required here, even where anonymous subscribers are let in.
-    let claims = match state
-        .auth
-        .subscriber(&req, single(&query, "authorization")?)
-        .await
-        .map_err(unauthorized)?
-    {
-        Subscriber::Token(claims) => claims,
-        Subscriber::Anonymous => {
-            return Err(ApiError::Unauthorized("a token is required".into()));
-        }
+    let resource = bearer::resource(&state, &req);
+    let ctx = Context {
+        query_token: single(&query, "authorization")?,
+        uses_v1: false,
+        resource: resource.clone(),
+        templates: &state.templates,
     };
-    let allowed = claims.selectors(&state.templates, &mut Budget::default(), |m| {
-        m.subscribe.as_ref()
-    })?;
-    if !allowed.iter().any(|s| s.matches(path)) {
-        return Err(ApiError::Forbidden(
-            "the token's mercure.subscribe selectors do not match this path".into(),
+    let refuse = |err| bearer::refuse(err, resource.as_ref());
+    let grants = match state
+        .auth
+        .subscriber(&req, &ctx, &mut Budget::default())
+        .await
+        .map_err(refuse)?
+    {
+        Subscriber::Token(grants) => grants,
+        Subscriber::Anonymous => return Err(refuse(crate::auth::AuthError::Missing)),
+    };
+    if !grants.may_subscribe(path) {
+        return Err(bearer::insufficient_scope(
+            resource.as_ref(),
+            "the token's subscribe grants do not match this path",
         ));
     }
-    let hub = mercure::hub_url(&state, &req)?;
+    // The root collection answers in the generation of the token that asks: it has been
+    // verified, so its kind is known.
+    let root = if grants.is_access_token() {
+        Generation::Current
+    } else {
+        Generation::Legacy
+    };
+    let hub = super::bearer::hub_url(&state, &req)?;
     let Some(asked) = asked(path.strip_prefix(PREFIX).unwrap_or_default(), root)? else {
         return Err(ApiError::NotFound("no such subscription".into()));
     };
@@ -296,31 +259,6 @@ mod tests {
             asked("", Generation::Current).unwrap().map(|a| a.scope),
             Some(Scope::All(Generation::Current))
         );
-    }
-
-    #[test]
-    fn the_token_type_picks_the_generation_without_verifying() {
-        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-        let token = |header: &str| {
-            format!(
-                "{}.{}.c2ln",
-                URL_SAFE_NO_PAD.encode(header),
-                URL_SAFE_NO_PAD.encode("{}")
-            )
-        };
-        for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
-            let header = format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#);
-            assert_eq!(
-                token_generation(Some(&token(&header))),
-                Generation::Current,
-                "{typ}"
-            );
-        }
-        for header in [r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"alg":"HS256"}"#] {
-            assert_eq!(token_generation(Some(&token(header))), Generation::Legacy);
-        }
-        assert_eq!(token_generation(Some("not a token")), Generation::Legacy);
-        assert_eq!(token_generation(None), Generation::Legacy);
     }
 
     #[test]
