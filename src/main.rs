@@ -3,43 +3,84 @@ use std::process::ExitCode;
 use std::io::Write as _;
 
 use sse_hub::{
-    auth::{self, Claims, MercureClaim},
-    config::{self, Authorization, Command, JwtAlgorithm, TokenArgs},
+    auth::{
+        self,
+        mint::{AccessToken, Grant},
+        Claims, MercureClaim,
+    },
+    config::{self, Command, JwtAlgorithm, TokenArgs},
     Application,
 };
 
 /// Signs the token asked for by `sse-hub token`: with the publisher key when it may publish,
 /// else with the subscriber key.
-fn token(auth: &Authorization, args: &TokenArgs) -> Result<String, Box<dyn std::error::Error>> {
+fn token(config: &config::Config, args: &TokenArgs) -> Result<String, Box<dyn std::error::Error>> {
+    let auth = &config.auth;
     if auth.jwt_algorithm != JwtAlgorithm::HS256 {
         return Err(
-            "`sse-hub token` signs HS256 tokens only; sign RS256/ES256 with your private key"
+            "`sse-hub token` signs HS256 tokens only; sign RS256/ES256/EdDSA tokens with your private key"
                 .into(),
         );
     }
-    if args.publish.is_empty() && args.subscribe.is_empty() {
+    let publishes = !(args.publish.is_empty() && args.publish_urlpattern.is_empty());
+    let subscribes = !(args.subscribe.is_empty() && args.subscribe_urlpattern.is_empty());
+    if !publishes && !subscribes {
         return Err(
-            "a token without claims grants nothing: give --publish SELECTOR and/or --subscribe SELECTOR"
+            "a token without rights grants nothing: give --publish TOPIC and/or --subscribe TOPIC"
                 .into(),
         );
     }
-    let key = if args.publish.is_empty() && !args.subscribe.is_empty() {
-        auth.subscriber_key()
-    } else {
+    let key = if publishes {
         auth.publisher_key()
+    } else {
+        auth.subscriber_key()
     }
     .ok_or("no key: give --jwt-key KEY (or set SSE_HUB_JWT_KEY)")?;
-    let claims = Claims {
-        mercure: Some(MercureClaim {
-            publish: (!args.publish.is_empty()).then(|| args.publish.clone()),
-            subscribe: (!args.subscribe.is_empty()).then(|| args.subscribe.clone()),
-            payload: None,
-        }),
-        exp: (!args.no_exp).then(|| auth::expiry_in(args.exp)),
-        sub: args.sub.clone(),
-        ..Claims::default()
+    if args.legacy {
+        let claims = Claims {
+            mercure: Some(MercureClaim {
+                publish: publishes.then(|| args.publish.clone()),
+                subscribe: subscribes.then(|| args.subscribe.clone()),
+                payload: args.payload.clone().map(serde_json::Value::Object),
+            }),
+            exp: (!args.no_exp).then(|| auth::expiry_in(args.exp)),
+            sub: args.sub.clone(),
+            ..Claims::default()
+        };
+        return Ok(auth::sign_hs256(&claims, key)?);
+    }
+    let issuer = auth.issuer.clone().ok_or(
+        "a 1.0 access token names its issuer: give --issuer URL (the hub must trust the same \
+         one), or --legacy for a 0.x token",
+    )?;
+    let audience = match (&args.audience, &auth.resource_identifier) {
+        (Some(audience), _) => audience.clone(),
+        (None, Some(resource)) => resource.to_string(),
+        (None, None) => {
+            // A hub listening on every address is reached on this machine at the loopback one.
+            let mut bind = config.listen.bind;
+            if bind.ip().is_unspecified() {
+                bind.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{bind}/.well-known/mercure")
+        }
     };
-    Ok(auth::sign_hs256(&claims, key)?)
+    let grants = |exact: &[String], patterns: &[String]| {
+        let exact = exact.iter().map(|m| Grant::exact(m));
+        exact
+            .chain(patterns.iter().map(|p| Grant::url_pattern(p)))
+            .collect()
+    };
+    let token = AccessToken {
+        issuer: issuer.to_string(),
+        audience,
+        subject: args.sub.clone(),
+        expires: auth::expiry_in(args.exp),
+        publish: grants(&args.publish, &args.publish_urlpattern),
+        subscribe: grants(&args.subscribe, &args.subscribe_urlpattern),
+        payload: args.payload.clone(),
+    };
+    Ok(token.sign_hs256(key)?)
 }
 
 fn main() -> ExitCode {
@@ -54,7 +95,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Token(args)) = cli.command {
-        return match token(&cli.config.auth, &args) {
+        return match token(&cli.config, &args) {
             Ok(token) => {
                 let mut out = std::io::stdout().lock();
                 match writeln!(out, "{token}") {

@@ -8,7 +8,7 @@
   // Every element the script touches, by id; `sub-topics` becomes els.subTopics.
   const IDS = [
     'conn-state', 'reconnects', 'clock', 'clock-id', 'clock-seq', 'log', 'run-test',
-    'test-events', 'test-status', 'stats', 'sub-form', 'sub-topics', 'sub-types', 'sub-token',
+    'test-events', 'test-status', 'stats', 'sub-form', 'sub-topics', 'sub-match', 'sub-types', 'sub-token',
     'sub-connect', 'sub-disconnect', 'sub-state', 'sub-count', 'sub-dupes', 'sub-updates',
     'pub-form', 'pub-topics', 'pub-data', 'pub-type', 'pub-id', 'pub-private', 'pub-token',
     'pub-send', 'pub-result', 'pub-help',
@@ -184,6 +184,91 @@
     es.addEventListener('error', () => finish('error'));
   });
 
+  // ---- a stream read with fetch(), for subscribers with a token ----------
+
+  // EventSource cannot send headers, and Mercure 1.0 forbids tokens in URLs, so a subscriber
+  // with a token reads the stream with fetch() and an Authorization header (the draft's
+  // recommended way for a token scoped to one page). FetchSource has the EventSource interface
+  // the subscribe panel uses: readyState, onopen/onmessage/onerror, addEventListener, close,
+  // and it reconnects by itself with Last-Event-ID after a drop, as a browser does.
+  class FetchSource {
+    constructor(url, token) {
+      Object.assign(this, { url, token, readyState: 0, lastEventId: '', retryMs: 2000 });
+      Object.assign(this, { listeners: new Map(), ctrl: null, refusal: null });
+      this.onopen = this.onmessage = this.onerror = null;
+      this.connect();
+    }
+
+    addEventListener(type, fn) {
+      if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+      this.listeners.get(type).add(fn);
+    }
+
+    close() {
+      this.readyState = 2;
+      this.ctrl?.abort();
+    }
+
+    dispatch(type, data, id) {
+      const e = new MessageEvent(type, { data, lastEventId: id });
+      if (type === 'message') this.onmessage?.(e);
+      for (const fn of this.listeners.get(type) ?? []) fn(e);
+    }
+
+    async connect() {
+      this.ctrl = new AbortController();
+      const headers = { Authorization: `Bearer ${this.token}` };
+      if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
+      try {
+        const res = await fetch(this.url, { headers, cache: 'no-store', signal: this.ctrl.signal });
+        if (!res.ok) {
+          // A refusal is final, as for EventSource; keep its reason to show it.
+          this.refusal = { status: res.status, reason: firstLine(await res.text()) || res.statusText };
+          this.readyState = 2;
+          this.onerror?.();
+          return;
+        }
+        this.readyState = 1;
+        this.onopen?.();
+        await this.read(res.body.getReader());
+      } catch { /* aborted or dropped: handled below */ }
+      if (this.readyState === 2) return;
+      this.readyState = 0;
+      this.onerror?.();
+      setTimeout(() => { if (this.readyState !== 2) this.connect(); }, this.retryMs);
+    }
+
+    // Parses the event stream as the HTML standard says: fields up to a blank line.
+    async read(reader) {
+      const decoder = new TextDecoder();
+      let buffer = '';
+      let event = { type: '', data: [], id: null };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += decoder.decode(value, { stream: true });
+        const parts = buffer.split(/\r\n|\r|\n/);
+        buffer = parts.pop();
+        for (const line of parts) {
+          if (line === '') {
+            if (event.id !== null) this.lastEventId = event.id;
+            if (event.data.length) this.dispatch(event.type || 'message', event.data.join('\n'), this.lastEventId);
+            event = { type: '', data: [], id: null };
+            continue;
+          }
+          if (line.startsWith(':')) continue;
+          const at = line.indexOf(':');
+          const field = at < 0 ? line : line.slice(0, at);
+          const value = at < 0 ? '' : line.slice(at + 1).replace(/^ /, '');
+          if (field === 'data') event.data.push(value);
+          else if (field === 'event') event.type = value;
+          else if (field === 'id' && !value.includes('\0')) event.id = value;
+          else if (field === 'retry' && /^\d+$/.test(value)) this.retryMs = Number(value);
+        }
+      }
+    }
+  }
+
   // ---- Mercure subscription ---------------------------------------------
 
   // One "session" runs from Connect to Disconnect (or a refusal) and may span many
@@ -193,6 +278,7 @@
     session: 0,        // bumped on every Connect/Disconnect so late async results are ignored
     es: null,          // the current EventSource, if any
     selectors: [],     // shown on each update: the SSE wire does not carry the update's topics
+    matchType: 'urlpattern',
     token: '',
     types: new Set(),  // named event types listened for; 'message' goes through onmessage
     lastId: '',        // the resume point for our own reconnects
@@ -213,12 +299,13 @@
 
   const openText = () => `open · listening for ${['message', ...sub.types].join(', ')}`;
 
+  // The query parameter of each kind of selector: Mercure 1.0 matchers, or 0.x URI templates.
+  const MATCH_PARAMS = { urlpattern: 'match_urlpattern', exact: 'match', template: 'topic' };
+
   const subUrl = () => {
     const q = new URLSearchParams();
-    for (const s of sub.selectors) q.append('topic', s);
-    // EventSource cannot send headers, so the token has to travel in the query.
-    if (sub.token) q.set('authorization', sub.token);
-    if (sub.lastId) q.set('lastEventID', sub.lastId);
+    for (const s of sub.selectors) q.append(MATCH_PARAMS[sub.matchType] ?? 'match', s);
+    if (sub.lastId) q.set('last_event_id', sub.lastId);
     return `.well-known/mercure?${q}`;
   };
 
@@ -270,14 +357,14 @@
     if (!type || type === 'message' || sub.types.has(type)) return;
     sub.types.add(type);
     sub.es?.addEventListener(type, onUpdate);
-    if (sub.es?.readyState === EventSource.OPEN) setSubState('open', openText());
+    if (sub.es?.readyState === 1) setSubState('open', openText()); // EventSource.OPEN
   };
 
   /** What to do about a refusal, for the statuses a newcomer meets first. */
   const nextStep = (status) => {
     if (status === 401) {
       return ' — to subscribe without a token, start the hub with --allow-anonymous; '
-        + 'or paste a token made with: sse-hub token --jwt-key KEY --subscribe \'*\' --exp 1h';
+        + 'or paste a token made with: sse-hub token --jwt-key KEY --issuer URL --subscribe \'*\' --exp 1h';
     }
     return '';
   };
@@ -304,6 +391,14 @@
 
   const onSubError = (es) => {
     if (es !== sub.es) return; // a connection already replaced or closed
+    if (es.refusal) {
+      // FetchSource saw the refusal itself.
+      sub.es = null;
+      sub.active = false;
+      const { status, reason } = es.refusal;
+      setSubState('error', `unauthorized or refused (${status}: ${reason})${nextStep(status)}`);
+      return;
+    }
     if (es.readyState !== EventSource.CLOSED) {
       // The browser retries by itself, sending Last-Event-ID, so nothing is lost.
       setSubState(sub.openedBefore ? 'reconnecting' : 'connecting');
@@ -322,7 +417,7 @@
   };
 
   function openSubscription() {
-    const es = new EventSource(subUrl());
+    const es = sub.token ? new FetchSource(subUrl(), sub.token) : new EventSource(subUrl());
     sub.es = es;
     es.onopen = () => {
       if (sub.openedBefore) addResumeMarker();
@@ -351,7 +446,7 @@
       return;
     }
     // Each Connect starts fresh (no resume point); the seen-id set is kept on purpose.
-    Object.assign(sub, { active: true, selectors, token: els.subToken.value.trim() });
+    Object.assign(sub, { active: true, selectors, token: els.subToken.value.trim(), matchType: els.subMatch.value });
     Object.assign(sub, { types: new Set(), lastId: '', openedBefore: false, retryMs: SUB_RETRY_MIN_MS });
     [...commaList(els.subTypes.value), els.pubType.value.trim()].forEach(listenFor);
     setSubState('connecting');

@@ -12,6 +12,7 @@
 mod details;
 mod grants;
 pub mod jwks;
+pub mod mint;
 mod presentation;
 mod verifier;
 

@@ -39,29 +39,69 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a token for publishing or subscribing, signed (HS256) with the key of `--jwt-key`
-    /// (or `SSE_HUB_JWT_KEY`; `--publisher-jwt-key` / `--subscriber-jwt-key` when set), e.g.
-    /// `sse-hub token --jwt-key KEY --publish '*'`.
+    /// (or `SSE_HUB_JWT_KEY`; `--publisher-jwt-key` / `--subscriber-jwt-key` when set): a
+    /// Mercure 1.0 access token from the issuer `--issuer`, e.g.
+    /// `sse-hub token --jwt-key KEY --issuer https://example.com --publish '*'`; with
+    /// `--legacy`, a 0.x token with the `mercure` claim.
     Token(TokenArgs),
 }
 
-/// Claims of a token made by `sse-hub token`.
+/// Rights and claims of a token made by `sse-hub token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// Topic selector the token may publish to (repeatable).
-    #[arg(long = "publish", value_name = "SELECTOR")]
+    /// Topic the token may publish to, matched exactly (`*`: every topic); with `--legacy`, a
+    /// 0.x topic selector (URI template). Repeatable.
+    #[arg(long = "publish", value_name = "TOPIC")]
     pub publish: Vec<String>,
-    /// Topic selector the token may receive private updates of (repeatable).
-    #[arg(long = "subscribe", value_name = "SELECTOR")]
+    /// URL pattern of the topics the token may publish to (repeatable; not with `--legacy`).
+    #[arg(
+        long = "publish-urlpattern",
+        value_name = "PATTERN",
+        conflicts_with = "legacy"
+    )]
+    pub publish_urlpattern: Vec<String>,
+    /// Topic whose private updates the token may receive, matched exactly (`*`: every
+    /// topic); with `--legacy`, a 0.x topic selector. Repeatable.
+    #[arg(long = "subscribe", value_name = "TOPIC")]
     pub subscribe: Vec<String>,
+    /// URL pattern of the topics whose private updates the token may receive (repeatable;
+    /// not with `--legacy`).
+    #[arg(
+        long = "subscribe-urlpattern",
+        value_name = "PATTERN",
+        conflicts_with = "legacy"
+    )]
+    pub subscribe_urlpattern: Vec<String>,
+    /// A JSON object kept with the subscriptions the token makes (shown in active
+    /// subscriptions).
+    #[arg(long, value_name = "JSON", value_parser = payload)]
+    pub payload: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The `aud` of a 1.0 token: the hub's resource identifier. Default: the hub's
+    /// `--resource-identifier`, else `http://<--bind>/.well-known/mercure`.
+    #[arg(long, value_name = "URL", conflicts_with = "legacy")]
+    pub audience: Option<String>,
+    /// Make a Mercure 0.x token (the `mercure` claim) instead of a 1.0 access token.
+    #[arg(long)]
+    pub legacy: bool,
     /// Lifetime of the token, e.g. `30m` or `30d`: it expires this long after it is made.
     #[arg(long, value_parser = positive_duration, default_value = "1h")]
     pub exp: Duration,
-    /// Make a token that never expires (for a backend that can't renew one; prefer `--exp`).
-    #[arg(long, conflicts_with = "exp")]
+    /// Make a 0.x token that never expires (for a backend that can't renew one; prefer
+    /// `--exp`). 1.0 access tokens always expire.
+    #[arg(long, conflicts_with = "exp", requires = "legacy")]
     pub no_exp: bool,
-    /// The `sub` claim.
+    /// The `sub` claim (a 1.0 token gets a fresh `urn:uuid:` without it).
     #[arg(long)]
     pub sub: Option<String>,
+}
+
+/// A JSON object, for `--payload`.
+fn payload(value: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(value) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the payload must be a JSON object".to_owned()),
+        Err(err) => Err(format!("not JSON: {err}")),
+    }
 }
 
 /// Everything the hub needs to run, in sections: each part of the hub is given its own.

@@ -294,12 +294,12 @@ pub struct Authorization {
     /// Issuer (`iss`) of Mercure 1.0 access tokens verified with the keys above (`--jwt-key`,
     /// `--*-jwt-key`, `--*-jwks-url`, `--jwt-algorithm`); more issuers go in `[[issuer]]` tables
     /// of the config file.
-    #[arg(long, env = "SSE_HUB_ISSUER", value_name = "URL", value_parser = absolute_url)]
+    #[arg(long, env = "SSE_HUB_ISSUER", value_name = "URL", value_parser = absolute_url, global = true)]
     pub issuer: Option<String>,
 
     /// The hub's resource identifier, the `aud` 1.0 access tokens must hold; unset: the hub's
     /// public URL as each request reaches it (`https://host/.well-known/mercure`).
-    #[arg(long, env = "SSE_HUB_RESOURCE_IDENTIFIER", value_name = "URL", value_parser = absolute_url)]
+    #[arg(long, env = "SSE_HUB_RESOURCE_IDENTIFIER", value_name = "URL", value_parser = absolute_url, global = true)]
     pub resource_identifier: Option<String>,
 
     /// Name of the cookie that may carry a Mercure 1.0 access token.

@@ -19,6 +19,7 @@ const REPO = join(HERE, '..', '..');
 const HUB_BIN = process.env.SSE_HUB_BIN ?? join(REPO, 'target', 'debug', 'sse-hub');
 const OUT = process.env.BROWSER_OUT ?? mkdtempSync(join(tmpdir(), 'sse-hub-browser-'));
 const KEY = 'browser-test-key-0123456789-abcdefghij';
+const ISSUER = 'https://example.com';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -28,7 +29,22 @@ function jwt(claims) {
   const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
   return `${body}.${createHmac('sha256', KEY).update(body).digest('base64url')}`;
 }
+// A 0.x publisher token: the tests' own publishes use it, beside the page's 1.0 tokens.
 const PUBLISHER = jwt({ mercure: { publish: ['*'] } });
+
+/** A Mercure 1.0 access token (RFC 9068) for the hub at `base`, granting `actions` on
+ * `topics` (`{match, match_type}` objects). */
+function accessToken(base, actions, topics) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: ISSUER, aud: `${base}/.well-known/mercure`, sub: 'browser-test', client_id: ISSUER,
+    iat: now, exp: now + 3600, jti: `urn:uuid:${crypto.randomUUID()}`,
+    authorization_details: [{ type: 'https://mercure.rocks/authorization-detail', actions, topics }],
+  };
+  const body = `${b64({ alg: 'HS256', typ: 'at+jwt' })}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', KEY).update(body).digest('base64url')}`;
+}
 
 
 
@@ -40,7 +56,7 @@ const DATA_ROOT = mkdtempSync(join(tmpdir(), 'sse-hub-browser-data-'));
 
 /** Starts a hub on `port` and resolves once it listens. */
 async function startHub(port, extra = []) {
-  const args = ['--bind', `127.0.0.1:${port}`, '--jwt-key', KEY, '--allow-anonymous',
+  const args = ['--bind', `127.0.0.1:${port}`, '--jwt-key', KEY, '--issuer', ISSUER, '--allow-anonymous',
     '--retry', '500ms', '--data-dir', join(DATA_ROOT, String(port)), ...extra];
   const child = spawn(HUB_BIN, args, { env: { ...process.env, RUST_LOG: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
@@ -192,8 +208,9 @@ test('the bounded test stream shows three events then [Done] and closes', async 
   await page.context().close();
 });
 
-async function subscribeOnPage(page, topics, token = '') {
+async function subscribeOnPage(page, topics, token = '', matchType = 'urlpattern') {
   await page.fill('#sub-topics', topics.join('\n'));
+  await page.selectOption('#sub-match', matchType);
   await page.fill('#sub-token', token);
   await page.click('#sub-connect');
   await waitFor('subscription open', async () => (await page.getAttribute('#sub-state', 'data-state')) === 'open');
@@ -203,8 +220,10 @@ const updateIds = (page) => page.locator('#sub-updates li.update').evaluateAll(
   (items) => items.map((li) => li.dataset.id));
 
 test('an update published from the form arrives in the subscribe panel; private ones only with a token', async () => {
-  const topic = 'https://example.com/books/{id}';
-  const reader = jwt({ mercure: { subscribe: ['https://example.com/books/{id}'] } });
+  // Mercure 1.0 on the page: a URL pattern, and access tokens sent in a header (read with fetch).
+  const topic = 'https://example.com/books/:id';
+  const reader = accessToken(base, ['subscribe'], [{ match: topic, match_type: 'urlpattern' }]);
+  const writer = accessToken(base, ['publish'], [{ match: '*' }]);
   const allowed = await openPage();
   await subscribeOnPage(allowed, [topic], reader);
   const anonymous = await openPage();
@@ -212,7 +231,7 @@ test('an update published from the form arrives in the subscribe panel; private 
 
   await allowed.fill('#pub-topics', 'https://example.com/books/7');
   await allowed.fill('#pub-data', 'line one\n\nline three');
-  await allowed.fill('#pub-token', PUBLISHER);
+  await allowed.fill('#pub-token', writer);
   await allowed.click('#pub-send');
   const result = await waitFor('publish result', async () => {
     const ok = await allowed.getAttribute('#pub-result', 'data-ok');
@@ -283,12 +302,11 @@ test('published updates are counted apart from clock ticks, and the page says ho
   // On first load, before any failure, the publish panel shows the commands.
   assert.equal(await page.getAttribute('#pub-help', 'open'), '', 'the help is open on first load');
   assert.ok(await page.locator('#pub-help-token').isVisible());
-  assert.equal((await text(page, '#pub-help-hub')).trim(),
-    'export SSE_HUB_JWT_KEY=change-me-to-a-long-random-secret\nsse-hub --allow-anonymous');
-  // One shell command, continued over two lines so it reads in the card.
-  const command = (await text(page, '#pub-help-token')).trim().replace(/ \\\n\s*/g, ' ');
-  assert.equal(command,
-    "sse-hub token --jwt-key change-me-to-a-long-random-secret --publish '*' --exp 1h");
+  const hubHelp = (await text(page, '#pub-help-hub')).trim();
+  assert.equal(hubHelp, 'export SSE_HUB_JWT_KEY=change-me-to-a-long-random-secret\n'
+    + 'export SSE_HUB_ISSUER=https://example.com\nsse-hub --allow-anonymous');
+  const command = (await text(page, '#pub-help-token')).trim();
+  assert.equal(command, "sse-hub token --publish '*' --exp 1h");
 
   // Ticks flow and nobody publishes: the ticks go up, the published figure stays 0.
   const first = await waitFor('figures shown', () => figures(page), 15_000);
@@ -300,11 +318,14 @@ test('published updates are counted apart from clock ticks, and the page says ho
     return now.ticks >= first.ticks + 12;
   }, 15_000);
 
-  // The token command as shown, run with this hub's key: a real token from `sse-hub token`.
-  const args = command.split(' ').slice(1).map((arg) => arg.replace(/^'(.*)'$/, '$1')
-    .replace('change-me-to-a-long-random-secret', KEY));
-  const token = execFileSync(HUB_BIN, args, { encoding: 'utf8', env: {}, timeout: 10_000 }).trim();
-  await subscribeOnPage(page, ['https://example.com/books/{id}']);
+  // The token command as shown, run in the environment the help sets up (with this hub's key,
+  // and its address, as a hub run that way would have): a real 1.0 token from `sse-hub token`.
+  const args = command.split(' ').slice(1).map((arg) => arg.replace(/^'(.*)'$/, '$1'));
+  const env = { SSE_HUB_JWT_KEY: KEY, SSE_HUB_ISSUER: ISSUER, SSE_HUB_BIND: `127.0.0.1:${port}` };
+  const token = execFileSync(HUB_BIN, args, { encoding: 'utf8', env, timeout: 10_000 }).trim();
+  const header = JSON.parse(Buffer.from(token.split('.')[0], 'base64url'));
+  assert.equal(header.typ, 'at+jwt', 'the command mints a Mercure 1.0 access token');
+  await subscribeOnPage(page, ['https://example.com/books/:id']);
   const res = await fetch(`${url}/.well-known/mercure`, {
     method: 'POST',
     body: new URLSearchParams({ topic: 'https://example.com/books/1', data: 'the first user update' }),
@@ -372,6 +393,14 @@ test('through nginx over HTTPS and HTTP/2, ten EventSources on one page all rece
   assert.equal(protocol, 'h2');
   assert.equal(await tenStreams(page), 10);
 
+  // The dashboard's EventSource with a Mercure 1.0 URL pattern, through nginx: an update
+  // published to the hub arrives; one outside the pattern does not.
+  await subscribeOnPage(page, ['https://example.com/through-nginx/:id']);
+  const outside = await publish(base, { topic: 'https://example.com/elsewhere/1', data: 'no' });
+  const inside = await publish(base, { topic: 'https://example.com/through-nginx/1', data: 'yes' });
+  await waitFor('the update through nginx', async () => (await updateIds(page)).includes(inside));
+  assert.ok(!(await updateIds(page)).includes(outside));
+
   // The same over plain HTTP/1.1: the browser's six connections per origin leave the rest waiting.
   const plain = await openPage(`http://127.0.0.1:${nginx.port}/healthz`);
   const overHttp1 = await plain.evaluate(() => new Promise((resolve) => {
@@ -392,8 +421,8 @@ test('through nginx over HTTPS and HTTP/2, ten EventSources on one page all rece
 
 test('a screenshot of the dashboard', async () => {
   const page = await openPage();
-  const reader = jwt({ mercure: { subscribe: ['*'] } });
-  await subscribeOnPage(page, ['https://example.com/books/{id}'], reader);
+  const reader = accessToken(base, ['subscribe'], [{ match: '*' }]);
+  await subscribeOnPage(page, ['https://example.com/books/:id'], reader);
   await publish(base, { topic: 'https://example.com/books/1', data: '{"title":"Dune","stock":3}', type: 'message' });
   await publish(base, { topic: 'https://example.com/books/2', data: 'a second\nmulti-line update' });
   await page.click('#run-test');
