@@ -59,7 +59,10 @@ fn shell(script: &str) -> Command {
 /// Starts a hub block of the README: its `cargo run --release` runs the binary under test, on
 /// a free port (`SSE_HUB_BIND`, the block binding none of its own), from a fresh directory.
 fn start_hub(block: &str, cwd: &Path) -> TestHub {
-    assert!(!block.contains(README_ADDR), "the block binds: {block}");
+    assert!(
+        !block.contains("--bind") && !block.contains("SSE_HUB_BIND"),
+        "the block binds: {block}"
+    );
     // `cargo run --release -- ARGS`, or `cargo run --release` alone.
     let cargo = if block.contains("cargo run --release --") {
         "cargo run --release --"
@@ -191,11 +194,18 @@ async fn the_readmes_subscriber_prints_what_its_publisher_sends_with_the_token_i
         .expect("the id, then the token");
     assert!(id.starts_with("urn:uuid:"), "the publish answered {id:?}");
 
-    // The walkthrough says the token is short-lived and may publish anywhere.
+    // The walkthrough says the token is a short-lived Mercure 1.0 access token from that
+    // issuer, for this hub, that may publish anywhere.
+    let header = jsonwebtoken::decode_header(token.trim()).expect("a JWS");
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     let claims = claims_of(token.trim());
     let exp = claims["exp"].as_u64().expect("the token expires");
     assert!(exp <= now() + 3600 + 5, "exp {exp}: not within the hour");
-    assert_eq!(claims["mercure"]["publish"], serde_json::json!(["*"]));
+    assert_eq!(claims["iss"], "https://example.com");
+    assert_eq!(claims["aud"], "http://127.0.0.1:8080/.well-known/mercure");
+    let details = &claims["authorization_details"][0];
+    assert_eq!(details["actions"], serde_json::json!(["publish"]));
+    assert_eq!(details["topics"][0]["match"], "*");
 
     // The subscriber prints the update at once.
     let update = format!("id: {id}\ndata: {{\"title\":\"Dune\"}}\n");
