@@ -289,7 +289,16 @@ async fn the_connection_is_closed_at_the_token_expiry() {
 async fn the_token_helper_prints_a_token_the_hub_accepts() {
     let hub = TestHub::protocol(&[]);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sse-hub"))
-        .args(["--jwt-key", KEY, "token", "--publish", "*", "--exp", "1h"])
+        .args([
+            "--jwt-key",
+            KEY,
+            "token",
+            "--legacy",
+            "--publish",
+            "*",
+            "--exp",
+            "1h",
+        ])
         .output()
         .expect("run sse-hub token");
     assert!(output.status.success(), "{output:?}");

@@ -13,15 +13,46 @@ fn token_command(args: &[&str]) -> std::process::Output {
         .expect("run sse-hub token")
 }
 
+const ISSUER: &str = "https://issuer.test";
+
 #[tokio::test]
 async fn the_token_command_takes_the_key_after_it_and_signs_with_it() {
-    let made = token_command(&["--jwt-key", KEY, "--publish", "*"]);
+    let hub = TestHub::protocol(&["--issuer", ISSUER]);
+    let audience = hub.url("/.well-known/mercure");
+    let made = token_command(&[
+        "--jwt-key",
+        KEY,
+        "--issuer",
+        ISSUER,
+        "--audience",
+        &audience,
+        "--publish",
+        "*",
+    ]);
     assert!(made.status.success(), "{made:?}");
     let token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
-    // The hub with the same key accepts it.
-    let hub = TestHub::protocol(&[]);
+    // The hub with the same key and issuer accepts it, and a 0.x token made with `--legacy`.
     let response = hub.publish(&token, &[("topic", "/first")]).await;
     assert_eq!(response.status(), 200);
+    let legacy = token_command(&["--jwt-key", KEY, "--legacy", "--publish", "*"]);
+    assert!(legacy.status.success(), "{legacy:?}");
+    let legacy = String::from_utf8(legacy.stdout).unwrap();
+    let response = hub.publish(legacy.trim(), &[("topic", "/first")]).await;
+    assert_eq!(response.status(), 200);
+    // Another audience is another hub's token: refused here.
+    let elsewhere = token_command(&[
+        "--jwt-key",
+        KEY,
+        "--issuer",
+        ISSUER,
+        "--audience",
+        "https://other.example/.well-known/mercure",
+        "--publish",
+        "*",
+    ]);
+    let elsewhere = String::from_utf8(elsewhere.stdout).unwrap();
+    let response = hub.publish(elsewhere.trim(), &[("topic", "/first")]).await;
+    assert_eq!(response.status(), 401);
     // Its help names the key.
     let help = token_command(&["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--jwt-key"));
@@ -34,13 +65,37 @@ fn tokens_expire_in_an_hour_unless_told_otherwise() {
         assert!(made.status.success(), "{made:?}");
         claims_of(String::from_utf8(made.stdout).unwrap().trim())
     };
-    let default = printed(&["--jwt-key", KEY, "--publish", "*"]);
+    let default = printed(&["--jwt-key", KEY, "--issuer", ISSUER, "--publish", "*"]);
     let exp = default["exp"].as_u64().expect("an exp by default");
     assert!(exp.abs_diff(now() + 3600) <= 5, "exp {exp}");
-    let day = printed(&["--jwt-key", KEY, "--publish", "*", "--exp", "1d"]);
+    let day = printed(&[
+        "--jwt-key",
+        KEY,
+        "--issuer",
+        ISSUER,
+        "--publish",
+        "*",
+        "--exp",
+        "1d",
+    ]);
     assert!(day["exp"].as_u64().unwrap().abs_diff(now() + 86_400) <= 5);
-    let forever = printed(&["--jwt-key", KEY, "--publish", "*", "--no-exp"]);
+    // Only a 0.x token may never expire: RFC 9068 makes `exp` mandatory.
+    let forever = printed(&["--jwt-key", KEY, "--legacy", "--publish", "*", "--no-exp"]);
     assert_eq!(forever.get("exp"), None, "{forever}");
+    let endless = token_command(&[
+        "--jwt-key",
+        KEY,
+        "--issuer",
+        ISSUER,
+        "--publish",
+        "*",
+        "--no-exp",
+    ]);
+    assert_eq!(endless.status.code(), Some(1), "{endless:?}");
+    // A 1.0 token names its issuer.
+    let anonymous = token_command(&["--jwt-key", KEY, "--publish", "*"]);
+    assert_eq!(anonymous.status.code(), Some(1), "{anonymous:?}");
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("--issuer"));
     let both = token_command(&[
         "--jwt-key",
         KEY,

@@ -104,7 +104,7 @@ class Hub:
              "--workers", "2", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
         wait_port(self.port)
-        self.token = subprocess.run([str(HUB), "--jwt-key", KEY, "token", "--publish", "*"],
+        self.token = subprocess.run([str(HUB), "--jwt-key", KEY, "token", "--legacy", "--publish", "*"],
                                     capture_output=True, text=True, check=True).stdout.strip()
         return self
 

@@ -37,8 +37,8 @@ RUST_LOG=warn timeout 300 "$BIN" --bind 127.0.0.1:$PORT --jwt-key $KEY --allow-a
 PIDS+=($!)
 until curl -s -o /dev/null --max-time 1 http://127.0.0.1:$PORT/healthz; do sleep 0.1; done
 BASE=http://127.0.0.1:$PORT/.well-known/mercure
-PUB=$("$BIN" --jwt-key $KEY token --publish '*')
-SUB=$("$BIN" --jwt-key $KEY token --subscribe '*')
+PUB=$("$BIN" --jwt-key $KEY token --legacy --publish '*')
+SUB=$("$BIN" --jwt-key $KEY token --legacy --subscribe '*')
 for _ in 1 2 3; do
   curl -s -N --max-time 200 "$BASE?topic=%2Ffew" >/dev/null &
   PIDS+=($!)
