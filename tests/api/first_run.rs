@@ -124,6 +124,11 @@ fn a_token_without_claims_is_refused() {
 async fn the_dashboard_has_a_favicon() {
     let hub = TestHub::protocol(&[]);
     let page = client().get(hub.url("/")).send().await.unwrap();
+    // Mercure discovery: the page names the hub its live data comes from.
+    assert_eq!(
+        page.headers()["link"],
+        r#"<.well-known/mercure>; rel="mercure""#
+    );
     assert!(page
         .text()
         .await

@@ -30,15 +30,25 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf
     }
 }
 
+/// Mercure discovery on the dashboard page: the hub its live data comes from, relative to the
+/// page so it holds behind a proxy's path prefix too.
+const HUB_LINK: &str = "<.well-known/mercure>; rel=\"mercure\"";
+
 async fn embedded(req: HttpRequest) -> HttpResponse {
     let path = req.path().trim_start_matches('/');
     let path = if path.is_empty() { "index.html" } else { path };
     let readable = matches!(*req.method(), Method::GET | Method::HEAD);
     match Assets::get(path).filter(|_| readable) {
-        Some(file) => HttpResponse::Ok()
-            .content_type(file.metadata.mimetype())
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .body(file.data.into_owned()),
+        Some(file) => {
+            let mut response = HttpResponse::Ok();
+            response
+                .content_type(file.metadata.mimetype())
+                .insert_header((header::CACHE_CONTROL, "no-cache"));
+            if path == "index.html" {
+                response.insert_header((header::LINK, HUB_LINK));
+            }
+            response.body(file.data.into_owned())
+        }
         None => super::not_found().await,
     }
 }
