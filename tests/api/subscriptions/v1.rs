@@ -29,18 +29,31 @@ fn v1_watcher_token() -> String {
 }
 
 /// A token for everything, signed with a 1.0 access token's header (`typ: at+jwt`).
-fn access_token() -> String {
+fn access_token(hub: &TestHub) -> String {
     let header = jsonwebtoken::Header {
         typ: Some("at+jwt".into()),
         ..jsonwebtoken::Header::default()
     };
+    let claims = json!({
+        "iss": ISSUER,
+        "aud": hub.url("/.well-known/mercure"),
+        "exp": crate::helpers::now() + 600,
+        "authorization_details": [{
+            "type": "https://mercure.rocks/authorization-detail",
+            "actions": ["subscribe"],
+            "topics": [{ "match": "*" }],
+        }],
+    });
     jsonwebtoken::encode(
         &header,
-        &json!({ "mercure": { "subscribe": ["*"] } }),
+        &claims,
         &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
     )
     .expect("sign")
 }
+
+/// The issuer of the access tokens, trusted by the hubs that take them.
+const ISSUER: &str = "https://issuer.test";
 
 /// A 0.x token for everything.
 fn everything() -> String {
@@ -215,7 +228,7 @@ async fn a_1_0_subscriber_is_announced_in_the_1_0_form_and_a_0_x_one_in_the_0_x_
 
 #[tokio::test]
 async fn the_1_0_api_lists_by_matcher_and_answers_one_subscription_with_the_cursor() {
-    let hub = TestHub::protocol(&["--subscriptions"]);
+    let hub = TestHub::protocol(&["--subscriptions", "--issuer", ISSUER]);
     let mut v1 = v1_watcher(&hub).await;
     let (name, value) = bearer(&reader_token());
     let _reader = hub
@@ -260,7 +273,7 @@ async fn the_1_0_api_lists_by_matcher_and_answers_one_subscription_with_the_curs
 
     // The root: a 1.0 access token gets the 1.0 subscriptions (the reader's two and the
     // watcher's), any other token the 0.x ones in JSON-LD (the reader's topic).
-    let (status, content_type, link, v1_all) = get_full(&hub, HUB, &access_token()).await;
+    let (status, content_type, link, v1_all) = get_full(&hub, HUB, &access_token(&hub)).await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
     assert_eq!(link, link_of(&hub, &last));
     assert_eq!(
@@ -328,7 +341,7 @@ async fn publishing_the_hubs_event_type_or_in_its_namespace_is_refused() {
 #[tokio::test]
 async fn with_redis_the_1_0_list_of_one_node_holds_another_nodes_matchers() {
     let redis = TestRedis::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
+    let (a, b) = two_nodes(&redis, &["--issuer", ISSUER]).await;
     let mut v1 = v1_watcher(&a).await;
     let (name, value) = bearer(&reader_token());
     // `exact` is also a 0.x topic here: its 0.x list must not take the 1.0 exact matchers.
@@ -361,7 +374,7 @@ async fn with_redis_the_1_0_list_of_one_node_holds_another_nodes_matchers() {
     assert_eq!(listed.len(), 1, "{topic_exact}");
     assert_eq!(listed[0]["topic"], "exact");
 
-    let v1_all = get_full(&a, HUB, &access_token()).await.3;
+    let v1_all = get_full(&a, HUB, &access_token(&a)).await.3;
     // Across nodes, by subscriber then IRI (`exact/…` before `urlpattern/…`).
     assert_eq!(of_subscriber(&v1_all, &subscriber), [&exact, &books]);
     assert!(v1_all["subscriptions"]
