@@ -132,6 +132,7 @@ impl Application {
             }
             _ => (None, None),
         };
+        let admission = broadcaster.admission();
         let broadcaster = broadcaster.with_presence(presence.clone()).start();
         let transport = crate::transport::Transport::start(
             &config.transport.transport,
@@ -144,14 +145,19 @@ impl Application {
         .map_err(|e| StartError::Transport(e.to_string()))?;
         let state = AppState {
             broadcaster: broadcaster.clone(),
+            admission,
             shard_owner: shard::Owner::from(&broadcaster),
             stats,
             config: Arc::new(config.clone()),
             auth: Arc::clone(&auth),
             transport,
-            publish_limiter: Arc::new(routes::publish_rate::PublishLimiter::new(
+            publish_limiter: Arc::new(routes::rate_limit::PublishLimiter::new(
                 config.publishing.publish_rate,
                 config.publishing.publish_burst,
+            )),
+            subscribe_limiter: Arc::new(routes::rate_limit::SubscribeLimiter::or_off(
+                config.streams.subscribe_rate,
+                config.streams.subscribe_burst,
             )),
             time_selector,
             templates: crate::protocol::topic::Templates::new(config.streams.max_template_memory),

@@ -106,6 +106,7 @@ pub(super) async fn subscribe(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    subscribe::count_attempt(&state, &req)?;
     subscribe_with(&state, &req, "").await
 }
 
@@ -116,6 +117,7 @@ pub(super) async fn subscribe_query(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    subscribe::count_attempt(&state, &req)?;
     let limit = state.config.listen.max_body_size;
     if declared_length(&req).is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
@@ -144,11 +146,10 @@ async fn subscribe_with(
         .await
         .map_err(unauthorized)?;
     let max = state.config.streams.max_topics;
-    // The request's templates and patterns and its token's share one budget, checked as each
-    // is compiled.
-    let mut budget = Budget::default();
-    let mut base = None;
-    let mut selectors = Vec::new();
+    // What needs no compiling is checked before anything is compiled: the parameter names,
+    // how many selectors there are, each value's text, and the subscriber's place in the
+    // limits. A refused request then costs a parse and a lookup.
+    let mut wanted = Vec::new();
     for (name, value) in query.iter().chain(&body) {
         let kind = match MatcherType::from_param(name) {
             None if name == "topic" => None,
@@ -161,11 +162,26 @@ async fn subscribe_with(
                 )))
             }
         };
-        if selectors.len() == max {
+        if wanted.len() == max {
             return Err(ApiError::BadRequest(format!(
                 "too many topic selectors and matchers (at most {max})"
             )));
         }
+        crate::protocol::topic::check_text(kind, value)?;
+        wanted.push((kind, value));
+    }
+    if wanted.is_empty() {
+        return Err(ApiError::BadRequest(
+            "missing \"topic\" or \"match\" parameter".into(),
+        ));
+    }
+    let slot = subscribe::admit(state, req)?;
+    // The request's templates and patterns and its token's share one budget, checked as each
+    // is compiled (and each compilation stops once it would exceed what is left).
+    let mut budget = Budget::default();
+    let mut base = None;
+    let mut selectors = Vec::with_capacity(wanted.len());
+    for (kind, value) in wanted {
         selectors.push(match kind {
             None => state.templates.selector(value, &mut budget)?,
             Some(kind) => {
@@ -176,11 +192,6 @@ async fn subscribe_with(
                 state.templates.matcher(kind, value, base, &mut budget)?
             }
         });
-    }
-    if selectors.is_empty() {
-        return Err(ApiError::BadRequest(
-            "missing \"topic\" or \"match\" parameter".into(),
-        ));
     }
     let last_event_id = match single(&query, "last_event_id")? {
         Some(value) => Some(value),
@@ -222,7 +233,7 @@ async fn subscribe_with(
             )
         }
     };
-    subscribe::open_stream(state, req, subscription, cursor, expires, announced).await
+    subscribe::open_stream(state, req, subscription, cursor, expires, announced, slot).await
 }
 
 /// The `Content-Length` the client declared, if any.
