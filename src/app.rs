@@ -136,6 +136,7 @@ impl Application {
             }
             _ => (None, None),
         };
+        let admission = broadcaster.admission();
         let broadcaster = broadcaster.with_presence(presence.clone()).start();
         let transport = crate::transport::Transport::start(
             &config.transport.transport,
@@ -148,14 +149,19 @@ impl Application {
         .map_err(|e| StartError::Transport(e.to_string()))?;
         let state = AppState {
             broadcaster: broadcaster.clone(),
+            admission,
             shard_owner: shard::Owner::from(&broadcaster),
             stats,
             config: Arc::new(config.clone()),
             auth: Arc::clone(&auth),
             transport,
-            publish_limiter: Arc::new(routes::publish_rate::PublishLimiter::new(
+            publish_limiter: Arc::new(routes::rate_limit::PublishLimiter::new(
                 config.publishing.publish_rate,
                 config.publishing.publish_burst,
+            )),
+            subscribe_limiter: Arc::new(routes::rate_limit::SubscribeLimiter::or_off(
+                config.streams.subscribe_rate,
+                config.streams.subscribe_burst,
             )),
             time_selector,
             templates: crate::protocol::topic::Templates::new(config.streams.max_template_memory),
@@ -439,6 +445,36 @@ fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Grows the process's table of open files to hold `fds` descriptors, once, at start: call it
+/// before any thread is spawned.
+///
+/// Linux grows the table as descriptors are opened, doubling it at 64, 128, 256, … open
+/// files; in a process with more than one thread each growth waits for an RCU grace period
+/// (`synchronize_rcu` in `expand_fdtable`), typically 10 to 30 ms, during which the `accept`
+/// that needed the room, and every connection queued behind it, waits. A hub filling up with
+/// subscribers met one such stall per doubling: the connect p99 of a burst of joins
+/// (BENCHMARKS.md, "Joining"). Grown here, while the process has one thread, it costs no wait,
+/// and the table (8 bytes per descriptor) never shrinks, so those stalls are gone.
+pub fn reserve_file_table(fds: u64) {
+    #[cfg(unix)]
+    {
+        let Ok(top) = rustix::fd::RawFd::try_from(fds.saturating_sub(1)) else {
+            return;
+        };
+        if top < 64 {
+            return;
+        }
+        // The lowest free descriptor at or above `top`: the table grows to hold it; closed at
+        // once when dropped.
+        match rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), top) {
+            Ok(fd) => drop(fd),
+            Err(err) => log::debug!("cannot reserve {fds} open files at start: {err}"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = fds;
 }
 
 /// Completes on SIGINT or (on Unix) SIGTERM: what the binary stops on.

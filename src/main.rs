@@ -110,10 +110,23 @@ fn main() -> ExitCode {
         };
     }
     // Every subscriber is a socket: take all the open files the system allows.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => log::debug!("open files limit: {limit}"),
-        Err(err) => log::warn!("cannot raise the open files limit: {err}"),
-    }
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            log::debug!("open files limit: {limit}");
+            limit
+        }
+        Err(err) => {
+            log::warn!("cannot raise the open files limit: {err}");
+            1024
+        }
+    };
+    // Room for every subscriber and some more (listeners, the store, publishers), made now
+    // while this is the only thread: growing it later stalls accepts (`reserve_file_table`).
+    let files = u64::try_from(cli.config.streams.max_subscribers)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1024)
+        .min(limit);
+    sse_hub::app::reserve_file_table(files);
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(cli.config)?;
         log::info!("listening on {}", app.url());

@@ -119,6 +119,16 @@ pub struct Streams {
     #[arg(long, env = "SSE_HUB_MAX_SUBSCRIBERS_PER_IP", default_value_t = 100)]
     pub max_subscribers_per_ip: usize,
 
+    /// Subscribe attempts per second from one client address (sustained), refused or not;
+    /// beyond it 429 with Retry-After, before any other work. 0 turns the limit off.
+    #[arg(long, env = "SSE_HUB_SUBSCRIBE_RATE", default_value_t = 50)]
+    pub subscribe_rate: u32,
+
+    /// Subscribe attempts from one client address in a burst above the rate (a page of tabs
+    /// reconnecting at once, a proxy's clients after a restart). 0 turns the limit off.
+    #[arg(long, env = "SSE_HUB_SUBSCRIBE_BURST", default_value_t = 200)]
+    pub subscribe_burst: u32,
+
     /// Topic selectors in one subscription, at most; more answers 400.
     #[arg(long, env = "SSE_HUB_MAX_TOPICS", default_value_t = 64)]
     pub max_topics: usize,

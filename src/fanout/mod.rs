@@ -2,6 +2,7 @@
 //! the subscriptions they match, and the active-subscriptions events.
 
 pub mod active;
+pub mod admission;
 pub mod broadcaster;
 pub mod direct;
 pub mod presence;

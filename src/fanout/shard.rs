@@ -11,9 +11,13 @@
 //! subscriber on a plain HTTP/1 connection waits, the update goes to its socket directly and
 //! nobody is woken; only what the socket does not take at once is queued for the stream.
 //!
-//! Ordering stays the broadcaster's: it decides when a subscriber starts receiving by sending
-//! [`ShardMsg::Register`] through the same channel as the updates, in the same step as it takes
-//! the subscriber's replay, so nothing is missed or sent twice across the switch.
+//! Ordering stays the broadcaster's: it decides when a subscriber with a cursor starts
+//! receiving by sending [`ShardMsg::Register`] through the same channel as the updates, in the
+//! same step as it takes the subscriber's replay, so nothing is missed or sent twice across the
+//! switch. A subscriber without a cursor has no replay: once the broadcaster knows the shard
+//! ([`ShardMsg::Known`]), its worker registers it here at once ([`LocalQueue::register_here`]),
+//! with no round trip to the broadcaster's thread, whose work (publishes, commits, fan-out,
+//! other subscribers' replays) it would otherwise queue behind.
 
 use std::{
     cell::RefCell,
@@ -53,6 +57,8 @@ pub enum ShardMsg {
     },
     /// End every local stream after what it holds (shutdown).
     CloseAll,
+    /// The broadcaster knows this shard: every update from now on comes here.
+    Known,
 }
 
 /// The broadcaster's end of a shard.
@@ -122,6 +128,8 @@ struct Local {
     /// Reused between fan-outs: the waiting streams the update is offered to directly (their
     /// places in `queues`, which nothing removes during a fan-out).
     direct: Vec<usize>,
+    /// The broadcaster sends every update here ([`ShardMsg::Known`] came).
+    known: bool,
 }
 
 thread_local! {
@@ -146,6 +154,7 @@ impl Local {
                     outlet.close();
                 }
             }
+            ShardMsg::Known => self.known = true,
         }
     }
 
@@ -234,6 +243,29 @@ impl LocalQueue {
         })
     }
 
+    /// Registers the subscriber with this worker's shard now, when that is safe without the
+    /// broadcaster: the broadcaster knows the shard (every update it fans out from now on
+    /// comes here, after this registration) and the stream is still here. `false`: the caller
+    /// registers through the broadcaster ([`crate::fanout::broadcaster::Subscribe`]).
+    ///
+    /// Only for a subscriber without a cursor: one with a cursor needs its replay taken in the
+    /// same step, by the broadcaster. The caller checks the hub is not closing just before, on
+    /// this thread (see [`crate::fanout::admission::Admission::close`]).
+    #[must_use]
+    pub fn register_here(&self, subscription: Arc<Subscription>) -> bool {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let Some(local) = local.as_mut().filter(|l| l.known) else {
+                return false;
+            };
+            if !local.queues.contains_key(&self.id) {
+                return false;
+            }
+            local.registry.insert(self.id, subscription);
+            true
+        })
+    }
+
     #[must_use]
     pub fn shard(&self) -> ShardId {
         self.shard
@@ -315,5 +347,6 @@ fn start(owner: &Owner, capacity: usize, stats: Arc<Stats>) -> Local {
         owner: owner.clone(),
         slow: Vec::new(),
         direct: Vec::new(),
+        known: false,
     }
 }

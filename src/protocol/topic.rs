@@ -358,6 +358,16 @@ impl MatcherType {
     }
 }
 
+/// Checks a selector's text without compiling anything: a 0.x `topic` (`kind` `None`) or a
+/// 1.0 matcher of `kind`. A subscription checks every value this way before it compiles one,
+/// so a request refused for a bad value costs no compilation.
+pub fn check_text(kind: Option<MatcherType>, s: &str) -> Result<(), SelectorError> {
+    match kind {
+        None => Ok(validate(s)?),
+        Some(_) => Ok(validate_matcher(s)?),
+    }
+}
+
 /// Checks a matcher value: not empty, at most [`MAX_TOPIC_LEN`] bytes, no C0, C1, DEL or Cf
 /// character.
 fn validate_matcher(s: &str) -> Result<(), MatcherError> {

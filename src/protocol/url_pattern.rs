@@ -11,6 +11,7 @@
 //! (base, pattern) pair shares one compiled pattern, evaluated once per update.
 
 use std::{
+    cell::Cell,
     collections::HashMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -43,6 +44,16 @@ pub(crate) fn linear(nfa_limit: usize, cache: usize) -> meta::Config {
         .hybrid_cache_capacity(cache)
 }
 
+thread_local! {
+    /// While [`UrlPattern::compile_within`] runs on this thread: the bytes the pattern's
+    /// programs may still take (what is left of the request's budget), and whether a program
+    /// was refused for want of them. The crate builds each component's program through
+    /// [`Linear::parse`], which has no other way to hear of the budget; so a request past its
+    /// budget stops at the first program over it instead of compiling all eight components.
+    static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+    static SPENT: Cell<bool> = const { Cell::new(false) };
+}
+
 /// A component's regular expression, on a linear-time engine and built lean: only
 /// `is_match` is ever asked, so no captures are kept.
 #[derive(Debug)]
@@ -58,15 +69,32 @@ impl RegExp for Linear {
 
     fn parse(pattern: &str, _flags: &str, _force_eval: bool) -> Result<Self, ()> {
         // The flags are always "u" (Unicode, case-sensitive): `ignore_case` is never set.
-        let config = linear(MAX_COMPONENT_NFA, HYBRID_CACHE_CAPACITY);
-        let regex = meta::Builder::new()
-            .configure(config)
-            .build(pattern)
-            .map_err(|_| ())?;
-        Ok(Self {
+        let left = LEFT.get();
+        let limit = left.map_or(MAX_COMPONENT_NFA, |left| left.min(MAX_COMPONENT_NFA));
+        let built = meta::Builder::new()
+            .configure(linear(limit, HYBRID_CACHE_CAPACITY))
+            .build(pattern);
+        let Ok(regex) = built else {
+            if limit < MAX_COMPONENT_NFA {
+                SPENT.set(true);
+            }
+            return Err(());
+        };
+        let linear = Self {
             regex,
             source: pattern.into(),
-        })
+        };
+        if let Some(left) = left {
+            // Its program at least (a whole component's keeps no match cache): what is spent
+            // for sure, so a pattern within its budget is never stopped.
+            let after = left.checked_sub(linear.program_cost());
+            SPENT.set(SPENT.get() || after.is_none());
+            LEFT.set(Some(after.unwrap_or(0)));
+            if after.is_none() {
+                return Err(());
+            }
+        }
+        Ok(linear)
     }
 
     fn matches<'a>(&self, text: &'a str) -> Option<Vec<Option<&'a str>>> {
@@ -167,6 +195,24 @@ fn component_cost(component: &Component<Linear>) -> usize {
 }
 
 impl UrlPattern {
+    /// Like [`UrlPattern::compile`], but stops as soon as its programs would take more than
+    /// `budget` bytes: [`PatternError::TooComplex`] then, with nothing more compiled.
+    pub fn compile_within(
+        source: &str,
+        base: Arc<Url>,
+        budget: usize,
+    ) -> Result<Self, PatternError> {
+        LEFT.set(Some(budget));
+        SPENT.set(false);
+        let compiled = Self::compile(source, base);
+        LEFT.set(None);
+        match compiled {
+            Err(_) if SPENT.replace(false) => Err(PatternError::TooComplex),
+            Ok(pattern) if pattern.cost > budget => Err(PatternError::TooComplex),
+            other => other,
+        }
+    }
+
     /// Parses and compiles `source` against `base` (the hub's URL).
     pub fn compile(source: &str, base: Arc<Url>) -> Result<Self, PatternError> {
         let init = urlpattern::UrlPatternInit::parse_constructor_string::<Linear>(
@@ -307,7 +353,7 @@ impl Patterns {
         let pattern = match found {
             Some(pattern) => pattern,
             None => {
-                let mut compiled = UrlPattern::compile(source, Arc::clone(base))?;
+                let mut compiled = UrlPattern::compile_within(source, Arc::clone(base), *budget)?;
                 let mut map = self.lock();
                 match map.get(&key).and_then(Weak::upgrade) {
                     Some(existing) => existing,
@@ -383,6 +429,29 @@ mod tests {
         }
         // A huge counted repetition is bounded when built, not expanded.
         assert!(UrlPattern::compile("/:x((?:a{1000}){1000})", base()).is_err());
+    }
+
+    #[test]
+    fn a_pattern_past_its_budget_stops_compiling_and_the_next_one_is_unbounded_again() {
+        let heavy = "/:a([a-z]{1,30})/:b([a-z]{1,30})/:c([a-z]{1,30})";
+        let whole = UrlPattern::compile(heavy, base()).unwrap().cost();
+        assert_eq!(
+            UrlPattern::compile_within(heavy, base(), whole / 4).err(),
+            Some(PatternError::TooComplex)
+        );
+        assert!(matches!(
+            UrlPattern::compile_within("/a/(", base(), usize::MAX),
+            Err(PatternError::Invalid(_))
+        ));
+        assert!(UrlPattern::compile_within(heavy, base(), whole).is_ok());
+        assert!(matches!(
+            UrlPattern::compile("/a/(", base()),
+            Err(PatternError::Invalid(_))
+        ));
+        assert!(
+            UrlPattern::compile(heavy, base()).is_ok(),
+            "no budget left set"
+        );
     }
 
     #[test]

@@ -286,6 +286,9 @@ async fn memory_stays_bounded_with_many_stalled_subscribers() {
         "64",
         "--max-subscribers-per-ip",
         "1000",
+        // 200 stalled subscribers from one address, at once.
+        "--subscribe-rate",
+        "0",
         "--history-size",
         "100",
     ]);
@@ -325,6 +328,9 @@ async fn a_connection_flood_is_refused_and_the_hub_recovers() {
         "50",
         "--max-subscribers-per-ip",
         "1000",
+        // The flood is of subscribers over the total, not of attempts from one address.
+        "--subscribe-rate",
+        "0",
     ]);
     let mut watch = watcher(&hub).await;
     let mut flood = Vec::new();

@@ -14,6 +14,7 @@ mod helpers;
 mod http2;
 mod in_process;
 mod inputs;
+mod joins;
 mod jwks;
 mod matchers;
 mod mercure;

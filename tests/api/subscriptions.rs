@@ -557,6 +557,9 @@ async fn with_redis_asleep_changes_to_the_list_do_not_pile_up() {
         "3s",
         "--max-subscribers-per-ip",
         "5000",
+        // 1,000 subscribers from one address in a few seconds.
+        "--subscribe-rate",
+        "0",
     ];
     let (a, b) = two_nodes(&redis, &flags).await;
     let _keeper = subscribe_with(&b, &["/books/{id}"], &[], &reader_token()).await;

@@ -31,7 +31,7 @@ if [ "$MODE" = redis ]; then
 fi
 PORT=$(free_port)
 RUST_LOG=warn timeout 300 "$BIN" --bind 127.0.0.1:$PORT --jwt-key $KEY --allow-anonymous --transport "$TRANSPORT" \
-  --data-dir none --tick-interval 0 --max-subscribers 30000 --max-subscribers-per-ip 30000 \
+  --data-dir none --tick-interval 0 --max-subscribers 30000 --max-subscribers-per-ip 30000 --subscribe-rate 0 \
   --publish-rate 1000000 --publish-burst 1000000 --history-size 30000 --workers 2 --subscriptions \
   >"$DIR/hub.log" 2>&1 &
 PIDS+=($!)

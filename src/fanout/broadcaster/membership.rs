@@ -1,27 +1,28 @@
-//! Who is subscribed: every registered subscriber, the counts and per-address limits that
-//! refuse one more, and (with `--subscriptions`) the announced subscriptions the API lists.
+//! Who is subscribed: every registered subscriber, holding its place in the limits (an
+//! admission [`Slot`], taken on its worker before it got here), and (with `--subscriptions`)
+//! the announced subscriptions the API lists.
 //!
-//! The broadcaster asks [`Membership::admits`] before it registers a subscriber and records it
-//! with [`Membership::join`] once its shard has it; [`Membership::leave`] undoes both.
+//! The broadcaster records a subscriber with [`Membership::join`] once its shard has it;
+//! [`Membership::leave`] forgets it and drops its slot, which gives its place back.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
     sync::Arc,
 };
 
-use super::SubscribeRefused;
 use crate::{
     fanout::active::{Announced, Scope},
+    fanout::admission::Slot,
     fanout::registry::SubscriberId,
     fanout::shard::ShardId,
 };
 
-/// What is kept of a registered subscriber: what the counts need and, with `--subscriptions`,
-/// what the subscriptions API lists.
-#[derive(Debug, Clone)]
+/// What is kept of a registered subscriber: its place in the limits, its selector count and,
+/// with `--subscriptions`, what the subscriptions API lists.
+#[derive(Debug)]
 struct Member {
-    ip: Option<IpAddr>,
+    /// Gives the subscriber's place back when the member goes.
+    _slot: Slot,
     selectors: usize,
     announced: Option<Arc<Announced>>,
 }
@@ -35,22 +36,16 @@ pub(super) struct Membership {
     /// one collection costs its own subscriptions, not a walk over every subscriber (empty, and
     /// never touched, without the flag).
     by_collection: HashMap<String, BTreeMap<String, Arc<Announced>>>,
-    per_ip: HashMap<IpAddr, usize>,
     selectors: usize,
-    max_subscribers: usize,
-    max_per_ip: usize,
 }
 
 impl Membership {
-    /// No subscriber yet; at most `max_subscribers` at once, `max_per_ip` from one address.
-    pub(super) fn new(max_subscribers: usize, max_per_ip: usize) -> Self {
+    /// No subscriber yet.
+    pub(super) fn new() -> Self {
         Self {
             members: HashMap::new(),
             by_collection: HashMap::new(),
-            per_ip: HashMap::new(),
             selectors: 0,
-            max_subscribers,
-            max_per_ip,
         }
     }
 
@@ -64,39 +59,24 @@ impl Membership {
         self.selectors
     }
 
-    /// Whether one more subscriber, from `ip` if known, is within the limits.
-    pub(super) fn admits(&self, ip: Option<IpAddr>) -> Result<(), SubscribeRefused> {
-        if self.members.len() >= self.max_subscribers {
-            return Err(SubscribeRefused::TooMany);
-        }
-        let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
-        if from_ip >= self.max_per_ip {
-            return Err(SubscribeRefused::TooManyFromAddress);
-        }
-        Ok(())
-    }
-
-    /// Records a registered subscriber with its `selectors` count; an `announced` one is
-    /// listed by the subscriptions API until it leaves.
+    /// Records a registered subscriber with its place (`slot`) and its `selectors` count; an
+    /// `announced` one is listed by the subscriptions API until it leaves.
     pub(super) fn join(
         &mut self,
         shard: ShardId,
         id: SubscriberId,
-        ip: Option<IpAddr>,
+        slot: Slot,
         selectors: usize,
         announced: Option<Arc<Announced>>,
     ) {
         if let Some(announced) = &announced {
             self.index(announced);
         }
-        if let Some(ip) = ip {
-            *self.per_ip.entry(ip).or_default() += 1;
-        }
         self.selectors += selectors;
         self.members.insert(
             (shard, id),
             Member {
-                ip,
+                _slot: slot,
                 selectors,
                 announced,
             },
@@ -124,7 +104,6 @@ impl Membership {
     pub(super) fn clear(&mut self) {
         self.members.clear();
         self.by_collection.clear();
-        self.per_ip.clear();
         self.selectors = 0;
     }
 
@@ -170,14 +149,6 @@ impl Membership {
 
     /// Takes a member that went out of the counts and the index.
     fn forget(&mut self, member: &Member) {
-        if let Some(ip) = member.ip {
-            if let Some(count) = self.per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
-        }
         self.selectors -= member.selectors;
         if let Some(announced) = &member.announced {
             self.unindex(announced);
@@ -213,8 +184,15 @@ mod tests {
     use super::*;
     use crate::{
         fanout::active::{collection, Announcement, Form, Generation},
+        fanout::admission::Admission,
         protocol::topic::MatcherType,
     };
+
+    fn slot() -> Slot {
+        Admission::new(usize::MAX, usize::MAX)
+            .reserve(None)
+            .expect("no limit")
+    }
 
     fn announced(id: &str, selectors: &[&str]) -> Arc<Announced> {
         Arc::new(Announced {
@@ -232,10 +210,6 @@ mod tests {
 
     const LEGACY: Scope = Scope::All(Generation::Legacy);
 
-    fn key(id: u64) -> (ShardId, SubscriberId) {
-        (ShardId(0), SubscriberId(id))
-    }
-
     /// Each listed object as "subscriber topic".
     fn pairs(listed: &[serde_json::Value]) -> Vec<String> {
         listed
@@ -245,55 +219,27 @@ mod tests {
     }
 
     #[test]
-    fn the_per_address_limit_refuses_one_more_and_a_leaving_subscriber_releases_its_place() {
-        let mut members = Membership::new(10, 2);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        for id in 0..2 {
-            assert_eq!(members.admits(Some(ip)), Ok(()));
-            let (shard, id) = key(id);
-            members.join(shard, id, Some(ip), 1, None);
-        }
-        assert_eq!(
-            members.admits(Some(ip)),
-            Err(SubscribeRefused::TooManyFromAddress)
-        );
-        assert_eq!(members.admits(Some(other)), Ok(()));
-        assert_eq!(
-            members.admits(None),
-            Ok(()),
-            "no address, no per-address limit"
-        );
-        let (shard, id) = key(0);
-        assert!(matches!(members.leave(shard, id), Some(None)));
-        assert_eq!(members.admits(Some(ip)), Ok(()));
-        let (shard, id) = key(1);
-        members.leave(shard, id);
-        assert!(
-            members.per_ip.is_empty(),
-            "an address with nobody left is forgotten"
-        );
-    }
-
-    #[test]
-    fn the_total_limit_counts_every_subscriber_and_leaving_twice_counts_once() {
-        let mut members = Membership::new(2, 10);
-        members.join(ShardId(0), SubscriberId(0), None, 3, None);
-        members.join(ShardId(1), SubscriberId(0), None, 2, None);
+    fn every_subscriber_counts_leaving_twice_counts_once_and_its_place_is_given_back() {
+        let admission = Admission::new(2, 10);
+        let mut members = Membership::new();
+        let place = || admission.reserve(None).expect("within the limit");
+        members.join(ShardId(0), SubscriberId(0), place(), 3, None);
+        members.join(ShardId(1), SubscriberId(0), place(), 2, None);
         assert_eq!((members.len(), members.selectors()), (2, 5));
-        assert_eq!(members.admits(None), Err(SubscribeRefused::TooMany));
+        assert!(admission.reserve(None).is_err());
         assert!(members.leave(ShardId(1), SubscriberId(0)).is_some());
         assert!(members.leave(ShardId(1), SubscriberId(0)).is_none());
         assert!(members.leave(ShardId(2), SubscriberId(0)).is_none());
         assert_eq!((members.len(), members.selectors()), (1, 3));
-        assert_eq!(members.admits(None), Ok(()));
+        assert_eq!(admission.taken(), 1);
         members.clear();
+        assert_eq!(admission.taken(), 0);
         assert_eq!((members.len(), members.selectors()), (0, 0));
     }
 
     #[test]
     fn subscriptions_are_listed_by_subscriber_then_selector_whole_or_by_topic() {
-        let mut members = Membership::new(10, 10);
+        let mut members = Membership::new();
         let (second, first) = (
             announced("urn:2", &["/b", "/a"]),
             announced("urn:1", &["/a"]),
@@ -301,12 +247,12 @@ mod tests {
         members.join(
             ShardId(0),
             SubscriberId(0),
-            None,
+            slot(),
             2,
             Some(Arc::clone(&second)),
         );
-        members.join(ShardId(0), SubscriberId(1), None, 1, None);
-        members.join(ShardId(1), SubscriberId(0), None, 1, Some(first));
+        members.join(ShardId(0), SubscriberId(1), slot(), 1, None);
+        members.join(ShardId(1), SubscriberId(0), slot(), 1, Some(first));
         assert_eq!(
             pairs(&members.listed(&LEGACY, None)),
             ["urn:1 /a", "urn:2 /b", "urn:2 /a"]
@@ -338,7 +284,7 @@ mod tests {
 
     #[test]
     fn each_generation_is_listed_apart_and_a_matcher_by_its_collection() {
-        let mut members = Membership::new(10, 10);
+        let mut members = Membership::new();
         let mixed = Arc::new(Announced {
             id: "urn:1".into(),
             subscriptions: vec![
@@ -346,7 +292,7 @@ mod tests {
                 Announcement::new(Form::Matcher(MatcherType::Exact), "/a".into(), None),
             ],
         });
-        members.join(ShardId(0), SubscriberId(0), None, 2, Some(mixed));
+        members.join(ShardId(0), SubscriberId(0), slot(), 2, Some(mixed));
         let current = members.listed(&Scope::All(Generation::Current), None);
         assert_eq!(current.len(), 1);
         assert_eq!(current[0]["match_type"], "exact");

@@ -23,9 +23,10 @@
 
 mod backlog;
 mod durable;
+mod joined;
 mod membership;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use tokio::sync::oneshot;
@@ -34,6 +35,7 @@ pub use crate::fanout::registry::SubscriberId;
 use crate::fanout::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
     fanout::active::Announced,
+    fanout::admission::{Admission, Slot},
     fanout::presence::Presence,
     fanout::subscription::Subscription,
     history::store::{Commit, Loaded, Store, StoreError},
@@ -43,6 +45,7 @@ use crate::{
 };
 pub use backlog::{Backlog, BacklogStep};
 use durable::{Durable, Pending, Waiter};
+pub use joined::Joined;
 use membership::Membership;
 
 /// How often updates past `--history-max-age` are looked for.
@@ -66,8 +69,10 @@ pub struct Limits {
 /// then `.start()`.
 #[derive(Debug)]
 pub struct Broadcaster {
-    /// Every registered subscriber, their counts and limits, the announced subscriptions.
+    /// Every registered subscriber, their places in the limits, the announced subscriptions.
     membership: Membership,
+    /// The limits every worker checks (shared with them), and the hub's closing.
+    admission: Admission,
     /// Each worker's shard, told of every update.
     shards: Vec<(ShardId, ShardSender)>,
     history: History,
@@ -85,7 +90,8 @@ impl Broadcaster {
     #[must_use]
     pub fn new(limits: Limits, stats: Arc<Stats>) -> Self {
         Self {
-            membership: Membership::new(limits.max_subscribers, limits.max_subscribers_per_ip),
+            membership: Membership::new(),
+            admission: Admission::new(limits.max_subscribers, limits.max_subscribers_per_ip),
             shards: Vec::new(),
             history: History::new(limits.retention),
             stats,
@@ -93,6 +99,13 @@ impl Broadcaster {
             durable: Durable::off(),
             presence: None,
         }
+    }
+
+    /// The limits and closing state the workers check before a subscriber costs anything;
+    /// give it to every worker before starting the actor.
+    #[must_use]
+    pub fn admission(&self) -> Admission {
+        self.admission.clone()
     }
 
     /// Tells `presence` of subscribers with announced subscriptions instead of publishing
@@ -225,18 +238,20 @@ impl Actor for Broadcaster {
     }
 }
 
-/// Registers a subscriber and computes its replay.
+/// Registers a subscriber and computes its replay, in one step. Sent for a subscriber with a
+/// cursor (or whose worker's shard the broadcaster does not know yet); one without is
+/// registered by its own worker, which then tells the broadcaster with [`Joined`].
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Subscribed, SubscribeRefused>")]
 pub struct Subscribe {
     /// Where its stream receives: a queue in its worker's shard.
     pub shard: ShardId,
     pub id: SubscriberId,
-    pub subscription: Subscription,
+    pub subscription: Arc<Subscription>,
     /// Where to resume from (`Last-Event-ID`), if the client asked.
     pub cursor: Option<Cursor>,
-    /// The client's address, for the per-address limit.
-    pub ip: Option<IpAddr>,
+    /// Its place in the limits, taken on its worker ([`Admission::reserve`]).
+    pub slot: Slot,
     /// With `--subscriptions`, a hub-endpoint subscriber: announced now and when it goes.
     pub announced: Option<Announced>,
 }
@@ -254,10 +269,6 @@ pub struct Subscribed {
 /// Why a subscriber was not registered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeRefused {
-    #[error("too many subscribers")]
-    TooMany,
-    #[error("too many subscribers from this address")]
-    TooManyFromAddress,
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error("the subscriber's worker is not known")]
@@ -271,7 +282,6 @@ impl Handler<Subscribe> for Broadcaster {
         if self.closing {
             return Err(SubscribeRefused::ShuttingDown);
         }
-        self.membership.admits(msg.ip)?;
         // Taking the missed part of history is a snapshot in O(log n): no copy, no matching here.
         let (updates, resumed_after) = match &msg.cursor {
             Some(cursor) => {
@@ -280,7 +290,7 @@ impl Handler<Subscribe> for Broadcaster {
             }
             None => (Default::default(), None),
         };
-        let subscription = Arc::new(msg.subscription);
+        let subscription = msg.subscription;
         // From this message on, in the shard's channel, updates reach the subscriber's queue;
         // everything before is in its replay.
         let register = ShardMsg::Register {
@@ -299,7 +309,7 @@ impl Handler<Subscribe> for Broadcaster {
             self.announce(announced, true);
         }
         self.membership
-            .join(msg.shard, msg.id, msg.ip, selectors, announced);
+            .join(msg.shard, msg.id, msg.slot, selectors, announced);
         self.count_subscribers();
         Ok(Subscribed {
             backlog: Backlog::new(updates, subscription, Arc::clone(&self.stats)),
@@ -507,6 +517,9 @@ impl Handler<AddShard> for Broadcaster {
         if self.closing {
             let _ = sender.send(ShardMsg::CloseAll);
         }
+        // From here on every update goes to this shard too: its worker may register
+        // subscribers without a cursor itself (`LocalQueue::register_here`).
+        let _ = sender.send(ShardMsg::Known);
         self.shards.push((id, sender));
     }
 }
@@ -529,6 +542,9 @@ impl Handler<Shutdown> for Broadcaster {
             }
         }
         self.closing = true;
+        // Before the shards hear it: a worker that registers a subscriber after its shard
+        // ended every stream sees the hub closing (`Admission::close`).
+        self.admission.close();
         self.tell_shards(|| ShardMsg::CloseAll);
         self.membership.clear();
         self.count_subscribers();

@@ -6,6 +6,7 @@ use actix_web::{
 };
 
 use crate::{
+    fanout::admission::Refused,
     fanout::broadcaster::{PublishRefused, SubscribeRefused},
     protocol::topic::{MatcherError, SelectorError},
     protocol::update::EventId,
@@ -78,6 +79,8 @@ pub enum ApiError {
     TooManyFromAddress,
     #[error("publishing too fast, retry in {0} s")]
     RateLimited(u64),
+    #[error("too many subscribe attempts from this address, retry in {0} s")]
+    SubscribingTooFast(u64),
     #[error("request target is longer than {0} bytes")]
     UriTooLong(usize),
     #[error("request headers are larger than {0} bytes")]
@@ -104,7 +107,9 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyFromAddress | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyFromAddress | Self::RateLimited(_) | Self::SubscribingTooFast(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::TooManySubscribers
@@ -125,7 +130,7 @@ impl ResponseError for ApiError {
             | Self::InvalidRequest(_, challenge) => {
                 response.insert_header((header::WWW_AUTHENTICATE, challenge.header_value()));
             }
-            Self::RateLimited(secs) => {
+            Self::RateLimited(secs) | Self::SubscribingTooFast(secs) => {
                 response.insert_header((header::RETRY_AFTER, *secs));
             }
             Self::TooManyFromAddress => {
@@ -158,10 +163,18 @@ fn mime_text() -> &'static str {
 impl From<SubscribeRefused> for ApiError {
     fn from(refused: SubscribeRefused) -> Self {
         match refused {
-            SubscribeRefused::TooMany => Self::TooManySubscribers,
-            SubscribeRefused::TooManyFromAddress => Self::TooManyFromAddress,
             SubscribeRefused::ShuttingDown => Self::ShuttingDown,
             SubscribeRefused::NoShard => Self::Unavailable,
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::TooMany => Self::TooManySubscribers,
+            Refused::TooManyFromAddress => Self::TooManyFromAddress,
+            Refused::ShuttingDown => Self::ShuttingDown,
         }
     }
 }

@@ -69,6 +69,7 @@ pub(super) async fn subscribe(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    subscribe::count_attempt(&state, &req)?;
     subscribe_with(&state, &req, "").await
 }
 
@@ -79,6 +80,7 @@ pub(super) async fn subscribe_query(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    subscribe::count_attempt(&state, &req)?;
     let limit = state.config.listen.max_body_size;
     if declared_length(&req).is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
@@ -119,7 +121,7 @@ async fn subscribe_with(
         templates: &state.templates,
     };
     // The request's templates and patterns and its token's share one budget, checked as each
-    // is compiled.
+    // is compiled (and each compilation stops once it would exceed what is left).
     let mut budget = Budget::default();
     let who = state
         .auth
@@ -127,10 +129,10 @@ async fn subscribe_with(
         .await
         .map_err(|err| bearer::refuse(err, resource.as_ref()))?;
     let max = state.config.streams.max_topics;
-    let mut base = None;
-    let mut selectors = Vec::new();
-    // Each selector's generation, which decides how it is announced.
-    let mut forms = Vec::new();
+    // What needs no compiling is checked before anything is compiled: the parameter names,
+    // how many selectors there are, each value's text, and the subscriber's place in the
+    // limits. A refused request then costs a parse and a lookup.
+    let mut wanted = Vec::new();
     for (name, value) in params() {
         let kind = match MatcherType::from_param(name) {
             None if name == "topic" => None,
@@ -143,12 +145,28 @@ async fn subscribe_with(
                 )))
             }
         };
-        if selectors.len() == max {
+        if wanted.len() == max {
             return Err(ApiError::BadRequest(format!(
                 "too many topic selectors and matchers (at most {max})"
             )));
         }
-        forms.push(kind.map_or(Form::Legacy, Form::Matcher));
+        crate::protocol::topic::check_text(kind, value)?;
+        wanted.push((kind, value));
+    }
+    if wanted.is_empty() {
+        return Err(ApiError::BadRequest(
+            "missing \"topic\" or \"match\" parameter".into(),
+        ));
+    }
+    let slot = subscribe::admit(state, req)?;
+    // Each selector's generation, which decides how it is announced.
+    let forms: Vec<Form> = wanted
+        .iter()
+        .map(|(kind, _)| kind.map_or(Form::Legacy, Form::Matcher))
+        .collect();
+    let mut base = None;
+    let mut selectors = Vec::with_capacity(wanted.len());
+    for (kind, value) in wanted {
         selectors.push(match kind {
             None => state.templates.selector(value, &mut budget)?,
             Some(kind) => {
@@ -163,11 +181,6 @@ async fn subscribe_with(
                 state.templates.matcher(kind, value, base, &mut budget)?
             }
         });
-    }
-    if selectors.is_empty() {
-        return Err(ApiError::BadRequest(
-            "missing \"topic\" or \"match\" parameter".into(),
-        ));
     }
     let last_event_id = match single(&query, "last_event_id")? {
         Some(value) => Some(value),
@@ -221,7 +234,7 @@ async fn subscribe_with(
             )
         }
     };
-    subscribe::open_stream(state, req, subscription, cursor, expires, announced).await
+    subscribe::open_stream(state, req, subscription, cursor, expires, announced, slot).await
 }
 
 /// The `Content-Length` the client declared, if any.

@@ -7,7 +7,7 @@ pub mod error;
 mod health;
 pub mod http10;
 pub mod mercure;
-pub mod publish_rate;
+pub mod rate_limit;
 pub mod request_size;
 mod subscribe;
 mod subscriptions;
@@ -31,12 +31,16 @@ const HUB_PATH: &str = "/.well-known/mercure";
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub broadcaster: Addr<Broadcaster>,
+    /// The subscriber limits, checked on the worker before a subscriber costs anything.
+    pub admission: crate::fanout::admission::Admission,
     /// Where each worker's shard reports to the broadcaster (made once: shared by every stream).
     pub shard_owner: crate::fanout::shard::Owner,
     pub stats: Arc<Stats>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
-    pub publish_limiter: Arc<publish_rate::PublishLimiter>,
+    pub publish_limiter: Arc<rate_limit::PublishLimiter>,
+    /// Subscribe attempts per client address (`--subscribe-rate`), checked before any other work.
+    pub subscribe_limiter: Arc<rate_limit::SubscribeLimiter>,
     pub transport: crate::transport::Transport,
     /// Exact selector of the server-time topic, compiled once.
     pub time_selector: TopicSelector,

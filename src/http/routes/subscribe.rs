@@ -6,9 +6,12 @@ use actix_web::{
     web, HttpRequest, HttpResponse, HttpResponseBuilder,
 };
 
+use std::sync::Arc;
+
 use super::{error::ApiError, AppState};
 use crate::{
-    fanout::broadcaster::Subscribe,
+    fanout::admission::Slot,
+    fanout::broadcaster::{Joined, Subscribe, Subscribed},
     fanout::direct::{self, Outlet},
     fanout::shard::LocalQueue,
     fanout::subscription::Subscription,
@@ -53,12 +56,36 @@ pub(crate) fn cursor(
     Ok(Some(Cursor::parse(value)))
 }
 
-/// Registers a subscriber and answers with its stream.
+/// Takes one subscribe attempt from the client address's bucket (`--subscribe-rate`): the
+/// first thing a subscribe route does, before reading a body, a token or a selector, so an
+/// address that retries too fast costs a lookup and a one-line `429`.
+pub(crate) fn count_attempt(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(ip) = super::client_ip::client_ip(req, &state.config.listen.trusted_proxies) else {
+        return Ok(());
+    };
+    state
+        .subscribe_limiter
+        .check(&ip)
+        .map_err(|wait| ApiError::SubscribingTooFast(wait.as_secs_f64().ceil().max(1.0) as u64))
+}
+
+/// Takes the subscriber's place in the limits (`--max-subscribers`, per address): before any
+/// selector is compiled, so a refused subscriber costs next to nothing.
+pub(crate) fn admit(state: &AppState, req: &HttpRequest) -> Result<Slot, ApiError> {
+    let ip = super::client_ip::client_ip(req, &state.config.listen.trusted_proxies);
+    Ok(state.admission.reserve(ip)?)
+}
+
+/// Registers a subscriber (which holds `slot`, its place in the limits) and answers with its
+/// stream.
 ///
 /// The subscriber is registered before the response starts, so an update published once the
-/// client sees the first bytes is never missed. A cursor this node does not hold may be one its
-/// transport has not delivered yet: the node catches up first (bounded), so the replay is
-/// computed against a history that has it.
+/// client sees the first bytes is never missed. One without a cursor is registered by this
+/// worker with its own shard, and the broadcaster told after ([`Joined`]): no round trip to the
+/// broadcaster's thread, which may be busy with fan-out and commits. One with a cursor is
+/// registered by the broadcaster, which takes its replay in the same step. A cursor this node
+/// does not hold may be one its transport has not delivered yet: the node catches up first
+/// (bounded), so the replay is computed against a history that has it.
 pub(crate) async fn open_stream(
     state: &AppState,
     req: &HttpRequest,
@@ -66,6 +93,7 @@ pub(crate) async fn open_stream(
     cursor: Option<Cursor>,
     expires: Option<tokio::time::Instant>,
     announced: Option<crate::fanout::active::Announced>,
+    slot: Slot,
 ) -> Result<HttpResponse, ApiError> {
     state
         .transport
@@ -77,17 +105,33 @@ pub(crate) async fn open_stream(
         &state.stats,
         Outlet::for_request(req),
     );
-    let subscribed = state
-        .broadcaster
-        .send(Subscribe {
+    let subscription = Arc::new(subscription);
+    // The closing check and the registration are one step on this thread (`Admission::close`).
+    let here = cursor.is_none()
+        && !state.admission.is_closing()
+        && queue.register_here(Arc::clone(&subscription));
+    let subscribed = if here {
+        state.broadcaster.do_send(Joined {
             shard: queue.shard(),
             id: queue.id(),
-            subscription,
-            cursor,
-            ip: super::client_ip::client_ip(req, &state.config.listen.trusted_proxies),
+            slot,
+            selectors: subscription.selectors().len(),
             announced,
-        })
-        .await??;
+        });
+        Subscribed::live(subscription, Arc::clone(&state.stats))
+    } else {
+        state
+            .broadcaster
+            .send(Subscribe {
+                shard: queue.shard(),
+                id: queue.id(),
+                subscription,
+                cursor,
+                slot,
+                announced,
+            })
+            .await??
+    };
     let resumed_after = subscribed.resumed_after.clone();
     let retry_ms = u64::try_from(state.config.streams.retry.as_millis()).unwrap_or(u64::MAX);
     let stream = SubscriberStream::new(
@@ -113,9 +157,11 @@ pub(crate) async fn events(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    count_attempt(&state, &req)?;
     let query = super::query_pairs(req.query_string())?;
     let last_event_id = super::single(&query, "lastEventID")?;
     let cursor = cursor(&req, last_event_id)?;
+    let slot = admit(&state, &req)?;
     let subscription = Subscription::new(vec![state.time_selector.clone()], Vec::new(), None);
-    open_stream(&state, &req, subscription, cursor, None, None).await
+    open_stream(&state, &req, subscription, cursor, None, None, slot).await
 }
