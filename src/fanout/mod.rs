@@ -8,3 +8,4 @@ pub mod presence;
 pub mod registry;
 pub mod shard;
 pub mod subscription;
+pub mod ticket;

@@ -12,6 +12,7 @@ use crate::{
     auth::{AuthError, MercureClaim, Subscriber},
     config::Listen,
     fanout::active::Announced,
+    fanout::broadcaster::PublishRefused,
     fanout::subscription::Subscription,
     protocol::publication::Publication,
     protocol::topic::{Budget, MatcherType},
@@ -326,6 +327,7 @@ pub(super) async fn publish(
         .publish(id.clone(), form, &state.broadcaster)
         .await
         .map_err(|err| match err {
+            TransportError::Refused(PublishRefused::Overloaded) => ApiError::Overloaded(id),
             TransportError::Refused(refused) => ApiError::from(refused),
             TransportError::Unavailable => ApiError::TransportDown(id),
         })?;
