@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(stats.fanout_backlog(), 1);
         let [first, second] = shards;
         drop(first);
-        assert!(!ran.load(Ordering::SeqCst), "one shard has not fanned it out yet");
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "one shard has not fanned it out yet"
+        );
         assert_eq!(stats.snapshot().fanout_backlog, 1);
         drop(second);
         assert!(ran.load(Ordering::SeqCst));

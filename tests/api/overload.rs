@@ -26,7 +26,9 @@ async fn read_resuming(hub: &TestHub, topic: &str, want: usize, drops: [usize; 2
         if drops.contains(&got.len()) && last_id.is_some() {
             drop(sse);
             let id = last_id.clone().expect("checked above");
-            sse = hub.subscribe(&[topic], &[], &[("Last-Event-ID", &id)]).await;
+            sse = hub
+                .subscribe(&[topic], &[], &[("Last-Event-ID", &id)])
+                .await;
             let resumed = sse.response_headers.get("last-event-id");
             assert_eq!(resumed.map(|v| v.to_str().unwrap()), Some(id.as_str()));
         }
@@ -58,9 +60,9 @@ async fn a_storm_of_subscribers_resuming_with_cursors_gets_every_update_once_in_
     let readers: Vec<_> = (0..SUBSCRIBERS)
         .map(|i| {
             let hub = Arc::clone(&hub);
-            tokio::spawn(async move {
-                read_resuming(&hub, "/storm", UPDATES, [40, 41 + i % 70]).await
-            })
+            tokio::spawn(
+                async move { read_resuming(&hub, "/storm", UPDATES, [40, 41 + i % 70]).await },
+            )
         })
         .collect();
     let all_in = wait_until(Duration::from_secs(30), || async {
@@ -168,8 +170,11 @@ async fn a_publisher_flood_is_refused_past_the_backlog_bound_and_loses_nothing_a
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let url = hub.url("/.well-known/mercure");
-            let (refusals, published, enough) =
-                (Arc::clone(&refusals), Arc::clone(&published), enough.clone());
+            let (refusals, published, enough) = (
+                Arc::clone(&refusals),
+                Arc::clone(&published),
+                enough.clone(),
+            );
             tokio::spawn(async move {
                 let token = publisher();
                 let mut taken = Vec::new();
@@ -189,7 +194,9 @@ async fn a_publisher_flood_is_refused_past_the_backlog_bound_and_loses_nothing_a
             })
         })
         .collect();
-    watcher.await.expect("the backlog showed and a publish was refused");
+    watcher
+        .await
+        .expect("the backlog showed and a publish was refused");
     let mut acknowledged = HashSet::new();
     for publisher in publishers {
         acknowledged.extend(publisher.await.expect("publisher"));
@@ -199,7 +206,10 @@ async fn a_publisher_flood_is_refused_past_the_backlog_bound_and_loses_nothing_a
     // Every acknowledged update reaches the reading subscriber exactly once.
     let mut received = HashSet::new();
     while received.len() < acknowledged.len() {
-        let event = reader.next_event(READ).await.expect("an acknowledged update");
+        let event = reader
+            .next_event(READ)
+            .await
+            .expect("an acknowledged update");
         assert!(
             acknowledged.contains(&event.data),
             "{} was never acknowledged",
@@ -219,9 +229,17 @@ async fn a_publisher_flood_is_refused_past_the_backlog_bound_and_loses_nothing_a
     let health = client().get(hub.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     drop(slow);
-    let after = hub.publish_ok(&[("topic", "/flood"), ("data", "after")]).await;
-    let event = reader.next_event(READ).await.expect("an update after the flood");
-    assert_eq!((event.id.as_deref(), event.data.as_str()), (Some(after.as_str()), "after"));
+    let after = hub
+        .publish_ok(&[("topic", "/flood"), ("data", "after")])
+        .await;
+    let event = reader
+        .next_event(READ)
+        .await
+        .expect("an update after the flood");
+    assert_eq!(
+        (event.id.as_deref(), event.data.as_str()),
+        (Some(after.as_str()), "after")
+    );
     assert!(published.load(Ordering::SeqCst) > 0);
 }
 

@@ -243,9 +243,7 @@ mod tests {
     use std::{sync::mpsc, time::Duration};
 
     use super::*;
-    use crate::{
-        history::store::Fsync, history::Retention, protocol::topic::Topic, stats::Stats,
-    };
+    use crate::{history::store::Fsync, history::Retention, protocol::topic::Topic, stats::Stats};
 
     fn ticket() -> Arc<Ticket> {
         Ticket::new(&Arc::new(Stats::default()))

@@ -44,9 +44,9 @@ pub use crate::fanout::registry::SubscriberId;
 use crate::fanout::shard::{self, AddShard, ShardId, ShardMsg, ShardSender, Unsubscribe};
 use crate::{
     fanout::active::Announced,
-    fanout::ticket::Ticket,
     fanout::presence::Presence,
     fanout::subscription::Subscription,
+    fanout::ticket::Ticket,
     history::store::{Commit, Loaded, Store, StoreError},
     history::{History, Retention},
     protocol::update::{now_ms, Cursor, EventId, Update, EARLIEST},
@@ -382,7 +382,11 @@ impl From<&StoreError> for PublishRefused {
 impl Handler<Publish> for Broadcaster {
     type Result = ResponseFuture<Result<EventId, PublishRefused>>;
 
-    fn handle(&mut self, Publish(update, admission): Publish, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        Publish(update, admission): Publish,
+        _: &mut Self::Context,
+    ) -> Self::Result {
         let id = update.id().clone();
         let answer = |result| -> Self::Result { Box::pin(std::future::ready(result)) };
         if self.history.contains(&id) {
@@ -395,9 +399,7 @@ impl Handler<Publish> for Broadcaster {
         // A retry of an update on its way to disk is answered with it.
         if let Err(tx) = self.durable.wait_for(&id, tx) {
             let bound = self.max_fanout_backlog;
-            if admission == Admission::Bounded
-                && bound > 0
-                && self.stats.fanout_backlog() >= bound
+            if admission == Admission::Bounded && bound > 0 && self.stats.fanout_backlog() >= bound
             {
                 return answer(Err(PublishRefused::Overloaded));
             }

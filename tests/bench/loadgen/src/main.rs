@@ -1350,7 +1350,15 @@ async fn run(
         let _ = cfg.resume.set(Arc::clone(&resume));
         let (after, missed) = (args.resume_storm_after, args.resume_storm_missed);
         let pids = args.server_pids.clone();
-        tokio::spawn(resume_storm(resume, phase_tx, after, missed, pids, pubs_done_rx, human))
+        tokio::spawn(resume_storm(
+            resume,
+            phase_tx,
+            after,
+            missed,
+            pids,
+            pubs_done_rx,
+            human,
+        ))
     });
     let pubs: Vec<_> = (0..args.publishers)
         .map(|_| tokio::spawn(publisher(cfg.clone())))
@@ -1373,7 +1381,11 @@ async fn run(
     let publish_duration = last_publish - pub_start;
     let _ = pubs_done_tx.send(true);
     let resume_cpu_ns = match storm_monitor {
-        Some(h) => timeout_at(deadline, h).await.ok().and_then(Result::ok).flatten(),
+        Some(h) => timeout_at(deadline, h)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten(),
         None => None,
     };
     let _ = storm_stop_tx.send(true);
