@@ -535,7 +535,12 @@ async fn subscriber(
                     }
                 }
                 ctx.reconnects.fetch_add(1, Ordering::Relaxed);
-                let last_id = conn.sse.last_event_id().to_vec();
+                let mut last_id = conn.sse.last_event_id().to_vec();
+                if last_id.is_empty() {
+                    // Told to drop before its first event (a storm on a loaded machine): it
+                    // connected before any was published, so it missed all of history.
+                    last_id = b"earliest".to_vec();
+                }
                 let mut reopened = None;
                 for attempt in 0..3 {
                     if attempt > 0 {
@@ -1078,6 +1083,10 @@ struct Report {
     /// one's reconnect to its replay, and the server's exact CPU from the reconnect phase's
     /// start to the last replay.
     resume_storm_reconnected: Option<u64>,
+    /// Resumes that failed (3 attempts) and streams that ended otherwise than at shutdown:
+    /// their subscribers' missing updates are counted in `missing`.
+    reconnect_failures: u64,
+    streams_ended_early: u64,
     resume_storm_without_replay: Option<u64>,
     resume_storm_last_replay_s: Option<f64>,
     resume_storm_replay_ms_p50: Option<f64>,
@@ -1485,6 +1494,13 @@ async fn run(
     let resumed = |f: fn(&Resume) -> u64| resume.as_deref().map(f);
     let report = Report {
         resume_storm_reconnected: resumed(|r| r.reconnected.load(Ordering::Relaxed)),
+        reconnect_failures: extra.reconnect_failures,
+        streams_ended_early: extra
+            .ends
+            .iter()
+            .filter(|(end, _)| **end != "shutdown")
+            .map(|(_, n)| n)
+            .sum(),
         resume_storm_without_replay: resumed(|r| {
             u64::try_from(r.waiting.load(Ordering::Relaxed)).unwrap_or(0)
         }),
