@@ -98,6 +98,7 @@ impl Application {
             max_subscribers: config.streams.max_subscribers,
             max_subscribers_per_ip: config.streams.max_subscribers_per_ip,
             retention: config.history.retention(),
+            max_fanout_backlog: config.publishing.max_fanout_backlog,
         };
         let broadcaster = match (&config.transport.transport, &config.history.data_dir.0) {
             (TransportKind::Local, Some(dir)) => {

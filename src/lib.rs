@@ -21,7 +21,8 @@
 //! - [`fanout`]: the [`fanout::broadcaster`] actor orders subscribing, replay and publishing and
 //!   hands each update, once durable, to every worker's [`fanout::shard`], which matches it
 //!   against its [`fanout::subscription`]s ([`fanout::registry`]) and queues it or writes it to
-//!   the waiting sockets itself ([`fanout::direct`]); [`fanout::active`] makes the
+//!   the waiting sockets itself ([`fanout::direct`]), each update counted in the fan-out's
+//!   backlog until every shard is done with it ([`fanout::ticket`]); [`fanout::active`] makes the
 //!   active-subscriptions events, handed to Redis through [`fanout::presence`];
 //! - [`history`]: the replay buffer in memory, made durable by the [`history::store`] (a
 //!   [`history::journal`] in front of a redb database);

@@ -1,11 +1,21 @@
 //! Hub metrics: Prometheus counters and gauges (atomics, so the fan-out path never takes a lock
 //! to count), served as `GET /metrics` and summarised as JSON at `GET /stats`.
 
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Instant,
+};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use serde::Serialize;
+use tokio::sync::Notify;
 
 /// Why a subscriber was removed.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +43,21 @@ pub struct Stats {
     history_bytes: IntGauge,
     transport_up: IntGauge,
     presence_queued: IntGauge,
+    /// The fan-out's backlog: see [`Stats::fanout_accepted`].
+    backlog: Backlog,
+}
+
+/// The updates accepted and not yet fanned out by every shard, with when each was accepted
+/// (by a number given in acceptance order, so the first entry is the oldest). One lock per
+/// update accepted and one per update done, never per delivery.
+#[derive(Debug)]
+struct Backlog {
+    next: AtomicU64,
+    since: Mutex<BTreeMap<u64, Instant>>,
+    /// Woken each time an update leaves the backlog (the Redis reader waits on it).
+    drained: Notify,
+    updates: IntGauge,
+    oldest_seconds: Gauge,
 }
 
 /// A point-in-time copy of the main figures, as served by `GET /stats`.
@@ -47,6 +72,11 @@ pub struct Snapshot {
     pub subscribers_dropped_slow: u64,
     pub history_len: u64,
     pub history_bytes: u64,
+    /// Updates accepted (taken by this node) and not yet fanned out to every worker's
+    /// subscribers: waiting for their commit or for a worker's fan-out.
+    pub fanout_backlog: u64,
+    /// How long the oldest of them has waited, in milliseconds (0 with none).
+    pub fanout_backlog_oldest_ms: u64,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -123,6 +153,24 @@ impl Default for Stats {
                 "Subscribers come or gone not yet taken by the writer of the active-subscriptions \
                  list in Redis",
             ),
+            backlog: Backlog {
+                next: AtomicU64::new(0),
+                since: Mutex::new(BTreeMap::new()),
+                drained: Notify::new(),
+                updates: gauge(
+                    "fanout_backlog_updates",
+                    "Updates accepted and not yet fanned out to every worker's subscribers \
+                     (waiting for their commit or their fan-out)",
+                ),
+                oldest_seconds: register(
+                    &registry,
+                    Gauge::new(
+                        "fanout_backlog_oldest_seconds",
+                        "How long the oldest update of the fan-out's backlog has waited",
+                    )
+                    .expect("valid metric"),
+                ),
+            },
             registry,
         }
     }
@@ -174,6 +222,64 @@ impl Stats {
         self.presence_queued.clone()
     }
 
+    /// An update joins the fan-out's backlog; the answer names it for [`Stats::fanout_done`].
+    pub(crate) fn fanout_accepted(&self) -> u64 {
+        let n = self.backlog.next.fetch_add(1, Ordering::Relaxed);
+        let mut since = self.backlog.since.lock().unwrap_or_else(|e| e.into_inner());
+        since.insert(n, Instant::now());
+        self.backlog
+            .updates
+            .set(i64::try_from(since.len()).unwrap_or(i64::MAX));
+        n
+    }
+
+    /// Update `n` of [`Stats::fanout_accepted`] left the backlog: every shard fanned it out,
+    /// or it was refused (a failed commit, a hub shutting down).
+    pub(crate) fn fanout_done(&self, n: u64) {
+        {
+            let mut since = self.backlog.since.lock().unwrap_or_else(|e| e.into_inner());
+            since.remove(&n);
+            self.backlog
+                .updates
+                .set(i64::try_from(since.len()).unwrap_or(i64::MAX));
+        }
+        self.backlog.drained.notify_waiters();
+    }
+
+    /// Updates in the fan-out's backlog now.
+    #[must_use]
+    pub fn fanout_backlog(&self) -> usize {
+        usize::try_from(self.backlog.updates.get()).unwrap_or(0)
+    }
+
+    /// Waits until the fan-out's backlog holds fewer than `bound` updates (at least 1).
+    pub async fn fanout_below(&self, bound: usize) {
+        loop {
+            let drained = self.backlog.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.fanout_backlog() < bound.max(1) {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// How long the oldest update of the backlog has waited, and sets its gauge.
+    fn fanout_oldest(&self) -> std::time::Duration {
+        let age = self
+            .backlog
+            .since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .next()
+            .map(Instant::elapsed)
+            .unwrap_or_default();
+        self.backlog.oldest_seconds.set(age.as_secs_f64());
+        age
+    }
+
     /// Records how long one publish request took.
     pub fn observe_publish(&self, seconds: f64) {
         self.publish_seconds.observe(seconds);
@@ -192,12 +298,16 @@ impl Stats {
             subscribers_dropped_slow: self.dropped_slow.get(),
             history_len: count(self.history_len.get()),
             history_bytes: count(self.history_bytes.get()),
+            fanout_backlog: count(self.backlog.updates.get()),
+            fanout_backlog_oldest_ms: u64::try_from(self.fanout_oldest().as_millis())
+                .unwrap_or(u64::MAX),
         }
     }
 
     /// Every metric in the Prometheus text exposition format.
     #[must_use]
     pub fn prometheus_text(&self) -> String {
+        self.fanout_oldest();
         let mut out = Vec::new();
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("cannot encode metrics: {err}");

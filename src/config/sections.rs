@@ -169,6 +169,12 @@ pub struct Publishing {
     /// Updates one publisher token may publish in a burst above the rate.
     #[arg(long, env = "SSE_HUB_PUBLISH_BURST", default_value_t = 2000)]
     pub publish_burst: u32,
+
+    /// Updates accepted and not yet fanned out to the subscribers, past which a publish answers
+    /// 503 with Retry-After and its Mercure-Update-Id, to retry (0: no bound). A publish is
+    /// answered only once fanned out, so this counts the publishes in flight.
+    #[arg(long, env = "SSE_HUB_MAX_FANOUT_BACKLOG", default_value_t = 256)]
+    pub max_fanout_backlog: usize,
 }
 
 /// How much history is kept for replay, and where.

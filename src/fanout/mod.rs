@@ -9,3 +9,4 @@ pub mod presence;
 pub mod registry;
 pub mod shard;
 pub mod subscription;
+pub mod ticket;

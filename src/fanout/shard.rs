@@ -37,6 +37,7 @@ use crate::{
     fanout::direct::{Offered, Outlet},
     fanout::registry::{Delivery, Registry, SubscriberId},
     fanout::subscription::Subscription,
+    fanout::ticket::Ticket,
     protocol::update::Update,
     stats::{DropReason, Stats},
 };
@@ -48,8 +49,10 @@ pub struct ShardId(pub usize);
 /// What the broadcaster tells a shard, in order.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Deliver to every local subscriber that wants it.
-    Update(Arc<Update>),
+    /// Deliver to every local subscriber that wants it; the ticket (none for a server-time
+    /// tick) is dropped once that is done, so the update leaves the fan-out's backlog when the
+    /// last shard is done with it.
+    Update(Arc<Update>, Option<Arc<Ticket>>),
     /// Start delivering to this local subscriber (registered, its replay taken).
     Register {
         id: SubscriberId,
@@ -141,7 +144,10 @@ static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 impl Local {
     fn handle(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Update(update) => self.fan_out(&update),
+            ShardMsg::Update(update, ticket) => {
+                self.fan_out(&update);
+                drop(ticket);
+            }
             ShardMsg::Register { id, subscription } => {
                 // A stream that already went (its client left at once) is not registered.
                 if self.queues.contains_key(&id) {

@@ -30,7 +30,7 @@ use tokio::sync::{watch, Mutex, Notify};
 
 use self::entry_id::EntryId;
 use crate::{
-    fanout::broadcaster::{Broadcaster, Knows, Publish, PublishRefused, Remember},
+    fanout::broadcaster::{Broadcaster, Knows, Pacing, Publish, PublishRefused, Remember},
     protocol::publication::Publication,
     protocol::topic::Topic,
     protocol::update::{Cursor, EventId, EventType, Update},
@@ -137,7 +137,7 @@ impl Transport {
     ) -> Result<EventId, TransportError> {
         match self {
             Self::Local => Ok(broadcaster
-                .send(Publish(form.into_update(id)))
+                .send(Publish(form.into_update(id), Pacing::Bounded))
                 .await
                 .map_err(|_| TransportError::Unavailable)??),
             Self::Redis(redis) => {
@@ -457,7 +457,9 @@ impl RedisTransport {
                     self.set_delivered(&entry.id);
                     continue;
                 };
-                match broadcaster.send(Publish(update)).await {
+                // Answered once fanned out: this node reads the next entry at its fan-out's
+                // pace, and what it has not read yet waits in the stream, not in memory.
+                match broadcaster.send(Publish(update, Pacing::Always)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(refused)) => {
                         log::info!("stream entry {} not delivered: {refused}", entry.id)

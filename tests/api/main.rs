@@ -21,6 +21,7 @@ mod mercure;
 mod metrics;
 mod newcomer;
 mod nginx;
+mod overload;
 mod replay;
 mod scaleout;
 mod subscriptions;

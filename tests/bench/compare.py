@@ -13,6 +13,8 @@ table with the ratios (hub / Nchan). All traffic stays on 127.0.0.1; every run i
     python3 tests/bench/compare.py --memory-history ...  # the hub with its history in memory, as Nchan
     python3 tests/bench/compare.py --hub-only --old-hub OLD/target/release/sse-hub
                                                 # storm and template scenarios, old vs new
+    python3 tests/bench/compare.py --resume-storm [--runs 2] [--old-hub PATH]
+                                                # 10,000 resume with Last-Event-ID within 1 s
     python3 tests/bench/compare.py --scaleout-50k [--runs 2]
                                                 # 50,000 subscribers on 3 nodes over Redis
     python3 tests/bench/compare.py --bin-dir DIR ...  # use sse-hub and loadgen built in DIR (no build)
@@ -436,6 +438,9 @@ def scenarios(quick):
         ("1,000 subscribers, 100 events/s", dict(args=["--subscribers", 1000 // k, "--events", 1000 // k, "--rate", 100])),
         ("1,000 subscribers, max rate", dict(args=["--subscribers", 1000 // k, "--events", 5000 // k, "--rate", 0, "--publishers", 4])),
         ("10,000 subscribers, 5 events/s", dict(args=["--subscribers", 10000 // k, "--events", 50, "--rate", 5])),
+        # More than two cores can write: the hub answers a publish once fanned out, so 4
+        # publishers keep at most 4 updates between acceptance and delivery.
+        ("10,000 subscribers, 200 events/s (overload)", dict(args=["--subscribers", 10000 // k, "--events", 1000 // k, "--rate", 200, "--publishers", 4, "--connect-concurrency", 512])),
         ("100 subscribers, 8 KB events", dict(args=["--subscribers", 100, "--events", 500 // k, "--rate", 100, "--data-size", 8192])),
         ("100 subscribers (10% stalled), 8 KB events", dict(args=["--subscribers", 100, "--events", 500 // k, "--rate", 100, "--data-size", 8192, "--stalled-percent", 10])),
         ("10 subscribers drop and resume", dict(args=["--subscribers", 10, "--events", 1000 // k, "--rate", 100, "--drop-resume"])),
@@ -606,6 +611,30 @@ def cpu_modes(quick):
                   flush=True)
 
 
+def resume_storm(quick, runs, old_hub=None):
+    """The hub alone (and `old_hub` before it, if given): 10,000 subscribers (--quick: 1,000)
+    drop at once, 1,000 updates are published while they are away, and they all reconnect
+    within a second with their Last-Event-ID: the time until the last one has its replay, the
+    lost and duplicated updates (must be 0) and the server's exact CPU meanwhile."""
+    n = 1000 if quick else 10000
+    args = ["--subscribers", n, "--connect-concurrency", 512, "--events", 1150, "--rate", 100,
+            "--publishers", 4, "--resume-storm", "--resume-storm-after", 50,
+            "--resume-storm-missed", 1000, "--resume-storm-spread", "1s"]
+    print("| hub | run | reconnected | without replay | last replay s | each p50 / p99 ms | "
+          "server CPU ms (exact) | missing | duplicates |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for run in range(1, runs + 1):
+        for label, binary in ((("old", Path(old_hub)),) if old_hub else ()) + (("new", None),):
+            with Hub(binary=binary, args=["--max-subscribers-per-ip", "30000"]) as server:
+                time.sleep(0.5)
+                r = loadgen(server, args)
+            print(f"resume storm / {label}: {json.dumps(r)}", file=sys.stderr)
+            print(f"| {label} | {run} | {r.get('resume_storm_reconnected')} | "
+                  f"{r.get('resume_storm_without_replay')} | {r.get('resume_storm_last_replay_s')} | "
+                  f"{r.get('resume_storm_replay_ms_p50')} / {r.get('resume_storm_replay_ms_p99')} | "
+                  f"{r.get('resume_storm_cpu_exact_ms')} | {r['missing']} | {r['duplicates']} |", flush=True)
+
+
 def ratio_rounds(quick, rounds, only):
     """The fixed-rate scenarios `rounds` times, the hub and Nchan in turn each round: the CPU
     per delivery ratio of each round and their median. One run decides little on a shared
@@ -662,6 +691,9 @@ def main():
     parser.add_argument("--memory-history", action="store_true",
                         help="run the hub with its history in memory only (--data-dir none), "
                              "as Nchan keeps its messages")
+    parser.add_argument("--resume-storm", action="store_true",
+                        help="only the hub's resume storm: 10,000 subscribers reconnecting within a second "
+                             "with Last-Event-ID, 1,000 updates missed (with --old-hub: that binary too)")
     parser.add_argument("--runs", type=int, default=1,
                         help="with --hub-only or --scaleout-50k: repeat everything")
     opts = parser.parse_args()
@@ -670,13 +702,16 @@ def main():
         STORE = ("--data-dir", "none")
     if opts.bin_dir:
         use_bin_dir(opts.bin_dir)
-    setup(nchan=not (opts.hub_only or opts.durability or opts.scaleout_50k),
+    setup(nchan=not (opts.hub_only or opts.durability or opts.scaleout_50k or opts.resume_storm),
           build=not opts.bin_dir)
     if opts.scaleout_50k:
         scaleout_50k(opts.quick, opts.runs, opts.json_out)
         return
     if opts.durability:
         durability(opts.quick, opts.rounds, opts.only)
+        return
+    if opts.resume_storm:
+        resume_storm(opts.quick, opts.runs, opts.old_hub)
         return
     if opts.cpu_modes:
         cpu_modes(opts.quick)

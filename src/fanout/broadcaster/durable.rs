@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use super::PublishRefused;
 use crate::{
+    fanout::ticket::Ticket,
     history::store::{Commit, Store, StoreHandle},
     history::{History, Projection},
     protocol::update::{EventId, Update},
@@ -41,6 +42,8 @@ pub(super) struct Pending {
     pub(super) trim: Option<u64>,
     /// Every publish of this update (retries of the same id included).
     pub(super) waiters: Vec<Waiter>,
+    /// Its place in the fan-out's backlog, which it joined when it was accepted.
+    pub(super) ticket: Arc<Ticket>,
 }
 
 /// The store's writer: not started until the actor is (it reports to the actor's address).
@@ -105,7 +108,13 @@ impl Durable {
     /// from `history`, and keeps it pending until its commit; `waiters` hear the outcome.
     ///
     /// Call it only when [`Durable::is_on`].
-    pub(super) fn append(&mut self, history: &History, update: Arc<Update>, waiters: Vec<Waiter>) {
+    pub(super) fn append(
+        &mut self,
+        history: &History,
+        update: Arc<Update>,
+        waiters: Vec<Waiter>,
+        ticket: Arc<Ticket>,
+    ) {
         let key = self
             .pending
             .back()
@@ -120,6 +129,7 @@ impl Durable {
             update,
             trim,
             waiters,
+            ticket,
         });
     }
 
@@ -233,7 +243,11 @@ mod tests {
     use std::{sync::mpsc, time::Duration};
 
     use super::*;
-    use crate::{history::store::Fsync, history::Retention, protocol::topic::Topic};
+    use crate::{history::store::Fsync, history::Retention, protocol::topic::Topic, stats::Stats};
+
+    fn ticket() -> Arc<Ticket> {
+        Ticket::new(&Arc::new(Stats::default()))
+    }
 
     fn update(id: &str) -> Arc<Update> {
         Arc::new(Update::new(
@@ -294,7 +308,7 @@ mod tests {
         let history = history(10);
         assert!(durable.is_on());
         for id in ["a", "b", "c"] {
-            durable.append(&history, update(id), Vec::new());
+            durable.append(&history, update(id), Vec::new(), ticket());
         }
         let mut out = Vec::new();
         for commit in commits_through(&commits, 2) {
@@ -317,7 +331,7 @@ mod tests {
         let (mut durable, _commits) = started(dir.path());
         let history = history(10);
         let (first, _first_rx) = oneshot::channel();
-        durable.append(&history, update("a"), vec![first]);
+        durable.append(&history, update("a"), vec![first], ticket());
         let (retry, retry_rx) = oneshot::channel();
         assert!(durable
             .wait_for(&EventId::parse("a").unwrap(), retry)
@@ -345,7 +359,7 @@ mod tests {
         let (mut durable, commits) = started(dir.path());
         // History holds two updates; the first is already stored.
         let mut history = history(2);
-        durable.append(&history, update("a"), Vec::new());
+        durable.append(&history, update("a"), Vec::new(), ticket());
         for commit in commits_through(&commits, 0) {
             while let Some(p) = durable.next_committed(&commit) {
                 history.push(p.key, p.update);
@@ -353,8 +367,8 @@ mod tests {
             }
         }
         // Two more on their way: the second of them evicts "a" from the projected history.
-        durable.append(&history, update("b"), Vec::new());
-        durable.append(&history, update("c"), Vec::new());
+        durable.append(&history, update("b"), Vec::new(), ticket());
+        durable.append(&history, update("c"), Vec::new(), ticket());
         let trims: Vec<_> = durable.pending.iter().map(|p| p.trim).collect();
         assert_eq!(trims, [None, Some(1)]);
 
@@ -385,7 +399,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut durable, _commits) = started(dir.path());
         let history = history(10);
-        durable.append(&history, update("a"), Vec::new());
+        durable.append(&history, update("a"), Vec::new(), ticket());
         assert!(durable.projection.is_some());
         let failed = Commit {
             through: 0,

@@ -20,6 +20,16 @@
 //! # Durability
 //! With a store, an update is delivered and acknowledged only once it is on disk, in publish
 //! order; `durable.rs` tells how.
+//!
+//! # Backpressure
+//! A publish is acknowledged only once every shard has fanned its update out
+//! ([`crate::fanout::ticket`]), not as soon as it is committed: publishers wait for the
+//! fan-out, so when it falls behind they slow down with it and the updates between acceptance
+//! and delivery (the fan-out's backlog) are at most as many as the publishes in flight, rather
+//! than growing with the overload. `--max-fanout-backlog` bounds those too: past it, a publish
+//! is refused (`503`, `Retry-After`, its id) before anything is stored. Updates read from a
+//! Redis stream are never refused (another node acknowledged them); the reader takes the next
+//! one once this one is fanned out, so a node that falls behind leaves them in the stream.
 
 mod backlog;
 mod durable;
@@ -38,6 +48,7 @@ use crate::{
     fanout::admission::{Admission, Slot},
     fanout::presence::Presence,
     fanout::subscription::Subscription,
+    fanout::ticket::Ticket,
     history::store::{Commit, Loaded, Store, StoreError},
     history::{History, Retention},
     protocol::update::{now_ms, Cursor, EventId, Update, EARLIEST},
@@ -63,6 +74,8 @@ pub struct Limits {
     pub max_subscribers_per_ip: usize,
     /// How much history is kept, in memory and in the store alike.
     pub retention: Retention,
+    /// Updates accepted and not yet fanned out, past which a publish is refused (0: no bound).
+    pub max_fanout_backlog: usize,
 }
 
 /// The actor. Start it with [`Broadcaster::new`] (memory only) or [`Broadcaster::durable`],
@@ -77,6 +90,8 @@ pub struct Broadcaster {
     shards: Vec<(ShardId, ShardSender)>,
     history: History,
     stats: Arc<Stats>,
+    /// `--max-fanout-backlog` (0: no bound).
+    max_fanout_backlog: usize,
     closing: bool,
     /// The updates on their way to the store, and what the store holds.
     durable: Durable,
@@ -95,6 +110,7 @@ impl Broadcaster {
             shards: Vec::new(),
             history: History::new(limits.retention),
             stats,
+            max_fanout_backlog: limits.max_fanout_backlog,
             closing: false,
             durable: Durable::off(),
             presence: None,
@@ -136,9 +152,10 @@ impl Broadcaster {
             .set_subscribers(self.membership.len(), self.membership.selectors());
     }
 
-    /// Sends `update` once to every worker's shard, which delivers it to its own subscribers.
-    fn fan_out(&mut self, update: &Arc<Update>) {
-        self.tell_shards(|| ShardMsg::Update(Arc::clone(update)));
+    /// Sends `update` once to every worker's shard, which delivers it to its own subscribers;
+    /// `ticket` leaves the backlog once they all have.
+    fn fan_out(&mut self, update: &Arc<Update>, ticket: Option<Arc<Ticket>>) {
+        self.tell_shards(|| ShardMsg::Update(Arc::clone(update), ticket.clone()));
         // Deliveries are counted by the shards.
         self.stats.published(0);
     }
@@ -154,9 +171,24 @@ impl Broadcaster {
     }
 
     /// Fans `update` out and adds it to history under `key`; `trimmed` is what its commit
-    /// deleted from the store.
-    fn deliver(&mut self, key: u64, update: Arc<Update>, trimmed: Option<u64>) {
-        self.fan_out(&update);
+    /// deleted from the store; `waiters` hear its id once every shard has fanned it out.
+    fn deliver(
+        &mut self,
+        key: u64,
+        update: Arc<Update>,
+        trimmed: Option<u64>,
+        ticket: Arc<Ticket>,
+        waiters: Vec<Waiter>,
+    ) {
+        if !waiters.is_empty() {
+            let id = update.id().clone();
+            ticket.then(move || {
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(id.clone()));
+                }
+            });
+        }
+        self.fan_out(&update, Some(ticket));
         self.history.push(key, update);
         self.durable.pushed(&mut self.history, trimmed);
         self.count_history();
@@ -173,16 +205,13 @@ impl Broadcaster {
     /// Takes a new update: without a store it is delivered at once; with one it is handed to
     /// the writer and kept pending until its commit. `waiters` hear the outcome either way.
     fn accept(&mut self, update: Arc<Update>, waiters: Vec<Waiter>) {
+        let ticket = Ticket::new(&self.stats);
         if !self.durable.is_on() {
-            let id = update.id().clone();
             let key = self.history.next_key();
-            self.deliver(key, update, None);
-            for waiter in waiters {
-                let _ = waiter.send(Ok(id.clone()));
-            }
+            self.deliver(key, update, None, ticket, waiters);
             return;
         }
-        self.durable.append(&self.history, update, waiters);
+        self.durable.append(&self.history, update, waiters, ticket);
     }
 
     /// Announces that `announced`'s subscriptions started or ended: here, or through the
@@ -319,13 +348,23 @@ impl Handler<Subscribe> for Broadcaster {
 }
 
 /// Publishes an update: stores it (durably, with a store), adds it to history and queues its
-/// bytes to every matching subscriber; answers its id once all that is done.
+/// bytes to every matching subscriber; answers its id once all that is done (every shard has
+/// fanned it out).
 ///
 /// Idempotent: an update whose id is already in history (or on its way there) is answered
 /// with its id and neither stored nor delivered again, so a retried publish is harmless.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<EventId, PublishRefused>")]
-pub struct Publish(pub Update);
+pub struct Publish(pub Update, pub Pacing);
+
+/// Whether a publish may be refused when the fan-out is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// A publisher's request: refused past `--max-fanout-backlog`, to retry later.
+    Bounded,
+    /// An update another node already acknowledged (read from the Redis stream): always taken.
+    Always,
+}
 
 /// Why an update was not published.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -336,6 +375,8 @@ pub enum PublishRefused {
     StorageFull,
     #[error("the hub could not store the update")]
     StorageFailed,
+    #[error("the hub's fan-out is behind: the update was not taken")]
+    Overloaded,
 }
 
 impl From<&StoreError> for PublishRefused {
@@ -351,7 +392,7 @@ impl From<&StoreError> for PublishRefused {
 impl Handler<Publish> for Broadcaster {
     type Result = ResponseFuture<Result<EventId, PublishRefused>>;
 
-    fn handle(&mut self, Publish(update): Publish, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Publish(update, pacing): Publish, _: &mut Self::Context) -> Self::Result {
         let id = update.id().clone();
         let answer = |result| -> Self::Result { Box::pin(std::future::ready(result)) };
         if self.history.contains(&id) {
@@ -363,6 +404,10 @@ impl Handler<Publish> for Broadcaster {
         let (tx, rx) = oneshot::channel();
         // A retry of an update on its way to disk is answered with it.
         if let Err(tx) = self.durable.wait_for(&id, tx) {
+            let bound = self.max_fanout_backlog;
+            if pacing == Pacing::Bounded && bound > 0 && self.stats.fanout_backlog() >= bound {
+                return answer(Err(PublishRefused::Overloaded));
+            }
             self.accept(Arc::new(update), vec![tx]);
         }
         Box::pin(async move { rx.await.unwrap_or(Err(PublishRefused::ShuttingDown)) })
@@ -383,18 +428,18 @@ impl Handler<Committed> for Broadcaster {
             update,
             trim,
             waiters,
+            ticket,
         }) = self.durable.next_committed(&commit)
         {
-            let result = match &commit.result {
-                Ok(()) => {
-                    let id = update.id().clone();
-                    self.deliver(key, update, trim);
-                    Ok(id)
+            match &commit.result {
+                Ok(()) => self.deliver(key, update, trim, ticket, waiters),
+                Err(err) => {
+                    // Out of the backlog (the ticket drops here) before the publisher hears.
+                    drop(ticket);
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(PublishRefused::from(&**err)));
+                    }
                 }
-                Err(err) => Err(PublishRefused::from(&**err)),
-            };
-            for waiter in waiters {
-                let _ = waiter.send(result.clone());
             }
         }
     }
@@ -414,7 +459,7 @@ impl Handler<Broadcast> for Broadcaster {
             return;
         }
         self.stats.ticked();
-        self.fan_out(&Arc::new(update));
+        self.fan_out(&Arc::new(update), None);
     }
 }
 

@@ -16,9 +16,14 @@ use crate::{
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: u32 = 5;
 
-/// Response header of a publish answered `503` by the transport: the id the update was given.
-/// Redis may have stored it before failing to answer, so the client's only safe retry is one
-/// with `id=` this value, which is delivered once whether or not the first attempt landed.
+/// Seconds a publisher is asked to wait when the fan-out is behind: it drains in well under
+/// a second once publishers pause, so the shortest wait the header can say.
+const OVERLOAD_RETRY_AFTER_SECS: u32 = 1;
+
+/// Response header of a publish answered `503` by the transport or because the fan-out is
+/// behind: the id the update was given. Redis may have stored it before failing to answer, so
+/// the client's only safe retry is one with `id=` this value, which is delivered once whether
+/// or not the first attempt landed.
 pub const UPDATE_ID_HEADER: &str = "Mercure-Update-Id";
 
 /// The `WWW-Authenticate: Bearer` challenge of a refusal (RFC 6750 §3, RFC 9728 §5.1): the
@@ -92,6 +97,9 @@ pub enum ApiError {
     /// The update may or may not be in the event stream: the answer carries its id.
     #[error("the event stream did not confirm update {0}; retry later with this id")]
     TransportDown(EventId),
+    /// The fan-out is behind (`--max-fanout-backlog`): the update was not taken.
+    #[error("the hub's fan-out is behind; update {0} was not taken, retry later with this id")]
+    Overloaded(EventId),
     #[error("the hub could not store the update, retry later")]
     StorageFailed,
     #[error("{0}")]
@@ -116,6 +124,7 @@ impl ResponseError for ApiError {
             | Self::ShuttingDown
             | Self::Unavailable
             | Self::TransportDown(_)
+            | Self::Overloaded(_)
             | Self::StorageFailed
             | Self::TemplatesFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -136,8 +145,13 @@ impl ResponseError for ApiError {
             Self::TooManyFromAddress => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
-            Self::TransportDown(id) => {
-                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            Self::TransportDown(id) | Self::Overloaded(id) => {
+                let secs = if matches!(self, Self::Overloaded(_)) {
+                    OVERLOAD_RETRY_AFTER_SECS
+                } else {
+                    RETRY_AFTER_SECS
+                };
+                response.insert_header((header::RETRY_AFTER, secs));
                 // An id is never CR, LF or NUL; one with other control characters can't be a
                 // header value, and then it is the publisher's own (the hub's are ASCII).
                 match header::HeaderValue::from_bytes(id.as_str().as_bytes()) {
@@ -185,6 +199,8 @@ impl From<PublishRefused> for ApiError {
             PublishRefused::ShuttingDown => Self::ShuttingDown,
             PublishRefused::StorageFull => Self::InsufficientStorage(refused.to_string()),
             PublishRefused::StorageFailed => Self::StorageFailed,
+            // Answered with its id where the id is known (`routes/mercure.rs`).
+            PublishRefused::Overloaded => Self::Unavailable,
         }
     }
 }

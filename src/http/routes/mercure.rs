@@ -16,6 +16,7 @@ use crate::{
     auth::{Context, Grants, Subscriber},
     config::{Listen, Protocol},
     fanout::active::{Announced, Announcement, Form},
+    fanout::broadcaster::PublishRefused,
     fanout::subscription::Subscription,
     protocol::publication::Publication,
     protocol::topic::{Budget, MatcherType},
@@ -337,6 +338,7 @@ pub(super) async fn publish(
         .publish(id.clone(), form, &state.broadcaster)
         .await
         .map_err(|err| match err {
+            TransportError::Refused(PublishRefused::Overloaded) => ApiError::Overloaded(id),
             TransportError::Refused(refused) => ApiError::from(refused),
             TransportError::Unavailable => ApiError::TransportDown(id),
         })?;

@@ -122,6 +122,22 @@ struct Args {
     /// Storm connects (connect + response head) in flight at once.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     storm_concurrency: u32,
+    /// Resume storm: once --resume-storm-after events are acknowledged, every measured
+    /// subscriber drops its connection; once --resume-storm-missed more are, each reconnects
+    /// with its `Last-Event-ID` at a random moment within --resume-storm-spread. Reports the
+    /// time until the last one has its replay, and the server's exact CPU meanwhile; lost and
+    /// duplicated events are the run's `missing` and `duplicates`.
+    #[arg(long)]
+    resume_storm: bool,
+    /// Acknowledged events before the resume storm's subscribers drop.
+    #[arg(long, default_value_t = 100)]
+    resume_storm_after: u64,
+    /// Events acknowledged while they are away (what their replay holds, at least).
+    #[arg(long, default_value_t = 1000)]
+    resume_storm_missed: u64,
+    /// Their reconnects are spread over this long.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    resume_storm_spread: Duration,
     /// Server process to measure (repeatable; CPU and RSS are summed).
     #[arg(long = "server-pid", value_name = "PID")]
     server_pids: Vec<u32>,
@@ -169,6 +185,41 @@ struct Ctx {
     sem: Semaphore,
     connect_tx: mpsc::UnboundedSender<ConnectMsg>,
     shutdown: watch::Receiver<bool>,
+    /// With --resume-storm.
+    resume: Option<Arc<Resume>>,
+}
+
+/// The resume storm's shared state (--resume-storm).
+#[derive(Debug)]
+struct Resume {
+    /// 0: connected; 1: drop now; 2: reconnect now.
+    phase: watch::Receiver<u8>,
+    spread: Duration,
+    /// Publishes acknowledged so far, and the highest acknowledged sequence number + 1.
+    acked: AtomicU64,
+    top: AtomicU64,
+    /// When phase 2 began.
+    reconnect_at: std::sync::OnceLock<Instant>,
+    /// Subscribers that dropped and have not had their replay yet.
+    waiting: AtomicI64,
+    reconnected: AtomicU64,
+    /// From phase 2 to the last replay done, and each subscriber's reconnect to its replay.
+    last_done_us: AtomicU64,
+    replay_us: Histogram,
+    all_done: tokio::sync::Notify,
+}
+
+impl Resume {
+    fn done(&self, since_reconnect: Duration) {
+        self.replay_us.record(since_reconnect.as_micros() as u64);
+        if let Some(at) = self.reconnect_at.get() {
+            self.last_done_us
+                .fetch_max(at.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        if self.waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.all_done.notify_one();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -202,6 +253,9 @@ struct Tally {
     max_seq: Option<u64>,
     has_last: bool,
     drop_after: Option<u64>,
+    /// After a resume-storm reconnect: the sequence number its replay ends with (the highest
+    /// acknowledged when it reconnected, + 1) and when it reconnected.
+    replay_until: Option<(u64, Instant)>,
 }
 
 impl Tally {
@@ -234,6 +288,14 @@ impl Tally {
             }
         }
         self.max_seq = self.max_seq.max(Some(seq));
+        if let Some((until, since)) = self.replay_until {
+            if seq + 1 >= until {
+                self.replay_until = None;
+                if let Some(resume) = &ctx.resume {
+                    resume.done(since.elapsed());
+                }
+            }
+        }
         match self.drop_after {
             Some(n) if self.deliveries >= n => {
                 self.drop_after = None;
@@ -255,6 +317,8 @@ struct Conn {
 enum Flow {
     Continue,
     Drop,
+    /// The resume storm's drop: wait for its reconnect phase, then resume.
+    StormDrop,
     End(&'static str),
 }
 
@@ -425,6 +489,7 @@ async fn subscriber(
         max_seq: None,
         has_last: false,
         drop_after,
+        replay_until: None,
     };
     let mut conn = Conn {
         body,
@@ -432,15 +497,50 @@ async fn subscriber(
     };
     let mut flow = handle_bytes(&ctx, &mut conn, &mut tally, &leftover);
     drop(leftover);
+    let mut stormed = false;
+    let mut rng = unix_micros() ^ (u64::from(u32::from(src)) << 20);
     let end = loop {
         match flow {
             Flow::Continue => {}
             Flow::End(reason) => break reason,
-            Flow::Drop => {
-                // Disconnect, and resume at once from the last id received.
+            Flow::Drop | Flow::StormDrop => {
+                // Disconnect, and resume at once from the last id received (in a storm: at a
+                // random moment of its reconnect phase).
                 drop(stream);
+                if matches!(flow, Flow::StormDrop) {
+                    let Some(resume) = ctx.resume.as_deref() else {
+                        break "resume storm";
+                    };
+                    stormed = true;
+                    resume.waiting.fetch_add(1, Ordering::Relaxed);
+                    let mut phase = resume.phase.clone();
+                    let delay = Duration::from_micros(
+                        splitmix(&mut rng) % (resume.spread.as_micros() as u64).max(1),
+                    );
+                    let ready = async {
+                        let _ = phase.wait_for(|p| *p >= 2).await;
+                        sleep(delay).await;
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait_for(|s| *s) => break "shutdown",
+                        () = ready => {}
+                    }
+                    let until = resume.top.load(Ordering::Relaxed);
+                    resume.reconnected.fetch_add(1, Ordering::Relaxed);
+                    if until == 0 || tally.max_seq.is_some_and(|m| m + 1 >= until) {
+                        resume.done(Duration::ZERO);
+                    } else {
+                        tally.replay_until = Some((until, Instant::now()));
+                    }
+                }
                 ctx.reconnects.fetch_add(1, Ordering::Relaxed);
-                let last_id = conn.sse.last_event_id().to_vec();
+                let mut last_id = conn.sse.last_event_id().to_vec();
+                if last_id.is_empty() {
+                    // Told to drop before its first event (a storm on a loaded machine): it
+                    // connected before any was published, so it missed all of history.
+                    last_id = b"earliest".to_vec();
+                }
                 let mut reopened = None;
                 for attempt in 0..3 {
                     if attempt > 0 {
@@ -486,9 +586,18 @@ async fn subscriber(
                 }
             })
         });
+        let storm_drop = async {
+            match (&ctx.resume, stormed || !measured) {
+                (Some(resume), false) => {
+                    let _ = resume.phase.clone().wait_for(|p| *p >= 1).await;
+                }
+                _ => std::future::pending().await,
+            }
+        };
         flow = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break "shutdown",
+            () = storm_drop => Flow::StormDrop,
             r = timeout(ctx.read_timeout, read) => match r {
                 Err(_) => break "read timeout",
                 Ok(flow) => flow,
@@ -525,6 +634,8 @@ struct PubCfg {
     next: AtomicU64,
     /// Round trip of each answered publish request, as the publisher sees it.
     rtt: Histogram,
+    /// With --resume-storm: told of every acknowledged publish.
+    resume: std::sync::OnceLock<Arc<Resume>>,
 }
 
 impl PubCfg {
@@ -553,6 +664,7 @@ impl PubCfg {
             deadline,
             next: AtomicU64::new(0),
             rtt: Histogram::default(),
+            resume: std::sync::OnceLock::new(),
         })
     }
 }
@@ -749,6 +861,10 @@ async fn publisher(cfg: Arc<PubCfg>) -> PubReport {
             Ok((status, _)) if (200..300).contains(&status) => {
                 rep.ok[(seq / 64) as usize] |= 1 << (seq % 64);
                 rep.ok_count += 1;
+                if let Some(resume) = cfg.resume.get() {
+                    resume.top.fetch_max(seq + 1, Ordering::Relaxed);
+                    resume.acked.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Ok((status, _)) => {
                 rep.errors += 1;
@@ -962,6 +1078,20 @@ struct Report {
     storm_head_ms_p50: Option<f64>,
     storm_head_ms_p99: Option<f64>,
     storm_duration_s: f64,
+    /// --resume-storm: subscribers that reconnected, those still without their replay at the
+    /// end (should be 0), from the reconnect phase's start to the last one's replay, each
+    /// one's reconnect to its replay, and the server's exact CPU from the reconnect phase's
+    /// start to the last replay.
+    resume_storm_reconnected: Option<u64>,
+    /// Resumes that failed (3 attempts) and streams that ended otherwise than at shutdown:
+    /// their subscribers' missing updates are counted in `missing`.
+    reconnect_failures: u64,
+    streams_ended_early: u64,
+    resume_storm_without_replay: Option<u64>,
+    resume_storm_last_replay_s: Option<f64>,
+    resume_storm_replay_ms_p50: Option<f64>,
+    resume_storm_replay_ms_p99: Option<f64>,
+    resume_storm_cpu_exact_ms: Option<f64>,
 }
 
 /// Counts that only the human summary shows.
@@ -980,6 +1110,44 @@ struct Extra {
     deadline_hit: bool,
     loadgen_cpu_ms: Option<f64>,
     lost_tasks: usize,
+}
+
+/// Drives the resume storm's phases: the drop once `after` publishes are acknowledged, the
+/// reconnects once `missed` more are (or publishing ended); answers the server's exact CPU
+/// time (ns) from the reconnects' start to the last replay.
+async fn resume_storm(
+    resume: Arc<Resume>,
+    phase: watch::Sender<u8>,
+    after: u64,
+    missed: u64,
+    pids: Vec<u32>,
+    mut pubs_done: watch::Receiver<bool>,
+    human: bool,
+) -> Option<u64> {
+    for (p, target) in [(1u8, after), (2, after.saturating_add(missed))] {
+        while resume.acked.load(Ordering::Relaxed) < target && !*pubs_done.borrow() {
+            tokio::select! {
+                _ = sleep(Duration::from_millis(2)) => {}
+                _ = pubs_done.changed() => {}
+            }
+        }
+        if p == 2 {
+            // Every subscriber has dropped (it was told long before).
+            let _ = resume.reconnect_at.set(Instant::now());
+        }
+        if human {
+            eprintln!(
+                "loadgen: resume storm phase {p} ({} acknowledged)",
+                resume.acked.load(Ordering::Relaxed)
+            );
+        }
+        let _ = phase.send(p);
+    }
+    let before = proto::sample(&pids);
+    // Until the last replay, at most 60 s.
+    let _ = timeout(Duration::from_secs(60), resume.all_done.notified()).await;
+    let after = proto::sample(&pids);
+    Some(after?.cpu_ns?.saturating_sub(before?.cpu_ns?))
 }
 
 fn round3(x: f64) -> f64 {
@@ -1036,6 +1204,21 @@ async fn run(
     // Subscribe.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
+    let (phase_tx, phase_rx) = watch::channel(0u8);
+    let resume = args.resume_storm.then(|| {
+        Arc::new(Resume {
+            phase: phase_rx,
+            spread: args.resume_storm_spread,
+            acked: AtomicU64::new(0),
+            top: AtomicU64::new(0),
+            reconnect_at: std::sync::OnceLock::new(),
+            waiting: AtomicI64::new(0),
+            reconnected: AtomicU64::new(0),
+            last_done_us: AtomicU64::new(0),
+            replay_us: Histogram::default(),
+            all_done: tokio::sync::Notify::new(),
+        })
+    });
     let ctx = Arc::new(Ctx {
         sub_target,
         idle_target,
@@ -1050,6 +1233,7 @@ async fn run(
         sem: Semaphore::new(args.connect_concurrency as usize),
         connect_tx,
         shutdown: shutdown_rx,
+        resume: resume.clone(),
     });
     let n = args.subscribers;
     let stalled =
@@ -1170,6 +1354,21 @@ async fn run(
     let events = if extra.deadline_hit { 0 } else { args.events };
     let cfg = PubCfg::new(args, pub_target, &args.topic, events, args.rate, deadline);
     let pub_start = cfg.start;
+    let (pubs_done_tx, pubs_done_rx) = watch::channel(false);
+    let storm_monitor = resume.clone().map(|resume| {
+        let _ = cfg.resume.set(Arc::clone(&resume));
+        let (after, missed) = (args.resume_storm_after, args.resume_storm_missed);
+        let pids = args.server_pids.clone();
+        tokio::spawn(resume_storm(
+            resume,
+            phase_tx,
+            after,
+            missed,
+            pids,
+            pubs_done_rx,
+            human,
+        ))
+    });
     let pubs: Vec<_> = (0..args.publishers)
         .map(|_| tokio::spawn(publisher(cfg.clone())))
         .collect();
@@ -1189,6 +1388,15 @@ async fn run(
         last_publish = last_publish.max(r.last_done.unwrap_or(pub_start));
     }
     let publish_duration = last_publish - pub_start;
+    let _ = pubs_done_tx.send(true);
+    let resume_cpu_ns = match storm_monitor {
+        Some(h) => timeout_at(deadline, h)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten(),
+        None => None,
+    };
     let _ = storm_stop_tx.send(true);
     let storm_join = Instant::now() + args.storm_hold + args.io_timeout;
     for h in storm_handles {
@@ -1283,7 +1491,30 @@ async fn run(
             .and_then(|s| s.head_us.quantile(q))
             .map(|u| round3(u as f64 / 1000.0))
     };
+    let resumed = |f: fn(&Resume) -> u64| resume.as_deref().map(f);
     let report = Report {
+        resume_storm_reconnected: resumed(|r| r.reconnected.load(Ordering::Relaxed)),
+        reconnect_failures: extra.reconnect_failures,
+        streams_ended_early: extra
+            .ends
+            .iter()
+            .filter(|(end, _)| **end != "shutdown")
+            .map(|(_, n)| n)
+            .sum(),
+        resume_storm_without_replay: resumed(|r| {
+            u64::try_from(r.waiting.load(Ordering::Relaxed)).unwrap_or(0)
+        }),
+        resume_storm_last_replay_s: resumed(|r| r.last_done_us.load(Ordering::Relaxed))
+            .map(|us| round3(us as f64 / 1e6)),
+        resume_storm_replay_ms_p50: resume
+            .as_deref()
+            .and_then(|r| r.replay_us.quantile(0.5))
+            .map(|us| round3(us as f64 / 1000.0)),
+        resume_storm_replay_ms_p99: resume
+            .as_deref()
+            .and_then(|r| r.replay_us.quantile(0.99))
+            .map(|us| round3(us as f64 / 1000.0)),
+        resume_storm_cpu_exact_ms: resume_cpu_ns.map(|ns| round3(ns as f64 / 1e6)),
         subscribers: n,
         connected,
         connect_failures: failures,
@@ -1441,6 +1672,17 @@ fn print_summary(args: &Args, r: &Report, x: &Extra) {
     );
     if args.publishers > 1 && r.out_of_order > 0 {
         println!("               (out of order is expected with several publishers: they race)");
+    }
+    if args.resume_storm {
+        println!(
+            "  resume storm {} reconnected, {} without their replay; last replay {} after the reconnects began; each p50 {} p99 {}; server cpu {} exact meanwhile",
+            fmt_opt(r.resume_storm_reconnected, ""),
+            fmt_opt(r.resume_storm_without_replay, ""),
+            fmt_opt(r.resume_storm_last_replay_s, " s"),
+            fmt_opt(r.resume_storm_replay_ms_p50, " ms"),
+            fmt_opt(r.resume_storm_replay_ms_p99, " ms"),
+            fmt_opt(r.resume_storm_cpu_exact_ms, " ms"),
+        );
     }
     if args.drop_resume {
         println!(
