@@ -106,7 +106,7 @@ class Hub:
              "--workers", "2",
              # Thousands of subscribers from 16 addresses: no attempt rate (a binary before it
              # has no such flag).
-             *(["--subscribe-rate", "0"] if binary == HUB else []), *self.args],
+             *(["--subscribe-rate", "0"] if self.binary == HUB else []), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
         wait_port(self.port)
         self.token = subprocess.run([str(HUB), "--jwt-key", KEY, "token", "--legacy", "--publish", "*"],
@@ -122,8 +122,10 @@ class Hub:
                                                    "--topic", f"/{topic}"]
 
     def sub_url(self, selector):
-        """Subscribe URL for one percent-encoded topic selector (hub only)."""
-        return f"http://127.0.0.1:{self.port}/.well-known/mercure?topic={selector}"
+        """Subscribe URL for one percent-encoded topic selector, or for a whole query when it
+        names its parameter (`match_urlpattern=…`; hub only)."""
+        query = selector if "=" in selector else f"topic={selector}"
+        return f"http://127.0.0.1:{self.port}/.well-known/mercure?{query}"
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -475,6 +477,17 @@ def hub_scenarios(quick):
         (f"1 subscriber, {10000 // k:,} others on /other", dict(args=few, idle=10000 // k, idle_sub="%2Fother")),
         (f"1 subscriber, {10000 // k:,} others on /other/{{name}}",
          dict(args=few, idle=10000 // k, idle_sub="%2Fother%2F%7Bname%7D")),
+        # Mercure 1.0 matchers: an exact one, one shared URL pattern that matches, one shared
+        # pattern that matches nothing published, and a distinct pattern per subscriber (each
+        # compiled once: the hub's template memory is raised to hold 10,000 of them).
+        (f"{10000 // k:,} subscribers on match=/bench, 5 events/s", dict(args=big, sub="match=%2Fbench")),
+        (f"{10000 // k:,} subscribers on match_urlpattern=/:name, 5 events/s",
+         dict(args=big, sub="match_urlpattern=%2F%3Aname")),
+        (f"1 subscriber, {10000 // k:,} others on match_urlpattern=/other/:id",
+         dict(args=few, idle=10000 // k, idle_sub="match_urlpattern=%2Fother%2F%3Aid")),
+        (f"1 subscriber, {10000 // k:,} others on distinct patterns /other/{{n}}/:id",
+         dict(args=few, idle=10000 // k, idle_sub="match_urlpattern=%2Fother%2F{n}%2F%3Aid",
+              hub=["--max-template-memory", "2000000000"])),
     ]
 
 
@@ -493,13 +506,18 @@ HUB_COLUMNS = [
 ]
 
 
+def wanted(only, name):
+    """Whether `--only` selects the scenario `name`: one of its `|`-separated parts is in it."""
+    return not only or any(part in name for part in only.split("|"))
+
+
 def run_hub_only(opts):
     """Every hub-only scenario, `--runs` times; with --old-hub, old then new for each."""
     binaries = ([("old", Path(opts.old_hub))] if opts.old_hub else []) + [("new", HUB)]
     rows = []
     for run in range(1, opts.runs + 1):
         for name, spec in hub_scenarios(opts.quick):
-            if opts.only and opts.only not in name:
+            if not wanted(opts.only, name):
                 continue
             for label, binary in binaries:
                 with Hub(binary=binary, args=spec.get("hub", ())) as server:
@@ -666,7 +684,7 @@ def ratio_rounds(quick, rounds, only):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the load")
-    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--only", help="run only scenarios whose name contains this (or one of its |-separated parts)")
     parser.add_argument("--json-out", help="write every result here")
     parser.add_argument("--scaleout", action="store_true",
                         help="only compare 1,000 subscribers over 3 Redis-linked nodes with 1 node")
@@ -735,7 +753,7 @@ def main():
                   f"{r['latency_us_p50']} | {r['latency_us_p99']} | {r['missing']} | {r['duplicates']} |")
         return
     for name, spec in scenarios(opts.quick):
-        if opts.only and opts.only not in name:
+        if not wanted(opts.only, name):
             continue
         row = {"scenario": name}
         for server_cls in (Hub, Nchan):

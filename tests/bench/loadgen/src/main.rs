@@ -86,7 +86,8 @@ struct Args {
     /// Extra subscribers on --idle-url that should receive nothing (not measured).
     #[arg(long, default_value_t = 0, requires = "idle_url")]
     idle_subscribers: usize,
-    /// Subscribe URL of the idle subscribers.
+    /// Subscribe URL of the idle subscribers; `{n}` in it becomes each one's number, so each
+    /// can have a selector of its own (e.g. `match_urlpattern=/other/{n}/:id`).
     #[arg(long, value_name = "URL")]
     idle_url: Option<String>,
     /// Each measured subscriber disconnects once mid-run and resumes with Last-Event-ID.
@@ -251,6 +252,9 @@ struct Tally {
     out_of_order: u64,
     foreign: u64,
     max_seq: Option<u64>,
+    /// Distinct sequence numbers received.
+    distinct: u64,
+    /// Whether every sequence number has come (the subscriber no longer counts as pending).
     has_last: bool,
     drop_after: Option<u64>,
     /// After a resume-storm reconnect: the sequence number its replay ends with (the highest
@@ -282,7 +286,10 @@ impl Tally {
             if self.max_seq.is_some_and(|m| seq < m) {
                 self.out_of_order += 1;
             }
-            if seq + 1 == ctx.events && !self.has_last {
+            self.distinct += 1;
+            // Complete once every update has come, not once the last number has: with several
+            // publishers an update may overtake one published just before it.
+            if self.distinct == ctx.events && !self.has_last {
                 self.has_last = true;
                 ctx.pending.fetch_sub(1, Ordering::Relaxed);
             }
@@ -423,13 +430,22 @@ async fn subscriber(
     role: Role,
     src: Ipv4Addr,
     drop_after: Option<u64>,
+    number: usize,
 ) -> SubReport {
     let mut shutdown = ctx.shutdown.clone();
     let mut rep = SubReport {
         end: "not connected",
         ..SubReport::default()
     };
+    let numbered;
     let target = match (role, &ctx.idle_target) {
+        (Role::Idle, Some(t)) if t.path.contains("{n}") => {
+            numbered = Target {
+                path: t.path.replace("{n}", &number.to_string()),
+                ..t.clone()
+            };
+            &numbered
+        }
         (Role::Idle, Some(t)) => t,
         _ => &ctx.sub_target,
     };
@@ -487,6 +503,7 @@ async fn subscriber(
         out_of_order: 0,
         foreign: 0,
         max_seq: None,
+        distinct: 0,
         has_last: false,
         drop_after,
         replay_until: None,
@@ -1261,7 +1278,13 @@ async fn run(
                 (lo + splitmix(&mut rng) % width).max(1)
             });
         roles.push(role);
-        handles.push(tokio::spawn(subscriber(ctx.clone(), role, src, drop_after)));
+        handles.push(tokio::spawn(subscriber(
+            ctx.clone(),
+            role,
+            src,
+            drop_after,
+            i,
+        )));
     }
     let mut connect_us = Vec::with_capacity(total);
     let (mut connected, mut idle_connected, mut failures) = (0, 0, 0);
