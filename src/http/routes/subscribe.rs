@@ -118,6 +118,11 @@ pub(crate) async fn open_stream(
             selectors: subscription.selectors().len(),
             announced,
         });
+        // Answering within the same poll as the request keeps actix-http's per-connection
+        // buffers at the size they had for reading it, for the stream's whole life: one yield
+        // first lets the connection settle, and costs no cross-thread round trip. Measured with
+        // 10,000 subscribers: 9.4 KB per subscriber without it, 3.3 KB with it (BENCHMARKS.md).
+        tokio::task::yield_now().await;
         Subscribed::live(subscription, Arc::clone(&state.stats))
     } else {
         state
