@@ -118,10 +118,11 @@ pub(crate) async fn open_stream(
             selectors: subscription.selectors().len(),
             announced,
         });
-        // Answering within the same poll as the request keeps actix-http's per-connection
-        // buffers at the size they had for reading it, for the stream's whole life: one yield
-        // first lets the connection settle, and costs no cross-thread round trip. Measured with
-        // 10,000 subscribers: 9.4 KB per subscriber without it, 3.3 KB with it (BENCHMARKS.md).
+        // Answering within the same poll as the request left each connection holding about
+        // 6 KB more for its whole life (measured, not traced: actix-http's connection state
+        // keeps what it had while reading the request); one yield first avoids it and costs no
+        // cross-thread round trip. With 10,000 subscribers: 9.4 KB per subscriber without it,
+        // 3.3 KB with it (BENCHMARKS.md, "Joining").
         tokio::task::yield_now().await;
         Subscribed::live(subscription, Arc::clone(&state.stats))
     } else {
