@@ -643,7 +643,7 @@ def resume_storm(quick, runs, old_hub=None):
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in range(1, runs + 1):
         for label, binary in ((("old", Path(old_hub)),) if old_hub else ()) + (("new", None),):
-            with Hub(binary=binary, args=["--max-subscribers-per-ip", "30000"]) as server:
+            with Hub(binary=binary) as server:
                 time.sleep(0.5)
                 r = loadgen(server, args)
             print(f"resume storm / {label}: {json.dumps(r)}", file=sys.stderr)
