@@ -12,10 +12,11 @@ use url::Url;
 
 use super::{
     error::{ApiError, Challenge},
-    AppState, HUB_PATH as PATH,
+    single, AppState, HUB_PATH as PATH,
 };
 use crate::{
-    auth::{AuthError, Resource, DETAIL_TYPE},
+    auth::{AuthError, Context, Resource, DETAIL_TYPE},
+    protocol::form::Pair,
     protocol::topic::SelectorError,
 };
 
@@ -68,6 +69,22 @@ pub(super) fn hub_url(state: &AppState, req: &HttpRequest) -> Result<Arc<Url>, A
 
 /// The hub's resource identifier for this request: `--resource-identifier`, else the hub's
 /// URL; `None` when neither is known (an invalid `Host`).
+/// What the token checks of a request need: its query token (0.x), whether it uses 1.0
+/// matchers, the hub's resource, the shared templates. `400` when `authorization` is repeated.
+pub(super) fn context<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    query: &'a [Pair<'a>],
+    uses_v1: bool,
+) -> Result<Context<'a>, ApiError> {
+    Ok(Context {
+        query_token: single(query, "authorization")?,
+        uses_v1,
+        resource: resource(state, req),
+        templates: &state.templates,
+    })
+}
+
 pub(super) fn resource(state: &AppState, req: &HttpRequest) -> Option<Resource> {
     if let Some(id) = state.auth.resource_identifier() {
         let url = Url::parse(id).ok()?;

@@ -13,7 +13,7 @@ use super::{
     single, subscribe, AppState,
 };
 use crate::{
-    auth::{Context, Grants, Subscriber},
+    auth::{Grants, Subscriber},
     config::{Listen, Protocol},
     fanout::active::{Announced, Announcement, Form},
     fanout::broadcaster::PublishRefused,
@@ -114,13 +114,8 @@ async fn subscribe_with(
         }
     }
     let uses_v1 = params().any(|(n, _)| MatcherType::from_param(n).is_some());
-    let resource = bearer::resource(state, req);
-    let ctx = Context {
-        query_token: single(&query, "authorization")?,
-        uses_v1,
-        resource: resource.clone(),
-        templates: &state.templates,
-    };
+    let ctx = bearer::context(state, req, &query, uses_v1)?;
+    let resource = ctx.resource.clone();
     // The request's templates and patterns and its token's share one budget, checked as each
     // is compiled (and each compilation stops once it would exceed what is left).
     let mut budget = Budget::default();
@@ -292,13 +287,8 @@ pub(super) async fn publish(
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let query = super::query_pairs(req.query_string())?;
-    let resource = bearer::resource(&state, &req);
-    let ctx = Context {
-        query_token: single(&query, "authorization")?,
-        uses_v1: false,
-        resource: resource.clone(),
-        templates: &state.templates,
-    };
+    let ctx = bearer::context(&state, &req, &query, false)?;
+    let resource = ctx.resource.clone();
     let (grants, token_key) = state
         .auth
         .publisher(&req, &ctx)

@@ -20,9 +20,9 @@ use actix_web::{
 };
 use percent_encoding::percent_decode_str;
 
-use super::{bearer, error::ApiError, mercure, single, AppState};
+use super::{bearer, error::ApiError, mercure, AppState};
 use crate::{
-    auth::{Context, Subscriber},
+    auth::Subscriber,
     config::Listen,
     fanout::active::{self, Form, Generation, Scope, PREFIX},
     fanout::broadcaster::{ActiveList, LastSeen, ListActive},
@@ -115,13 +115,8 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
     // as they match the IRIs of the subscription updates, which are encoded the same way.
     let path = req.uri().path();
     // The spec: a subscriber token is required here, even where anonymous subscribers are let in.
-    let resource = bearer::resource(&state, &req);
-    let ctx = Context {
-        query_token: single(&query, "authorization")?,
-        uses_v1: false,
-        resource: resource.clone(),
-        templates: &state.templates,
-    };
+    let ctx = bearer::context(&state, &req, &query, false)?;
+    let resource = ctx.resource.clone();
     let refuse = |err| bearer::refuse(err, resource.as_ref());
     let grants = match state
         .auth
