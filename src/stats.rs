@@ -15,7 +15,6 @@ use prometheus::{
     TextEncoder,
 };
 use serde::Serialize;
-use tokio::sync::Notify;
 
 /// Why a subscriber was removed.
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +53,6 @@ pub struct Stats {
 struct Backlog {
     next: AtomicU64,
     since: Mutex<BTreeMap<u64, Instant>>,
-    /// Woken each time an update leaves the backlog (the Redis reader waits on it).
-    drained: Notify,
     updates: IntGauge,
     oldest_seconds: Gauge,
 }
@@ -156,7 +153,6 @@ impl Default for Stats {
             backlog: Backlog {
                 next: AtomicU64::new(0),
                 since: Mutex::new(BTreeMap::new()),
-                drained: Notify::new(),
                 updates: gauge(
                     "fanout_backlog_updates",
                     "Updates accepted and not yet fanned out to every worker's subscribers \
@@ -236,33 +232,17 @@ impl Stats {
     /// Update `n` of [`Stats::fanout_accepted`] left the backlog: every shard fanned it out,
     /// or it was refused (a failed commit, a hub shutting down).
     pub(crate) fn fanout_done(&self, n: u64) {
-        {
-            let mut since = self.backlog.since.lock().unwrap_or_else(|e| e.into_inner());
-            since.remove(&n);
-            self.backlog
-                .updates
-                .set(i64::try_from(since.len()).unwrap_or(i64::MAX));
-        }
-        self.backlog.drained.notify_waiters();
+        let mut since = self.backlog.since.lock().unwrap_or_else(|e| e.into_inner());
+        since.remove(&n);
+        self.backlog
+            .updates
+            .set(i64::try_from(since.len()).unwrap_or(i64::MAX));
     }
 
     /// Updates in the fan-out's backlog now.
     #[must_use]
     pub fn fanout_backlog(&self) -> usize {
         usize::try_from(self.backlog.updates.get()).unwrap_or(0)
-    }
-
-    /// Waits until the fan-out's backlog holds fewer than `bound` updates (at least 1).
-    pub async fn fanout_below(&self, bound: usize) {
-        loop {
-            let drained = self.backlog.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.fanout_backlog() < bound.max(1) {
-                return;
-            }
-            drained.await;
-        }
     }
 
     /// How long the oldest update of the backlog has waited, and sets its gauge.
